@@ -1,0 +1,188 @@
+//! The audit event schema (documented in `docs/audit-events.md`).
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+/// What happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Hash)]
+#[serde(rename_all = "snake_case")]
+pub enum EventKind {
+    /// A person proved who they are (proxy or API).
+    LoginSuccess,
+    /// A login attempt was refused (wrong password, unknown user, no grant, bad input).
+    LoginFailure,
+    /// A proxied session reached its upstream.
+    SessionOpen,
+    /// A proxied session ended.
+    SessionClose,
+    /// A statement ran (or failed) on a datasource.
+    Statement,
+    /// An admin changed a resource.
+    AdminChange,
+    /// Postern started.
+    ServerStart,
+}
+
+impl EventKind {
+    /// The snake_case name, as stored.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::LoginSuccess => "login_success",
+            EventKind::LoginFailure => "login_failure",
+            EventKind::SessionOpen => "session_open",
+            EventKind::SessionClose => "session_close",
+            EventKind::Statement => "statement",
+            EventKind::AdminChange => "admin_change",
+            EventKind::ServerStart => "server_start",
+        }
+    }
+
+    /// Parses the snake_case name.
+    pub fn parse(s: &str) -> Option<Self> {
+        serde_json::from_value(serde_json::Value::String(s.to_string())).ok()
+    }
+}
+
+/// Which front door the event came through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    /// PostgreSQL wire protocol.
+    Postgres,
+    /// MySQL wire protocol.
+    Mysql,
+    /// SSH.
+    Ssh,
+    /// The HTTPS API / portal.
+    Api,
+}
+
+/// One audit event. Fields that do not apply are absent from the JSON.
+///
+/// Session-wide strings are `Arc<str>` so a statement event costs no copies of them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AuditEvent {
+    /// Position in the chain, assigned by the writer (0 until then).
+    #[serde(default)]
+    pub seq: u64,
+    /// UTC time, RFC 3339 with microseconds (sorts lexically).
+    pub ts: String,
+    /// What happened.
+    pub kind: EventKind,
+    /// Front door.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<Protocol>,
+    /// Postern session id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session: Option<Arc<str>>,
+    /// Postern user (the person).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<Arc<str>>,
+    /// Client address `ip:port`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_addr: Option<Arc<str>>,
+    /// Datasource alias.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub datasource: Option<Arc<str>>,
+    /// Upstream database account the statement ran as.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub db_user: Option<Arc<str>>,
+    /// Statement text (simple query, or the prepared statement an Execute ran).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub statement: Option<String>,
+    /// Command tags returned (`SELECT 3`, `INSERT 0 1`; several for a multi-statement query).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command_tag: Option<String>,
+    /// Rows returned or affected, summed over the command tags.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rows: Option<u64>,
+    /// Wall time from the request reaching Postern to its completion, in microseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_us: Option<u64>,
+    /// Error message, when the action failed or was refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// SQLSTATE of the error, when it came from or went to a SQL client.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sqlstate: Option<String>,
+    /// Extra structured detail (admin changes, counters).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<serde_json::Value>,
+    /// Hash of the previous event in the chain (hex), assigned by the writer.
+    #[serde(default)]
+    pub prev_hash: String,
+    /// SHA-256 over this event with `hash` empty (hex), assigned by the writer.
+    #[serde(default)]
+    pub hash: String,
+}
+
+/// The current UTC time in the event format.
+pub fn now_ts() -> String {
+    let t = time::OffsetDateTime::now_utc();
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}Z",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second(),
+        t.microsecond()
+    )
+}
+
+impl AuditEvent {
+    /// An event of `kind` at the current time, every optional field empty.
+    pub fn new(kind: EventKind) -> Self {
+        Self {
+            seq: 0,
+            ts: now_ts(),
+            kind,
+            protocol: None,
+            session: None,
+            user: None,
+            client_addr: None,
+            datasource: None,
+            db_user: None,
+            statement: None,
+            command_tag: None,
+            rows: None,
+            duration_us: None,
+            error: None,
+            sqlstate: None,
+            detail: None,
+            prev_hash: String::new(),
+            hash: String::new(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ts_shape() {
+        let t = now_ts();
+        assert_eq!(t.len(), 27, "{t}");
+        assert!(t.ends_with('Z'));
+    }
+
+    #[test]
+    fn json_omits_empty_fields() {
+        let mut e = AuditEvent::new(EventKind::Statement);
+        e.user = Some("alice".into());
+        let s = serde_json::to_string(&e).unwrap();
+        assert!(s.contains("\"kind\":\"statement\""));
+        assert!(s.contains("\"user\":\"alice\""));
+        assert!(!s.contains("statement\":null"));
+        let back: AuditEvent = serde_json::from_str(&s).unwrap();
+        assert_eq!(back, e);
+        assert_eq!(
+            EventKind::parse("login_failure"),
+            Some(EventKind::LoginFailure)
+        );
+        assert_eq!(EventKind::parse("nope"), None);
+    }
+}

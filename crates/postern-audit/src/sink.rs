@@ -1,0 +1,91 @@
+//! Durable destinations of audit batches.
+
+use std::path::{Path, PathBuf};
+
+use tokio::io::AsyncWriteExt;
+
+use crate::event::AuditEvent;
+
+/// A sink failed to persist a batch; the writer retries it.
+#[derive(Debug, thiserror::Error)]
+#[error("audit sink {sink}: {message}")]
+pub struct SinkError {
+    /// Which sink.
+    pub sink: String,
+    /// What went wrong.
+    pub message: String,
+}
+
+/// A durable destination. `write_batch` returns only once the batch is durable (or failed).
+#[async_trait::async_trait]
+pub trait AuditSink: Send {
+    /// Name for logs.
+    fn name(&self) -> &str;
+    /// Persists a batch of chained events, in order.
+    async fn write_batch(&mut self, events: &[AuditEvent]) -> Result<(), SinkError>;
+}
+
+/// Appends one JSON object per line to a file, syncing each batch to disk.
+pub struct JsonlSink {
+    path: PathBuf,
+    file: Option<tokio::fs::File>,
+    buf: Vec<u8>,
+}
+
+impl JsonlSink {
+    /// A sink appending to `path` (created with mode 0600 when missing).
+    pub fn new(path: &Path) -> Self {
+        Self {
+            path: path.to_path_buf(),
+            file: None,
+            buf: Vec::with_capacity(64 * 1024),
+        }
+    }
+
+    async fn open(&self) -> std::io::Result<tokio::fs::File> {
+        let mut o = tokio::fs::OpenOptions::new();
+        o.append(true).create(true);
+        #[cfg(unix)]
+        o.mode(0o600);
+        o.open(&self.path).await
+    }
+}
+
+#[async_trait::async_trait]
+impl AuditSink for JsonlSink {
+    fn name(&self) -> &str {
+        "jsonl"
+    }
+
+    async fn write_batch(&mut self, events: &[AuditEvent]) -> Result<(), SinkError> {
+        let err = |e: std::io::Error| SinkError {
+            sink: "jsonl".into(),
+            message: e.to_string(),
+        };
+        self.buf.clear();
+        for e in events {
+            serde_json::to_writer(&mut self.buf, e).map_err(|e| SinkError {
+                sink: "jsonl".into(),
+                message: e.to_string(),
+            })?;
+            self.buf.push(b'\n');
+        }
+        if self.file.is_none() {
+            self.file = Some(self.open().await.map_err(err)?);
+        }
+        let Some(f) = self.file.as_mut() else {
+            return Ok(());
+        };
+        let res = async {
+            f.write_all(&self.buf).await?;
+            f.sync_data().await
+        }
+        .await;
+        if let Err(e) = res {
+            // Reopen next time: the file may have been rotated or the disk remounted.
+            self.file = None;
+            return Err(err(e));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,329 @@
+//! Resources an admin manages, as they travel between the CLI, the API and the store.
+//!
+//! `*Spec` types are what an admin writes (in `postern apply` files or API bodies); secrets
+//! appear in them only as input. `*View` types are what the API returns: they never carry
+//! a secret.
+
+use serde::{Deserialize, Serialize};
+
+/// The kinds of resources, in the order `postern apply` creates them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    /// A real database behind an alias.
+    Datasource,
+    /// An upstream account (user + encrypted password) for one datasource.
+    Credential,
+    /// A named set of grants.
+    Role,
+    /// A person.
+    User,
+}
+
+impl Kind {
+    /// All kinds, in dependency order.
+    pub const ALL: [Kind; 4] = [Kind::Datasource, Kind::Credential, Kind::Role, Kind::User];
+
+    /// The plural path segment used by the API (`/api/v1/users`).
+    pub fn plural(self) -> &'static str {
+        match self {
+            Kind::Datasource => "datasources",
+            Kind::Credential => "credentials",
+            Kind::Role => "roles",
+            Kind::User => "users",
+        }
+    }
+
+    /// Parses a kind as a person types it: singular or plural, any case.
+    pub fn parse(s: &str) -> Option<Kind> {
+        let s = s.to_ascii_lowercase();
+        let s = s.strip_suffix('s').unwrap_or(&s);
+        match s {
+            "datasource" | "ds" => Some(Kind::Datasource),
+            "credential" | "cred" => Some(Kind::Credential),
+            "role" => Some(Kind::Role),
+            "user" => Some(Kind::User),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for Kind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Kind::Datasource => "datasource",
+            Kind::Credential => "credential",
+            Kind::Role => "role",
+            Kind::User => "user",
+        })
+    }
+}
+
+/// The database engine behind a datasource.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum DatasourceType {
+    /// PostgreSQL or any PostgreSQL-wire database.
+    #[default]
+    Postgres,
+    /// MySQL or MariaDB.
+    Mysql,
+}
+
+impl DatasourceType {
+    /// Lower-case name as stored.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DatasourceType::Postgres => "postgres",
+            DatasourceType::Mysql => "mysql",
+        }
+    }
+    /// Parses the stored name.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "postgres" | "postgresql" | "pg" => Some(Self::Postgres),
+            "mysql" | "mariadb" => Some(Self::Mysql),
+            _ => None,
+        }
+    }
+}
+
+/// How Postern protects the hop to the real database.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum UpstreamTls {
+    /// Plain TCP.
+    #[default]
+    Disable,
+    /// TLS if the server offers it, without verification; plain otherwise.
+    Prefer,
+    /// TLS required, certificate not verified.
+    Require,
+    /// TLS required, certificate chain verified against `tls_ca` (or the system roots).
+    VerifyCa,
+    /// As `verify-ca`, and the host name must match the certificate.
+    VerifyFull,
+}
+
+impl UpstreamTls {
+    /// Kebab-case name as stored.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UpstreamTls::Disable => "disable",
+            UpstreamTls::Prefer => "prefer",
+            UpstreamTls::Require => "require",
+            UpstreamTls::VerifyCa => "verify-ca",
+            UpstreamTls::VerifyFull => "verify-full",
+        }
+    }
+    /// Parses the stored name.
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "disable" => Self::Disable,
+            "prefer" => Self::Prefer,
+            "require" => Self::Require,
+            "verify-ca" => Self::VerifyCa,
+            "verify-full" => Self::VerifyFull,
+            _ => return None,
+        })
+    }
+}
+
+/// A datasource: a real database reached under an alias.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatasourceSpec {
+    /// The alias clients use (`dbname=<alias>`).
+    pub name: String,
+    /// Engine.
+    #[serde(default, rename = "type")]
+    pub kind: DatasourceType,
+    /// Upstream host name or address.
+    pub host: String,
+    /// Upstream port.
+    pub port: u16,
+    /// Database name on the upstream server.
+    pub database: String,
+    /// TLS mode of the upstream hop.
+    #[serde(default)]
+    pub tls: UpstreamTls,
+    /// PEM bundle of CAs trusted for `verify-ca` / `verify-full` (system roots when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_ca: Option<String>,
+}
+
+/// An upstream account for one datasource. The password is input only.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CredentialSpec {
+    /// Credential name.
+    pub name: String,
+    /// Alias of the datasource it opens.
+    pub datasource: String,
+    /// Database user name on the upstream server.
+    pub username: String,
+    /// The upstream password. Required on creation; absent means "keep the stored one".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<String>,
+}
+
+/// A credential as the API shows it: never with its secret.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CredentialView {
+    /// Credential name.
+    pub name: String,
+    /// Alias of the datasource it opens.
+    pub datasource: String,
+    /// Database user name on the upstream server.
+    pub username: String,
+    /// Always true for a stored credential: there is an encrypted secret, which is never shown.
+    pub has_password: bool,
+}
+
+/// A role: what its members may use.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RoleSpec {
+    /// Role name.
+    pub name: String,
+    /// Free text.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub description: String,
+    /// Credentials members may reach datasources with.
+    #[serde(default)]
+    pub credentials: Vec<String>,
+    /// Portal/API permissions (`admin`, …).
+    #[serde(default)]
+    pub permissions: Vec<Permission>,
+}
+
+/// Permissions on Postern itself (as opposed to data).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Permission {
+    /// Manage every resource and read the audit log.
+    Admin,
+    /// Read the audit log.
+    AuditRead,
+}
+
+impl Permission {
+    /// Kebab-case name as stored.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Permission::Admin => "admin",
+            Permission::AuditRead => "audit-read",
+        }
+    }
+    /// Parses the stored name.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "admin" => Some(Self::Admin),
+            "audit-read" => Some(Self::AuditRead),
+            _ => None,
+        }
+    }
+}
+
+/// A person. The password is input only.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct UserSpec {
+    /// User name (what they type as `user=` in psql).
+    pub name: String,
+    /// Roles held.
+    #[serde(default)]
+    pub roles: Vec<String>,
+    /// A disabled user cannot sign in anywhere.
+    #[serde(default)]
+    pub disabled: bool,
+    /// Initial password. Applied only when the user is created (use `postern user passwd`
+    /// to change it later), so that re-applying a file never resets a changed password.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<String>,
+}
+
+/// A user as the API shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserView {
+    /// User name.
+    pub name: String,
+    /// Roles held.
+    pub roles: Vec<String>,
+    /// Whether sign-in is refused.
+    pub disabled: bool,
+    /// Whether a password is set.
+    pub has_password: bool,
+}
+
+/// What `postern apply` did to one resource.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ApplyOutcome {
+    /// It did not exist.
+    Created,
+    /// It existed and differed.
+    Updated,
+    /// It existed as described.
+    Unchanged,
+}
+
+/// A declarative document: every resource an admin wants to exist.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct ApplyDocument {
+    /// Datasources.
+    #[serde(default, alias = "datasources")]
+    pub datasource: Vec<DatasourceSpec>,
+    /// Credentials.
+    #[serde(default, alias = "credentials")]
+    pub credential: Vec<CredentialSpec>,
+    /// Roles.
+    #[serde(default, alias = "roles")]
+    pub role: Vec<RoleSpec>,
+    /// Users.
+    #[serde(default, alias = "users")]
+    pub user: Vec<UserSpec>,
+}
+
+/// One line of an apply report.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApplyChange {
+    /// Resource kind.
+    pub kind: Kind,
+    /// Resource name.
+    pub name: String,
+    /// What happened.
+    pub outcome: ApplyOutcome,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kind_parse() {
+        assert_eq!(Kind::parse("users"), Some(Kind::User));
+        assert_eq!(Kind::parse("Datasource"), Some(Kind::Datasource));
+        assert_eq!(Kind::parse("creds"), Some(Kind::Credential));
+        assert_eq!(Kind::parse("tables"), None);
+    }
+
+    #[test]
+    fn unknown_fields_rejected() {
+        let r: Result<UserSpec, _> = serde_json::from_str(r#"{"name":"a","rolez":[]}"#);
+        assert!(r.is_err());
+    }
+
+    #[test]
+    fn view_has_no_secret_field() {
+        let v = CredentialView {
+            name: "c".into(),
+            datasource: "d".into(),
+            username: "u".into(),
+            has_password: true,
+        };
+        let s = serde_json::to_string(&v).unwrap();
+        assert!(!s.contains("\"password\""));
+    }
+}

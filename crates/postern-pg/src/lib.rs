@@ -1,0 +1,1 @@
+//! PostgreSQL proxy (being written).

@@ -1,0 +1,1 @@
+//! Persistent store (being written).

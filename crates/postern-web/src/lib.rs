@@ -1,0 +1,1 @@
+//! HTTPS API (being written).

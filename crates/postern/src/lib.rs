@@ -1,0 +1,1 @@
+//! Postern library: configuration and server wiring (being written).
