@@ -104,7 +104,7 @@ mod tests {
         (0..n)
             .map(|i| {
                 let mut e = AuditEvent::new(EventKind::Statement);
-                e.statement = Some(format!("select {i}"));
+                e.statement = Some(format!("select {i}").into());
                 link(&mut head, &mut e);
                 e
             })

@@ -90,7 +90,7 @@ pub struct AuditEvent {
     pub db_user: Option<Arc<str>>,
     /// Statement text (simple query, or the prepared statement an Execute ran).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub statement: Option<String>,
+    pub statement: Option<Arc<str>>,
     /// Command tags returned (`SELECT 3`, `INSERT 0 1`; several for a multi-statement query).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub command_tag: Option<String>,

@@ -170,7 +170,7 @@ mod tests {
             senders.push(tokio::spawn(async move {
                 for i in 0..50 {
                     let mut e = AuditEvent::new(EventKind::Statement);
-                    e.statement = Some(format!("{t}-{i}"));
+                    e.statement = Some(format!("{t}-{i}").into());
                     log.record(e).await.unwrap();
                 }
             }));

@@ -1,1 +1,245 @@
-//! Shared test support.
+//! Support for end-to-end tests: the throwaway PostgreSQL cluster started by
+//! `scripts/test-pg.sh`, and a Postern server started in-process on port 0.
+//!
+//! Tests create their own databases and roles with unique names and drop them at the end.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use postern::config::Config;
+use postern::server::ServerHandle;
+use postern_audit::AuditEvent;
+use postern_core::ApplyDocument;
+use postern_store::AuditFilter;
+
+/// The upstream PostgreSQL cluster of the test run.
+#[derive(Debug, Clone)]
+pub struct TestPg {
+    /// TCP host.
+    pub host: String,
+    /// TCP port.
+    pub port: u16,
+    /// Unix socket directory (superuser access with trust).
+    pub socket_dir: String,
+    /// Superuser name.
+    pub superuser: String,
+    /// CA certificate of the cluster's server certificate.
+    pub ca: PathBuf,
+    /// Directory of psql, pgbench…
+    pub bin: PathBuf,
+}
+
+fn env(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| {
+        panic!("{name} is not set: run the tests with scripts/test.sh, which starts the test PostgreSQL cluster")
+    })
+}
+
+/// The cluster described by the `POSTERN_TEST_PG_*` variables.
+pub fn pg() -> TestPg {
+    TestPg {
+        host: env("POSTERN_TEST_PG_HOST"),
+        port: env("POSTERN_TEST_PG_PORT").parse().expect("port"),
+        socket_dir: env("POSTERN_TEST_PG_SOCKET_DIR"),
+        superuser: env("POSTERN_TEST_PG_SUPERUSER"),
+        ca: PathBuf::from(env("POSTERN_TEST_PG_CA")),
+        bin: PathBuf::from(env("POSTERN_TEST_PG_BIN")),
+    }
+}
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// A name unique across test processes and runs: `<prefix>_<pid>_<n>_<random>`.
+pub fn unique(prefix: &str) -> String {
+    format!(
+        "{prefix}_{}_{}_{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed),
+        rand::random::<u16>()
+    )
+}
+
+/// A database and a login role made for one test.
+pub struct Upstream {
+    /// Database name.
+    pub db: String,
+    /// Role name.
+    pub role: String,
+    /// Role password.
+    pub password: String,
+    pg: TestPg,
+}
+
+impl TestPg {
+    /// A superuser connection over the Unix socket.
+    pub async fn superuser(&self, db: &str) -> tokio_postgres::Client {
+        let (client, conn) = tokio_postgres::Config::new()
+            .host(&self.socket_dir)
+            .port(self.port)
+            .user(&self.superuser)
+            .dbname(db)
+            .connect(tokio_postgres::NoTls)
+            .await
+            .expect("superuser connection to the test cluster");
+        tokio::spawn(conn);
+        client
+    }
+
+    /// Creates a database owned by a new login role (optionally member of `group`, e.g.
+    /// `pt_md5_users` or `pt_tls_users`).
+    pub async fn upstream(&self, group: Option<&str>) -> Upstream {
+        let db = unique("ptdb");
+        let role = unique("ptrole");
+        let password = format!("pw-{}", unique("x"));
+        let su = self.superuser("postgres").await;
+        // md5 members need an md5 verifier: set the encryption for this statement only.
+        if group == Some("pt_md5_users") {
+            su.batch_execute("SET password_encryption = 'md5'")
+                .await
+                .unwrap();
+        }
+        su.batch_execute(&format!("CREATE ROLE {role} LOGIN PASSWORD '{password}'"))
+            .await
+            .unwrap();
+        if let Some(g) = group {
+            su.batch_execute(&format!("GRANT {g} TO {role}"))
+                .await
+                .unwrap();
+        }
+        su.batch_execute(&format!("CREATE DATABASE {db} OWNER {role}"))
+            .await
+            .unwrap();
+        Upstream {
+            db,
+            role,
+            password,
+            pg: self.clone(),
+        }
+    }
+
+    /// `psql`, `pgbench`… from the cluster's bin directory (or PATH).
+    pub fn tool(&self, name: &str) -> Command {
+        let p = self.bin.join(name);
+        if p.exists() {
+            Command::new(p)
+        } else {
+            Command::new(name)
+        }
+    }
+}
+
+impl Upstream {
+    /// A superuser connection to this database.
+    pub async fn superuser(&self) -> tokio_postgres::Client {
+        self.pg.superuser(&self.db).await
+    }
+
+    /// Drops the database and role.
+    pub async fn drop_all(self) {
+        let su = self.pg.superuser("postgres").await;
+        let _ = su
+            .batch_execute(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.db))
+            .await;
+        let _ = su
+            .batch_execute(&format!("DROP ROLE IF EXISTS {}", self.role))
+            .await;
+    }
+}
+
+/// A Postern server running in this test process.
+pub struct Postern {
+    /// The server.
+    pub handle: ServerHandle,
+    /// Its data directory (removed on drop).
+    pub dir: tempfile::TempDir,
+}
+
+impl Postern {
+    /// Starts Postern on 127.0.0.1 port 0 with a fresh data directory; `tweak` may adjust
+    /// the configuration.
+    pub async fn start_with(tweak: impl FnOnce(&mut Config)) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = Config::default();
+        cfg.data_dir = dir.path().join("data");
+        cfg.api.listen = "127.0.0.1:0".into();
+        cfg.postgres.listen = "127.0.0.1:0".into();
+        cfg.postgres.login_failure_delay = Duration::from_millis(50);
+        tweak(&mut cfg);
+        let handle = postern::server::start(cfg).await.expect("postern starts");
+        Self { handle, dir }
+    }
+
+    /// Starts Postern with the test defaults.
+    pub async fn start() -> Self {
+        Self::start_with(|_| {}).await
+    }
+
+    /// The PostgreSQL port.
+    pub fn pg_port(&self) -> u16 {
+        self.handle.pg_addr.expect("postgres enabled").port()
+    }
+
+    /// Applies a YAML resource document straight to the store.
+    pub async fn apply_yaml(&self, yaml: &str) {
+        let doc: ApplyDocument = serde_yaml::from_str(yaml).expect("valid apply document");
+        self.handle.store.apply(&doc).await.expect("apply");
+    }
+
+    /// Provisions `user` (with `password`) reaching datasource `alias` on `up` as its role.
+    pub async fn grant(&self, up: &Upstream, alias: &str, user: &str, password: &str, tls: &str) {
+        let pg = pg();
+        let ca = std::fs::read_to_string(&pg.ca).unwrap_or_default();
+        let doc = serde_json::json!({
+            "datasource": [{"name": alias, "type": "postgres", "host": pg.host, "port": pg.port,
+                            "database": up.db, "tls": tls, "tls_ca": ca}],
+            "credential": [{"name": format!("{alias}-cred"), "datasource": alias,
+                            "username": up.role, "password": up.password}],
+            "role": [{"name": format!("{alias}-role"), "credentials": [format!("{alias}-cred")]}],
+            "user": [{"name": user, "roles": [format!("{alias}-role")]}],
+        });
+        let doc: ApplyDocument = serde_json::from_value(doc).unwrap();
+        self.handle.store.apply(&doc).await.expect("apply");
+        self.handle
+            .store
+            .set_password(user, password)
+            .await
+            .expect("set password");
+    }
+
+    /// A tokio-postgres connection through Postern.
+    pub async fn connect(
+        &self,
+        user: &str,
+        password: &str,
+        alias: &str,
+    ) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+        let (client, conn) = tokio_postgres::Config::new()
+            .host("127.0.0.1")
+            .port(self.pg_port())
+            .user(user)
+            .password(password)
+            .dbname(alias)
+            .connect(tokio_postgres::NoTls)
+            .await?;
+        tokio::spawn(conn);
+        Ok(client)
+    }
+
+    /// Audit events matching `f`, after waiting briefly for the writer to catch up.
+    pub async fn audit(&self, f: AuditFilter) -> Vec<AuditEvent> {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        self.handle
+            .store
+            .audit_search(&f)
+            .await
+            .expect("audit search")
+    }
+
+    /// Stops the server.
+    pub async fn stop(self) {
+        self.handle.shutdown().await;
+    }
+}

@@ -1,0 +1,180 @@
+//! The PostgreSQL listener: accepts connections and runs one session task per client.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use postern_audit::AuditLog;
+use postern_store::Store;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use rand::RngCore;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+
+use crate::cancel::CancelRegistry;
+
+/// Settings of the PostgreSQL front door.
+#[derive(Debug, Clone)]
+pub struct PgConfig {
+    /// Time a client has to complete startup and authentication.
+    pub handshake_timeout: Duration,
+    /// Time the upstream has to accept Postern's login.
+    pub upstream_timeout: Duration,
+    /// Accept a cleartext password (only ever over TLS) for clients that cannot do SCRAM.
+    pub allow_cleartext_password: bool,
+    /// Refuse clients that do not use TLS.
+    pub require_tls: bool,
+    /// Concurrent client connections; more are refused with SQLSTATE 53300.
+    pub max_connections: usize,
+    /// Pause before answering a failed login (slows down password guessing).
+    pub login_failure_delay: Duration,
+    /// Time live sessions get to finish after shutdown begins.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for PgConfig {
+    fn default() -> Self {
+        Self {
+            handshake_timeout: Duration::from_secs(30),
+            upstream_timeout: Duration::from_secs(10),
+            allow_cleartext_password: false,
+            require_tls: false,
+            max_connections: 10_000,
+            login_failure_delay: Duration::from_millis(500),
+            shutdown_grace: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Counters exported on `/metrics`.
+#[derive(Clone, Default)]
+pub(crate) struct PgMetrics {
+    pub connections: Counter,
+    pub active: Gauge,
+    pub login_failures: Counter,
+    pub statements: Counter,
+}
+
+pub(crate) struct Inner {
+    pub cfg: PgConfig,
+    pub store: Store,
+    pub audit: AuditLog,
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
+    pub cancel: CancelRegistry,
+    pub metrics: PgMetrics,
+    /// Key for the decoy SCRAM salts of unknown users (stable for the process lifetime).
+    pub decoy_key: [u8; 32],
+}
+
+/// The PostgreSQL proxy.
+#[derive(Clone)]
+pub struct PgProxy {
+    inner: Arc<Inner>,
+}
+
+impl PgProxy {
+    /// Builds the proxy and registers its metrics in `registry`.
+    pub fn new(
+        cfg: PgConfig,
+        store: Store,
+        audit: AuditLog,
+        tls: Option<Arc<rustls::ServerConfig>>,
+        registry: &mut Registry,
+    ) -> Self {
+        let metrics = PgMetrics::default();
+        registry.register(
+            "postern_pg_connections",
+            "Client connections accepted on the PostgreSQL port",
+            metrics.connections.clone(),
+        );
+        registry.register(
+            "postern_pg_sessions_active",
+            "PostgreSQL client connections currently open",
+            metrics.active.clone(),
+        );
+        registry.register(
+            "postern_pg_login_failures",
+            "Refused PostgreSQL logins",
+            metrics.login_failures.clone(),
+        );
+        registry.register(
+            "postern_pg_statements",
+            "Statements relayed and audited on the PostgreSQL port",
+            metrics.statements.clone(),
+        );
+        let mut decoy_key = [0u8; 32];
+        rand::rngs::OsRng.fill_bytes(&mut decoy_key);
+        Self {
+            inner: Arc::new(Inner {
+                cfg,
+                store,
+                audit,
+                tls: tls.map(tokio_rustls::TlsAcceptor::from),
+                cancel: CancelRegistry::default(),
+                metrics,
+                decoy_key,
+            }),
+        }
+    }
+
+    /// Accepts clients until `shutdown` resolves, then gives live sessions
+    /// `shutdown_grace` to finish before closing them.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()>,
+    ) -> std::io::Result<()> {
+        let limit = Arc::new(Semaphore::new(self.inner.cfg.max_connections));
+        let mut sessions = JoinSet::new();
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                _ = &mut shutdown => break,
+                Some(_) = sessions.join_next(), if !sessions.is_empty() => {}
+                accepted = listener.accept() => {
+                    let (tcp, peer) = match accepted {
+                        Ok(x) => x,
+                        Err(e) => {
+                            // Out of file descriptors and the like: back off instead of spinning.
+                            tracing::warn!(error = %e, "accept failed");
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                            continue;
+                        }
+                    };
+                    let _ = tcp.set_nodelay(true);
+                    self.inner.metrics.connections.inc();
+                    let permit = limit.clone().try_acquire_owned().ok();
+                    let inner = self.inner.clone();
+                    sessions.spawn(async move {
+                        inner.metrics.active.inc();
+                        crate::session::run(inner.clone(), tcp, peer, permit.is_some()).await;
+                        inner.metrics.active.dec();
+                        drop(permit);
+                    });
+                }
+            }
+        }
+        drop(listener);
+        let grace = tokio::time::sleep(self.inner.cfg.shutdown_grace);
+        tokio::pin!(grace);
+        loop {
+            tokio::select! {
+                _ = &mut grace => {
+                    tracing::info!(sessions = sessions.len(), "closing PostgreSQL sessions still open after the grace period");
+                    sessions.shutdown().await;
+                    break;
+                }
+                next = sessions.join_next() => if next.is_none() { break },
+            }
+        }
+        Ok(())
+    }
+
+    /// Sessions currently registered for cancellation (i.e. past login).
+    pub fn live_sessions(&self) -> usize {
+        self.inner.cancel.len()
+    }
+}

@@ -1,0 +1,658 @@
+//! One client session: TLS negotiation, authentication of the person, the grant check,
+//! the upstream login with the stored credential, then the audited relay.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::BytesMut;
+use postern_audit::{AuditEvent, EventKind, Protocol};
+use postern_auth::{ScramServer, ScramVerifier};
+use postern_core::{choose_credential, split_login, DatasourceType};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tracing::Instrument;
+
+use crate::codec::{
+    self, parse_first_packet, parse_sasl_initial, FirstPacket, Severity, MAX_AUTH_MESSAGE,
+};
+use crate::frame_io::{read_first_packet, read_frame, ReadError};
+use crate::proxy::Inner;
+use crate::relay::{Relay, RelayEnd, Step};
+use crate::stream::PgStream;
+use crate::upstream::{self, UpstreamTarget};
+
+/// Identity fields shared by every audit event of a session.
+#[derive(Clone)]
+struct Ident {
+    session: Arc<str>,
+    client: Arc<str>,
+    user: Option<Arc<str>>,
+    datasource: Option<Arc<str>>,
+    db_user: Option<Arc<str>>,
+}
+
+impl Ident {
+    fn event(&self, kind: EventKind) -> AuditEvent {
+        let mut e = AuditEvent::new(kind);
+        e.protocol = Some(Protocol::Postgres);
+        e.session = Some(self.session.clone());
+        e.client_addr = Some(self.client.clone());
+        e.user = self.user.clone();
+        e.datasource = self.datasource.clone();
+        e.db_user = self.db_user.clone();
+        e
+    }
+}
+
+/// A refusal to send to the client (and to audit).
+struct Refusal {
+    sqlstate: &'static str,
+    /// What the client is told.
+    message: String,
+    /// What the audit log records, when it differs (e.g. the real reason of a login failure).
+    audit_reason: Option<String>,
+    hint: Option<&'static str>,
+    /// Whether this is a failed login (as opposed to a session that could not start).
+    login: bool,
+}
+
+impl Refusal {
+    fn new(sqlstate: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            sqlstate,
+            message: message.into(),
+            audit_reason: None,
+            hint: None,
+            login: true,
+        }
+    }
+    fn hint(mut self, h: &'static str) -> Self {
+        self.hint = Some(h);
+        self
+    }
+    fn reason(mut self, r: impl Into<String>) -> Self {
+        self.audit_reason = Some(r.into());
+        self
+    }
+    fn not_login(mut self) -> Self {
+        self.login = false;
+        self
+    }
+}
+
+/// What the handshake produced when the client is ready to relay.
+struct Established<'a> {
+    client: PgStream,
+    client_buf: BytesMut,
+    upstream: upstream::UpstreamSession,
+    /// Keeps the cancel key routable exactly as long as the session lives.
+    _cancel: Option<crate::cancel::CancelGuard<'a>>,
+}
+
+/// Runs a session to its end. Never panics on client input; every outcome is audited.
+pub(crate) async fn run(inner: Arc<Inner>, tcp: TcpStream, peer: SocketAddr, admitted: bool) {
+    let session: Arc<str> = uuid::Uuid::new_v4().simple().to_string().into();
+    let span = tracing::info_span!("pg_session", session = %session, client = %peer, user = tracing::field::Empty, datasource = tracing::field::Empty);
+    let mut ident = Ident {
+        session,
+        client: peer.to_string().into(),
+        user: None,
+        datasource: None,
+        db_user: None,
+    };
+    async move {
+        let mut stream = PgStream::Plain(tcp);
+        if !admitted {
+            let _ = refuse(
+                &mut stream,
+                "53300",
+                "too many connections to Postern; try again later",
+                None,
+            )
+            .await;
+            return;
+        }
+        let timeout = inner.cfg.handshake_timeout;
+        let established =
+            match tokio::time::timeout(timeout, handshake(&inner, stream, &mut ident)).await {
+                Ok(Some(e)) => e,
+                Ok(None) => return,
+                Err(_) => {
+                    tracing::info!("client did not complete the handshake in time");
+                    let mut e = ident.event(EventKind::LoginFailure);
+                    e.error = Some(format!("handshake not completed within {timeout:?}"));
+                    let _ = inner.audit.record(e).await;
+                    return;
+                }
+            };
+        relay(&inner, established, &ident).await;
+    }
+    .instrument(span)
+    .await
+}
+
+async fn refuse(
+    stream: &mut PgStream,
+    sqlstate: &str,
+    message: &str,
+    hint: Option<&str>,
+) -> std::io::Result<()> {
+    let mut out = BytesMut::with_capacity(128 + message.len());
+    codec::error_response(&mut out, Severity::Fatal, sqlstate, message, hint);
+    stream.write_all(&out).await?;
+    stream.flush().await
+}
+
+/// Audits a refusal durably, then tells the client.
+async fn deny(inner: &Inner, stream: &mut PgStream, ident: &Ident, r: Refusal) {
+    let mut e = ident.event(if r.login {
+        EventKind::LoginFailure
+    } else {
+        EventKind::SessionOpen
+    });
+    e.error = Some(r.audit_reason.clone().unwrap_or_else(|| r.message.clone()));
+    e.sqlstate = Some(r.sqlstate.to_string());
+    if r.login {
+        inner.metrics.login_failures.inc();
+    }
+    if inner.audit.record_durable(e).await.is_err() {
+        let _ = refuse(
+            stream,
+            "58000",
+            "Postern cannot write its audit log; nothing was done",
+            None,
+        )
+        .await;
+        return;
+    }
+    tracing::info!(sqlstate = r.sqlstate, reason = %r.audit_reason.as_deref().unwrap_or(&r.message), "session refused");
+    let _ = refuse(stream, r.sqlstate, &r.message, r.hint).await;
+}
+
+async fn handshake<'a>(
+    inner: &'a Inner,
+    stream: PgStream,
+    ident: &mut Ident,
+) -> Option<Established<'a>> {
+    let mut stream = stream;
+    let mut buf = BytesMut::with_capacity(1024);
+    // Up to two negotiation requests (SSL, GSS) may precede the startup packet.
+    let mut params = None;
+    for _ in 0..3 {
+        let pkt = match read_first_packet(&mut stream, &mut buf).await {
+            Ok(p) => p,
+            Err(e) => {
+                bad_input(inner, &mut stream, ident, &e).await;
+                return None;
+            }
+        };
+        match parse_first_packet(&pkt) {
+            Ok(FirstPacket::SslRequest) => {
+                if !buf.is_empty() {
+                    // Bytes sent after SSLRequest but before our answer would be read as if
+                    // they came through TLS (CVE-2021-23214): refuse.
+                    bad_input(
+                        inner,
+                        &mut stream,
+                        ident,
+                        &ReadError::Codec(codec::CodecError::Malformed(
+                            "SSLRequest (data after request)",
+                        )),
+                    )
+                    .await;
+                    return None;
+                }
+                stream = match (stream, &inner.tls) {
+                    (PgStream::Plain(mut tcp), Some(acceptor)) => {
+                        if tcp.write_all(b"S").await.is_err() {
+                            return None;
+                        }
+                        match acceptor.accept(tcp).await {
+                            Ok(tls) => PgStream::ServerTls(Box::new(tls)),
+                            Err(e) => {
+                                let mut ev = ident.event(EventKind::LoginFailure);
+                                ev.error = Some(format!("TLS handshake failed: {e}"));
+                                let _ = inner.audit.record(ev).await;
+                                return None;
+                            }
+                        }
+                    }
+                    (mut s, _) => {
+                        if s.write_all(b"N").await.is_err() {
+                            return None;
+                        }
+                        s
+                    }
+                };
+            }
+            Ok(FirstPacket::GssEncRequest) => {
+                if stream.write_all(b"N").await.is_err() {
+                    return None;
+                }
+            }
+            Ok(FirstPacket::Cancel { pid, secret }) => {
+                let sent = inner.cancel.cancel(pid, secret).await;
+                tracing::debug!(forwarded = sent, "cancel request");
+                return None;
+            }
+            Ok(FirstPacket::Startup { version, params: p }) => {
+                params = Some((version, p));
+                break;
+            }
+            Err(e) => {
+                bad_input(inner, &mut stream, ident, &ReadError::Codec(e)).await;
+                return None;
+            }
+        }
+    }
+    let Some((version, params)) = params else {
+        bad_input(
+            inner,
+            &mut stream,
+            ident,
+            &ReadError::Codec(codec::CodecError::Malformed("startup (too many requests)")),
+        )
+        .await;
+        return None;
+    };
+    let param = |k: &str| {
+        params
+            .iter()
+            .find(|(key, _)| key == k)
+            .map(|(_, v)| v.as_str())
+    };
+
+    // Newer protocol minors and _pq_ options: answer as PostgreSQL does, with what we speak.
+    let unknown: Vec<&str> = params
+        .iter()
+        .map(|(k, _)| k.as_str())
+        .filter(|k| k.starts_with("_pq_."))
+        .collect();
+    let mut out = BytesMut::with_capacity(512);
+    if version != codec::PROTOCOL_3_0 || !unknown.is_empty() {
+        codec::negotiate_protocol_version(&mut out, 0, &unknown);
+    }
+
+    let user_field = param("user").unwrap_or("");
+    if let Some(name) = user_field.split('@').next().filter(|s| !s.is_empty()) {
+        ident.user = Some(name.into());
+        tracing::Span::current().record("user", name);
+    }
+    if inner.cfg.require_tls && !stream.is_tls() {
+        deny(
+            inner,
+            &mut stream,
+            ident,
+            Refusal::new("28000", "Postern requires TLS on this port")
+                .hint("connect with sslmode=require (or verify-full with Postern's CA)"),
+        )
+        .await;
+        return None;
+    }
+    if param("replication").is_some_and(|v| v != "false" && v != "0" && v != "off") {
+        deny(
+            inner,
+            &mut stream,
+            ident,
+            Refusal::new(
+                "0A000",
+                "replication connections are not supported through Postern",
+            ),
+        )
+        .await;
+        return None;
+    }
+    let Some(target) = split_login(user_field, param("database")) else {
+        let r = if user_field.is_empty() {
+            Refusal::new("28000", "no user name given")
+        } else {
+            Refusal::new("3D000", "no datasource given")
+                .hint("connect with dbname=<datasource alias>, or user=<you>@<alias>")
+        };
+        deny(inner, &mut stream, ident, r).await;
+        return None;
+    };
+    ident.datasource = Some(target.alias.as_str().into());
+    tracing::Span::current().record("datasource", target.alias.as_str());
+
+    // Authenticate the person.
+    if let Err(r) = authenticate(inner, &mut stream, &mut buf, &mut out, &target.user).await {
+        tokio::time::sleep(inner.cfg.login_failure_delay).await;
+        deny(inner, &mut stream, ident, r).await;
+        return None;
+    }
+
+    // Authorise: the datasource and a credential for it.
+    let store = &inner.store;
+    let internal = |e: &dyn std::fmt::Display| {
+        Refusal::new("58000", "Postern could not read its store; try again later")
+            .reason(format!("store error: {e}"))
+    };
+    let ds = match store.datasource(&target.alias).await {
+        Ok(Some(ds)) => ds,
+        Ok(None) => {
+            deny(inner, &mut stream, ident, Refusal::new("3D000", format!("datasource \"{}\" does not exist", target.alias)).hint("list the datasources you may use with `postern get datasources`, or ask an admin")).await;
+            return None;
+        }
+        Err(e) => {
+            deny(inner, &mut stream, ident, internal(&e)).await;
+            return None;
+        }
+    };
+    if ds.kind != DatasourceType::Postgres {
+        deny(
+            inner,
+            &mut stream,
+            ident,
+            Refusal::new(
+                "3D000",
+                format!(
+                    "datasource \"{}\" is a {} database; connect to Postern's {} port instead",
+                    target.alias,
+                    ds.kind.as_str(),
+                    ds.kind.as_str()
+                ),
+            ),
+        )
+        .await;
+        return None;
+    }
+    let grants = match store.role_grants(&target.user).await {
+        Ok(g) => g,
+        Err(e) => {
+            deny(inner, &mut stream, ident, internal(&e)).await;
+            return None;
+        }
+    };
+    let cred_name = match choose_credential(&target.user, &target.alias, &grants) {
+        Ok(c) => c,
+        Err(denied) => {
+            deny(inner, &mut stream, ident, Refusal::new("42501", denied.to_string()).hint("ask an admin to grant you a role that carries a credential for this datasource")).await;
+            return None;
+        }
+    };
+    let cred = match store.upstream_credential(&cred_name).await {
+        Ok(Some(c)) => c,
+        Ok(None) => {
+            deny(
+                inner,
+                &mut stream,
+                ident,
+                Refusal::new(
+                    "42501",
+                    format!("credential {cred_name} granted to you no longer exists"),
+                )
+                .not_login(),
+            )
+            .await;
+            return None;
+        }
+        Err(e) => {
+            deny(inner, &mut stream, ident, internal(&e)).await;
+            return None;
+        }
+    };
+    ident.db_user = Some(cred.username.as_str().into());
+    let _ = inner
+        .audit
+        .record(ident.event(EventKind::LoginSuccess))
+        .await;
+
+    // Open the upstream session with the stored credential.
+    let up_target = UpstreamTarget {
+        host: &ds.host,
+        port: ds.port,
+        database: &ds.database,
+        tls: ds.tls,
+        tls_ca: ds.tls_ca.as_deref(),
+        username: &cred.username,
+        password: &cred.password,
+    };
+    let upstream = match upstream::connect(&up_target, &params, inner.cfg.upstream_timeout).await {
+        Ok(u) => u,
+        Err(e) => {
+            let r = Refusal::new(
+                "08001",
+                format!(
+                    "Postern could not open datasource \"{}\": {e}",
+                    target.alias
+                ),
+            )
+            .not_login();
+            deny(inner, &mut stream, ident, r).await;
+            return None;
+        }
+    };
+    drop(cred);
+
+    // Tell the client: authenticated, the server's parameters, our cancel key, ready.
+    let (key, guard) = match upstream.backend_key {
+        Some(k) => {
+            let (ours, guard) = inner.cancel.register(upstream.addr, k);
+            (ours, Some(guard))
+        }
+        None => ((0, 0), None),
+    };
+    codec::authentication(&mut out, 0, &[]);
+    out.extend_from_slice(&upstream.parameter_status);
+    codec::backend_key_data(&mut out, key.0, key.1);
+    out.extend_from_slice(&[b'Z', 0, 0, 0, 5, upstream.ready_status]);
+    if stream.write_all(&out).await.is_err() || stream.flush().await.is_err() {
+        return None;
+    }
+    Some(Established {
+        client: stream,
+        client_buf: buf,
+        upstream,
+        _cancel: guard,
+    })
+}
+
+async fn bad_input(inner: &Inner, stream: &mut PgStream, ident: &Ident, e: &ReadError) {
+    match e {
+        ReadError::Eof | ReadError::Io(_) => {
+            tracing::debug!(error = %e, "client went away during the handshake");
+        }
+        ReadError::Codec(c) => {
+            let r = Refusal::new("08P01", format!("invalid startup sequence: {c}"));
+            deny(inner, stream, ident, r).await;
+        }
+    }
+}
+
+/// Authenticates the Postern user on `stream` (SCRAM-SHA-256, or cleartext over TLS when
+/// enabled). `out` holds bytes to send before the first authentication request.
+async fn authenticate(
+    inner: &Inner,
+    stream: &mut PgStream,
+    buf: &mut BytesMut,
+    out: &mut BytesMut,
+    user: &str,
+) -> Result<(), Refusal> {
+    let failed = || {
+        Refusal::new(
+            "28P01",
+            format!("password authentication failed for user \"{user}\""),
+        )
+    };
+    let info = inner.store.login_info(user).await.map_err(|e| {
+        Refusal::new("58000", "Postern could not read its store; try again later")
+            .reason(format!("store error: {e}"))
+    })?;
+    let (verifier, reason) = match &info {
+        None => (None, "unknown user"),
+        Some(i) if i.disabled => (None, "user is disabled"),
+        Some(i) => match &i.scram {
+            Some(v) => (Some(v.clone()), ""),
+            None => (None, "user has no password set"),
+        },
+    };
+    let io_fail =
+        |e: std::io::Error| failed().reason(format!("connection lost during authentication: {e}"));
+
+    if inner.cfg.allow_cleartext_password && stream.is_tls() {
+        codec::authentication(out, 3, &[]);
+        stream.write_all(out).await.map_err(io_fail)?;
+        stream.flush().await.map_err(io_fail)?;
+        out.clear();
+        let (ty, msg) = read_frame(stream, buf, MAX_AUTH_MESSAGE)
+            .await
+            .map_err(|e| failed().reason(e.to_string()))?;
+        if ty != b'p' {
+            return Err(Refusal::new("08P01", "expected a password message"));
+        }
+        let pw = codec::cstr(&msg[5..])
+            .map(|(p, _)| p.to_string())
+            .unwrap_or_default();
+        let pw = zeroize::Zeroizing::new(pw);
+        if verifier.is_none() {
+            return Err(failed().reason(reason));
+        }
+        return match inner.store.verify_password(user, &pw).await {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(failed().reason("wrong password")),
+            Err(e) => Err(failed().reason(format!("store error: {e}"))),
+        };
+    }
+
+    let known = verifier.is_some();
+    let verifier = verifier.unwrap_or_else(|| ScramVerifier::decoy(user, &inner.decoy_key));
+    let mut scram = ScramServer::new(verifier);
+    codec::authentication(out, 10, b"SCRAM-SHA-256\0\0");
+    stream.write_all(out).await.map_err(io_fail)?;
+    stream.flush().await.map_err(io_fail)?;
+    out.clear();
+
+    let read = |e: ReadError| match e {
+        ReadError::Codec(c) => {
+            Refusal::new("08P01", format!("invalid authentication message: {c}"))
+        }
+        other => failed().reason(format!("client left during authentication: {other}")),
+    };
+    let (ty, msg) = read_frame(stream, buf, MAX_AUTH_MESSAGE)
+        .await
+        .map_err(read)?;
+    if ty != b'p' {
+        return Err(Refusal::new(
+            "08P01",
+            "expected a SASLInitialResponse message",
+        ));
+    }
+    let (mech, data) =
+        parse_sasl_initial(&msg[5..]).map_err(|c| Refusal::new("08P01", c.to_string()))?;
+    if mech != "SCRAM-SHA-256" {
+        return Err(Refusal::new(
+            "28000",
+            format!("SASL mechanism {mech} is not supported; use SCRAM-SHA-256"),
+        ));
+    }
+    let first = scram
+        .client_first(data)
+        .map_err(|e| Refusal::new("08P01", e.to_string()))?;
+    codec::authentication(out, 11, first.as_bytes());
+    stream.write_all(out).await.map_err(io_fail)?;
+    stream.flush().await.map_err(io_fail)?;
+    out.clear();
+
+    let (ty, msg) = read_frame(stream, buf, MAX_AUTH_MESSAGE)
+        .await
+        .map_err(read)?;
+    if ty != b'p' {
+        return Err(Refusal::new("08P01", "expected a SASLResponse message"));
+    }
+    let fin = match scram.client_final(&msg[5..]) {
+        Ok(f) if known => f,
+        Ok(_) => return Err(failed().reason(reason)),
+        Err(postern_auth::ScramError::BadProof) => {
+            return Err(failed().reason(if known { "wrong password" } else { reason }))
+        }
+        Err(e) => return Err(Refusal::new("08P01", e.to_string())),
+    };
+    codec::authentication(out, 12, fin.as_bytes());
+    // Sent together with AuthenticationOk once the upstream session is open.
+    Ok(())
+}
+
+async fn relay(inner: &Inner, est: Established<'_>, ident: &Ident) {
+    let Established {
+        mut client,
+        client_buf,
+        upstream,
+        _cancel,
+    } = est;
+    let mut up_stream = upstream.stream;
+    let started = Instant::now();
+    let _ = inner
+        .audit
+        .record(ident.event(EventKind::SessionOpen))
+        .await;
+    tracing::info!("session open");
+    let mut statements: u64 = 0;
+    let mut relay = Relay::new(&mut client, &mut up_stream, client_buf, upstream.leftover);
+    let end: Result<RelayEnd, String> = loop {
+        match relay.step().await {
+            Ok(Step::Statements) => {
+                let mut closed = false;
+                for done in relay.tracker.completed.drain(..) {
+                    statements += 1;
+                    let mut e = ident.event(EventKind::Statement);
+                    e.statement = Some(done.statement);
+                    if !done.tags.is_empty() {
+                        e.command_tag = Some(done.tags);
+                    }
+                    e.rows = done.rows;
+                    e.duration_us = Some(done.duration.as_micros() as u64);
+                    if let Some((code, msg)) = done.error {
+                        if !code.is_empty() {
+                            e.sqlstate = Some(code);
+                        }
+                        e.error = Some(msg);
+                    }
+                    inner.metrics.statements.inc();
+                    if inner.audit.record(e).await.is_err() {
+                        closed = true;
+                        break;
+                    }
+                }
+                if closed {
+                    // Fail closed: no more statements without an audit trail.
+                    break Err("audit log closed".into());
+                }
+            }
+            Ok(Step::Done(end)) => break Ok(end),
+            Err(e) => break Err(e.to_string()),
+        }
+    };
+    for done in relay.tracker.drain_unfinished() {
+        let mut e = ident.event(EventKind::Statement);
+        e.statement = Some(done.statement);
+        e.error = done.error.map(|(_, m)| m);
+        e.duration_us = Some(done.duration.as_micros() as u64);
+        let _ = inner.audit.record(e).await;
+    }
+    drop(relay);
+    if let Err(reason) = &end {
+        if reason.starts_with("client protocol") {
+            let _ = refuse(&mut client, "08P01", reason, None).await;
+        }
+    }
+    let mut e = ident.event(EventKind::SessionClose);
+    e.duration_us = Some(started.elapsed().as_micros() as u64);
+    e.rows = None;
+    e.detail = Some(serde_json_detail(statements, &end));
+    if let Err(r) = &end {
+        e.error = Some(r.clone());
+    }
+    let _ = inner.audit.record(e).await;
+    tracing::info!(statements, end = ?end, "session closed");
+}
+
+fn serde_json_detail(statements: u64, end: &Result<RelayEnd, String>) -> serde_json::Value {
+    let ended_by = match end {
+        Ok(RelayEnd::ClientClosed) => "client",
+        Ok(RelayEnd::UpstreamClosed) => "upstream",
+        Err(_) => "error",
+    };
+    serde_json::json!({ "statements": statements, "ended_by": ended_by })
+}

@@ -1,0 +1,68 @@
+//! A TCP stream that may have been upgraded to TLS, on either side of the proxy.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+
+/// A plain or TLS stream. All variants are `Unpin`, so pinning is free.
+pub enum PgStream {
+    /// Plain TCP.
+    Plain(TcpStream),
+    /// TLS accepted from a client.
+    ServerTls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
+    /// TLS opened to an upstream.
+    ClientTls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+}
+
+impl PgStream {
+    /// Whether the stream is encrypted.
+    pub fn is_tls(&self) -> bool {
+        !matches!(self, PgStream::Plain(_))
+    }
+}
+
+impl AsyncRead for PgStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            PgStream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            PgStream::ServerTls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+            PgStream::ClientTls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for PgStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            PgStream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            PgStream::ServerTls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+            PgStream::ClientTls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            PgStream::Plain(s) => Pin::new(s).poll_flush(cx),
+            PgStream::ServerTls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+            PgStream::ClientTls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            PgStream::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            PgStream::ServerTls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+            PgStream::ClientTls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+}

@@ -1,0 +1,415 @@
+//! Follows the statements of a session through both directions of the relay, so each one
+//! can be audited with its text, outcome, rows and duration.
+//!
+//! Pure state machine: the relay feeds it every client and server message it inspects.
+//! Simple queries complete at ReadyForQuery; extended-protocol Executes complete at their
+//! CommandComplete / EmptyQueryResponse / PortalSuspended / ErrorResponse, and Executes the
+//! server skipped after an error (up to the next Sync) are reported as not executed.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::codec::{cstr, error_summary, rows_of_tag, CodecError};
+
+/// Upper bound on statements in flight (pipelined and not yet answered).
+pub const MAX_IN_FLIGHT: usize = 100_000;
+
+/// A statement whose outcome is known.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Completed {
+    /// Statement text.
+    pub statement: Arc<str>,
+    /// Command tags, `; `-separated when a simple query held several statements.
+    pub tags: String,
+    /// Rows returned or affected, if any tag counted rows.
+    pub rows: Option<u64>,
+    /// (SQLSTATE, message) when it failed.
+    pub error: Option<(String, String)>,
+    /// Time from the request to its outcome.
+    pub duration: Duration,
+}
+
+#[derive(Debug)]
+struct Open {
+    text: Arc<str>,
+    start: Instant,
+    tags: String,
+    rows: Option<u64>,
+    error: Option<(String, String)>,
+}
+
+impl Open {
+    fn new(text: Arc<str>) -> Self {
+        Self {
+            text,
+            start: Instant::now(),
+            tags: String::new(),
+            rows: None,
+            error: None,
+        }
+    }
+    fn tag(&mut self, tag: &str) {
+        if !self.tags.is_empty() {
+            self.tags.push_str("; ");
+        }
+        self.tags.push_str(tag);
+        if let Some(n) = rows_of_tag(tag) {
+            self.rows = Some(self.rows.unwrap_or(0) + n);
+        }
+    }
+    fn done(self) -> Completed {
+        Completed {
+            statement: self.text,
+            tags: self.tags,
+            rows: self.rows,
+            error: self.error,
+            duration: self.start.elapsed(),
+        }
+    }
+}
+
+#[derive(Debug)]
+enum Pending {
+    Query(Open),
+    Execute(Open),
+    Sync,
+}
+
+/// The statement tracker of one session.
+#[derive(Debug, Default)]
+pub struct Tracker {
+    named_stmts: HashMap<Box<str>, Arc<str>>,
+    unnamed_stmt: Option<Arc<str>>,
+    named_portals: HashMap<Box<str>, Arc<str>>,
+    unnamed_portal: Option<Arc<str>>,
+    last_parse: Option<Arc<str>>,
+    queue: VecDeque<Pending>,
+    /// Statements completed since the caller last drained this.
+    pub completed: Vec<Completed>,
+}
+
+const UNKNOWN: &str = "<unknown prepared statement>";
+
+impl Tracker {
+    /// A tracker for a new session.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn push(&mut self, p: Pending) -> Result<(), CodecError> {
+        if self.queue.len() >= MAX_IN_FLIGHT {
+            return Err(CodecError::Malformed(
+                "pipeline (too many statements in flight)",
+            ));
+        }
+        self.queue.push_back(p);
+        Ok(())
+    }
+
+    fn statement(&self, name: &str) -> Arc<str> {
+        let s = if name.is_empty() {
+            self.unnamed_stmt.clone()
+        } else {
+            self.named_stmts.get(name).cloned()
+        };
+        s.unwrap_or_else(|| Arc::from(UNKNOWN))
+    }
+
+    /// Feeds a message the client sent (type byte and body).
+    pub fn client_message(&mut self, ty: u8, body: &[u8]) -> Result<(), CodecError> {
+        match ty {
+            b'Q' => {
+                let (text, _) = cstr(body).ok_or(CodecError::Malformed("Query"))?;
+                self.push(Pending::Query(Open::new(Arc::from(text))))?;
+            }
+            b'P' => {
+                let (name, rest) = cstr(body).ok_or(CodecError::Malformed("Parse"))?;
+                let (text, _) = cstr(rest).ok_or(CodecError::Malformed("Parse"))?;
+                let text: Arc<str> = Arc::from(text);
+                self.last_parse = Some(text.clone());
+                if name.is_empty() {
+                    self.unnamed_stmt = Some(text);
+                } else {
+                    self.named_stmts.insert(name.into(), text);
+                }
+            }
+            b'B' => {
+                let (portal, rest) = cstr(body).ok_or(CodecError::Malformed("Bind"))?;
+                let (stmt, _) = cstr(rest).ok_or(CodecError::Malformed("Bind"))?;
+                let text = self.statement(stmt);
+                if portal.is_empty() {
+                    self.unnamed_portal = Some(text);
+                } else {
+                    self.named_portals.insert(portal.into(), text);
+                }
+            }
+            b'E' => {
+                let (portal, _) = cstr(body).ok_or(CodecError::Malformed("Execute"))?;
+                let text = if portal.is_empty() {
+                    self.unnamed_portal.clone()
+                } else {
+                    self.named_portals.get(portal).cloned()
+                }
+                .unwrap_or_else(|| Arc::from(UNKNOWN));
+                self.push(Pending::Execute(Open::new(text)))?;
+            }
+            b'C' => {
+                let (&kind, rest) = body.split_first().ok_or(CodecError::Malformed("Close"))?;
+                let (name, _) = cstr(rest).ok_or(CodecError::Malformed("Close"))?;
+                match (kind, name.is_empty()) {
+                    (b'S', true) => self.unnamed_stmt = None,
+                    (b'S', false) => {
+                        self.named_stmts.remove(name);
+                    }
+                    (b'P', true) => self.unnamed_portal = None,
+                    (b'P', false) => {
+                        self.named_portals.remove(name);
+                    }
+                    _ => return Err(CodecError::Malformed("Close")),
+                }
+            }
+            b'S' => self.push(Pending::Sync)?,
+            b'F' => {
+                let oid = body
+                    .get(..4)
+                    .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+                    .ok_or(CodecError::Malformed("FunctionCall"))?;
+                self.push(Pending::Query(Open::new(Arc::from(format!(
+                    "<function call oid={oid}>"
+                )))))?;
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Feeds a message the server sent (type byte and body).
+    pub fn server_message(&mut self, ty: u8, body: &[u8]) {
+        match ty {
+            b'C' | b'I' | b's' => {
+                let tag = if ty == b'C' {
+                    cstr(body).map(|(t, _)| t).unwrap_or("")
+                } else if ty == b's' {
+                    "(portal suspended)"
+                } else {
+                    ""
+                };
+                match self.queue.front_mut() {
+                    Some(Pending::Query(o)) if !tag.is_empty() => o.tag(tag),
+                    Some(Pending::Query(_)) => {}
+                    Some(Pending::Execute(_)) => {
+                        if let Some(Pending::Execute(mut o)) = self.queue.pop_front() {
+                            if !tag.is_empty() {
+                                o.tag(tag);
+                            }
+                            self.completed.push(o.done());
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            b'E' => {
+                let err = error_summary(body);
+                match self.queue.front_mut() {
+                    Some(Pending::Query(o)) => o.error = Some(err),
+                    Some(Pending::Execute(_)) => {
+                        if let Some(Pending::Execute(mut o)) = self.queue.pop_front() {
+                            o.error = Some(err);
+                            self.completed.push(o.done());
+                        }
+                    }
+                    Some(Pending::Sync) | None => {
+                        // A Parse or Bind failed with no Execute queued behind it (or the server
+                        // ended the session): still on record, against the last parsed text.
+                        let text = self
+                            .last_parse
+                            .clone()
+                            .unwrap_or_else(|| Arc::from("<no statement>"));
+                        let mut o = Open::new(text);
+                        o.error = Some(err);
+                        self.completed.push(o.done());
+                    }
+                }
+            }
+            b'Z' => {
+                while let Some(p) = self.queue.pop_front() {
+                    match p {
+                        Pending::Query(o) => {
+                            self.completed.push(o.done());
+                            break;
+                        }
+                        Pending::Sync => break,
+                        Pending::Execute(mut o) => {
+                            o.error = Some((
+                                String::new(),
+                                "not executed: an earlier message of the same batch failed".into(),
+                            ));
+                            self.completed.push(o.done());
+                        }
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Statements still waiting for their outcome (reported as interrupted at session end).
+    pub fn drain_unfinished(&mut self) -> Vec<Completed> {
+        self.queue
+            .drain(..)
+            .filter_map(|p| match p {
+                Pending::Query(mut o) | Pending::Execute(mut o) => {
+                    o.error.get_or_insert_with(|| {
+                        (String::new(), "interrupted: the session ended".into())
+                    });
+                    Some(o.done())
+                }
+                Pending::Sync => None,
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn c(s: &str) -> Vec<u8> {
+        let mut v = s.as_bytes().to_vec();
+        v.push(0);
+        v
+    }
+
+    fn err_body(code: &str, msg: &str) -> Vec<u8> {
+        let mut v = vec![b'C'];
+        v.extend(c(code));
+        v.push(b'M');
+        v.extend(c(msg));
+        v.push(0);
+        v
+    }
+
+    #[test]
+    fn simple_multi_statement_query() {
+        let mut t = Tracker::new();
+        t.client_message(b'Q', &c("select 1; insert into t values (1)"))
+            .unwrap();
+        t.server_message(b'C', &c("SELECT 1"));
+        t.server_message(b'C', &c("INSERT 0 1"));
+        assert!(t.completed.is_empty());
+        t.server_message(b'Z', b"I");
+        assert_eq!(t.completed.len(), 1);
+        let s = &t.completed[0];
+        assert_eq!(&*s.statement, "select 1; insert into t values (1)");
+        assert_eq!(s.tags, "SELECT 1; INSERT 0 1");
+        assert_eq!(s.rows, Some(2));
+        assert!(s.error.is_none());
+    }
+
+    #[test]
+    fn simple_query_error() {
+        let mut t = Tracker::new();
+        t.client_message(b'Q', &c("selec 1")).unwrap();
+        t.server_message(b'E', &err_body("42601", "syntax error"));
+        t.server_message(b'Z', b"I");
+        assert_eq!(
+            t.completed[0].error,
+            Some(("42601".into(), "syntax error".into()))
+        );
+    }
+
+    fn parse(name: &str, q: &str) -> Vec<u8> {
+        let mut v = c(name);
+        v.extend(c(q));
+        v.extend([0, 0]);
+        v
+    }
+    fn bind(portal: &str, stmt: &str) -> Vec<u8> {
+        let mut v = c(portal);
+        v.extend(c(stmt));
+        v.extend([0, 0, 0, 0, 0, 0]);
+        v
+    }
+    fn exec(portal: &str) -> Vec<u8> {
+        let mut v = c(portal);
+        v.extend([0, 0, 0, 0]);
+        v
+    }
+
+    #[test]
+    fn extended_pipeline_with_named_statement() {
+        let mut t = Tracker::new();
+        t.client_message(b'P', &parse("s1", "select $1")).unwrap();
+        for _ in 0..3 {
+            t.client_message(b'B', &bind("", "s1")).unwrap();
+            t.client_message(b'E', &exec("")).unwrap();
+            t.client_message(b'S', &[]).unwrap();
+        }
+        for _ in 0..3 {
+            t.server_message(b'2', &[]);
+            t.server_message(b'D', &[]);
+            t.server_message(b'C', &c("SELECT 1"));
+            t.server_message(b'Z', b"I");
+        }
+        assert_eq!(t.completed.len(), 3);
+        assert!(t
+            .completed
+            .iter()
+            .all(|s| &*s.statement == "select $1" && s.rows == Some(1)));
+        assert!(t.queue.is_empty());
+    }
+
+    #[test]
+    fn error_skips_rest_of_batch() {
+        let mut t = Tracker::new();
+        t.client_message(b'P', &parse("", "select 1/0")).unwrap();
+        t.client_message(b'B', &bind("", "")).unwrap();
+        t.client_message(b'E', &exec("")).unwrap();
+        t.client_message(b'P', &parse("", "select 2")).unwrap();
+        t.client_message(b'B', &bind("", "")).unwrap();
+        t.client_message(b'E', &exec("")).unwrap();
+        t.client_message(b'S', &[]).unwrap();
+        t.server_message(b'E', &err_body("22012", "division by zero"));
+        t.server_message(b'Z', b"I");
+        assert_eq!(t.completed.len(), 2);
+        assert_eq!(&*t.completed[0].statement, "select 1/0");
+        assert_eq!(t.completed[0].error.as_ref().unwrap().0, "22012");
+        assert_eq!(&*t.completed[1].statement, "select 2");
+        assert!(t.completed[1]
+            .error
+            .as_ref()
+            .unwrap()
+            .1
+            .starts_with("not executed"));
+    }
+
+    #[test]
+    fn parse_error_without_execute_is_recorded() {
+        let mut t = Tracker::new();
+        t.client_message(b'P', &parse("x", "selec")).unwrap();
+        t.client_message(b'S', &[]).unwrap();
+        t.server_message(b'E', &err_body("42601", "syntax error"));
+        t.server_message(b'Z', b"I");
+        assert_eq!(t.completed.len(), 1);
+        assert_eq!(&*t.completed[0].statement, "selec");
+    }
+
+    #[test]
+    fn unfinished_reported() {
+        let mut t = Tracker::new();
+        t.client_message(b'Q', &c("select pg_sleep(10)")).unwrap();
+        let u = t.drain_unfinished();
+        assert_eq!(u.len(), 1);
+        assert!(u[0].error.as_ref().unwrap().1.contains("interrupted"));
+    }
+
+    #[test]
+    fn malformed_bodies() {
+        let mut t = Tracker::new();
+        assert!(t.client_message(b'Q', b"no nul").is_err());
+        assert!(t.client_message(b'P', b"").is_err());
+        assert!(t.client_message(b'C', b"Xname\0").is_err());
+        assert!(t.client_message(b'F', b"").is_err());
+    }
+}

@@ -1,0 +1,452 @@
+//! Opening a session on the real database with the stored credential.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use postern_core::UpstreamTls;
+use postgres_protocol::authentication::md5_hash;
+use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256};
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{CertificateError, DigitallySignedStruct, RootCertStore, SignatureScheme};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::codec::{self, cstr, error_summary, MAX_AUTH_MESSAGE, SSL_REQUEST};
+use crate::frame_io::{read_frame, ReadError};
+use crate::stream::PgStream;
+
+/// Where and as whom to connect.
+pub struct UpstreamTarget<'a> {
+    /// Host name or address.
+    pub host: &'a str,
+    /// Port.
+    pub port: u16,
+    /// Database name on the server.
+    pub database: &'a str,
+    /// TLS mode.
+    pub tls: UpstreamTls,
+    /// PEM CAs for verify-ca / verify-full.
+    pub tls_ca: Option<&'a str>,
+    /// Database user.
+    pub username: &'a str,
+    /// Its password. Never logged, never sent to the client.
+    pub password: &'a str,
+}
+
+/// A logged-in upstream session, ready for queries.
+pub struct UpstreamSession {
+    /// The stream.
+    pub stream: PgStream,
+    /// The server's ParameterStatus messages, verbatim, to replay to the client.
+    pub parameter_status: BytesMut,
+    /// The server's (pid, secret) for cancel requests.
+    pub backend_key: Option<(i32, i32)>,
+    /// Transaction status byte of the first ReadyForQuery.
+    pub ready_status: u8,
+    /// Bytes read past the first ReadyForQuery.
+    pub leftover: BytesMut,
+    /// The address connected to (for cancel requests).
+    pub addr: SocketAddr,
+}
+
+/// Why the upstream session could not be opened. Messages never contain the password.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    /// TCP connection failed.
+    #[error("cannot connect to {addr}: {source}")]
+    Connect {
+        /// host:port.
+        addr: String,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// The whole exchange took too long.
+    #[error("the upstream server did not complete the login within {0:?}")]
+    Timeout(Duration),
+    /// TLS failed or was refused.
+    #[error("TLS to the upstream failed: {0}")]
+    Tls(String),
+    /// The server refused the login or the session.
+    #[error("{message}")]
+    Server {
+        /// SQLSTATE from the server.
+        sqlstate: String,
+        /// Message from the server.
+        message: String,
+    },
+    /// The server asked for an authentication method Postern does not speak.
+    #[error("the upstream asked for an unsupported authentication method ({0})")]
+    UnsupportedAuth(String),
+    /// The server broke the protocol or closed the connection.
+    #[error("upstream protocol error: {0}")]
+    Protocol(String),
+}
+
+impl From<ReadError> for UpstreamError {
+    fn from(e: ReadError) -> Self {
+        UpstreamError::Protocol(e.to_string())
+    }
+}
+
+impl From<std::io::Error> for UpstreamError {
+    fn from(e: std::io::Error) -> Self {
+        UpstreamError::Protocol(e.to_string())
+    }
+}
+
+/// Parameters forwarded from the client's startup packet to the upstream. Anything else
+/// (notably `options`, which can set arbitrary GUCs such as `role`) is dropped.
+pub const FORWARDED_PARAMS: &[&str] = &[
+    "application_name",
+    "client_encoding",
+    "DateStyle",
+    "TimeZone",
+    "extra_float_digits",
+    "IntervalStyle",
+    "search_path",
+];
+
+/// Connects, negotiates TLS, logs in, and reads up to the first ReadyForQuery.
+pub async fn connect(
+    target: &UpstreamTarget<'_>,
+    client_params: &[(String, String)],
+    timeout: Duration,
+) -> Result<UpstreamSession, UpstreamError> {
+    tokio::time::timeout(timeout, connect_inner(target, client_params))
+        .await
+        .map_err(|_| UpstreamError::Timeout(timeout))?
+}
+
+async fn connect_inner(
+    target: &UpstreamTarget<'_>,
+    client_params: &[(String, String)],
+) -> Result<UpstreamSession, UpstreamError> {
+    let addr_s = format!("{}:{}", target.host, target.port);
+    let tcp = TcpStream::connect((target.host, target.port))
+        .await
+        .map_err(|source| UpstreamError::Connect {
+            addr: addr_s.clone(),
+            source,
+        })?;
+    let addr = tcp.peer_addr()?;
+    let _ = tcp.set_nodelay(true);
+    let mut stream = negotiate_tls(tcp, target).await?;
+
+    let mut out = BytesMut::with_capacity(256);
+    let mut params: Vec<(&str, &str)> =
+        vec![("user", target.username), ("database", target.database)];
+    for (k, v) in client_params {
+        if FORWARDED_PARAMS.contains(&k.as_str()) {
+            params.push((k, v));
+        }
+    }
+    codec::startup_message(&mut out, &params);
+    stream.write_all(&out).await?;
+    stream.flush().await?;
+
+    let mut buf = BytesMut::with_capacity(8192);
+    authenticate(&mut stream, &mut buf, target).await?;
+
+    let mut parameter_status = BytesMut::new();
+    let mut backend_key = None;
+    loop {
+        let (ty, msg) = read_frame(&mut stream, &mut buf, MAX_AUTH_MESSAGE).await?;
+        let body = &msg[5..];
+        match ty {
+            b'S' => parameter_status.extend_from_slice(&msg),
+            b'K' if body.len() == 8 => {
+                backend_key = Some((
+                    i32::from_be_bytes([body[0], body[1], body[2], body[3]]),
+                    i32::from_be_bytes([body[4], body[5], body[6], body[7]]),
+                ))
+            }
+            b'N' => {}
+            b'Z' => {
+                return Ok(UpstreamSession {
+                    stream,
+                    parameter_status,
+                    backend_key,
+                    ready_status: body.first().copied().unwrap_or(b'I'),
+                    leftover: buf,
+                    addr,
+                })
+            }
+            b'E' => return Err(server_error(body)),
+            other => {
+                return Err(UpstreamError::Protocol(format!(
+                    "unexpected message '{}' before ReadyForQuery",
+                    other as char
+                )))
+            }
+        }
+    }
+}
+
+fn server_error(body: &[u8]) -> UpstreamError {
+    let (sqlstate, message) = error_summary(body);
+    UpstreamError::Server { sqlstate, message }
+}
+
+async fn negotiate_tls(
+    mut tcp: TcpStream,
+    target: &UpstreamTarget<'_>,
+) -> Result<PgStream, UpstreamError> {
+    if target.tls == UpstreamTls::Disable {
+        return Ok(PgStream::Plain(tcp));
+    }
+    let mut req = BytesMut::new();
+    codec::request(&mut req, SSL_REQUEST, &[]);
+    tcp.write_all(&req).await?;
+    let answer = tcp.read_u8().await?;
+    match answer {
+        b'S' => {}
+        b'N' if target.tls == UpstreamTls::Prefer => return Ok(PgStream::Plain(tcp)),
+        b'N' => {
+            return Err(UpstreamError::Tls(
+                "the server does not accept TLS, but the datasource requires it (set tls = \"disable\" or \"prefer\" on the datasource, or enable ssl on the server)".into(),
+            ))
+        }
+        _ => return Err(UpstreamError::Protocol("bad answer to SSLRequest".into())),
+    }
+    let config = client_config(target)?;
+    let name = ServerName::try_from(target.host.to_string())
+        .map_err(|_| UpstreamError::Tls(format!("{} is not a valid server name", target.host)))?;
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(name, tcp)
+        .await
+        .map_err(|e| UpstreamError::Tls(e.to_string()))?;
+    Ok(PgStream::ClientTls(Box::new(tls)))
+}
+
+fn client_config(target: &UpstreamTarget<'_>) -> Result<rustls::ClientConfig, UpstreamError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| UpstreamError::Tls(e.to_string()))?;
+    let config = match target.tls {
+        UpstreamTls::Disable | UpstreamTls::Prefer | UpstreamTls::Require => builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(NoVerification(provider)))
+            .with_no_client_auth(),
+        UpstreamTls::VerifyCa | UpstreamTls::VerifyFull => {
+            let mut roots = RootCertStore::empty();
+            match target.tls_ca {
+                Some(pem) => {
+                    for cert in rustls_pemfile::certs(&mut pem.as_bytes()) {
+                        let cert = cert.map_err(|e| UpstreamError::Tls(format!("tls_ca: {e}")))?;
+                        roots
+                            .add(cert)
+                            .map_err(|e| UpstreamError::Tls(format!("tls_ca: {e}")))?;
+                    }
+                }
+                None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+            }
+            let verifier = rustls::client::WebPkiServerVerifier::builder_with_provider(
+                Arc::new(roots),
+                provider,
+            )
+            .build()
+            .map_err(|e| UpstreamError::Tls(e.to_string()))?;
+            if target.tls == UpstreamTls::VerifyFull {
+                builder.with_webpki_verifier(verifier).with_no_client_auth()
+            } else {
+                builder
+                    .dangerous()
+                    .with_custom_certificate_verifier(Arc::new(ChainOnly(verifier)))
+                    .with_no_client_auth()
+            }
+        }
+    };
+    Ok(config)
+}
+
+async fn authenticate(
+    stream: &mut PgStream,
+    buf: &mut BytesMut,
+    target: &UpstreamTarget<'_>,
+) -> Result<(), UpstreamError> {
+    let mut out = BytesMut::with_capacity(256);
+    let mut scram: Option<ScramSha256> = None;
+    loop {
+        let (ty, msg) = read_frame(stream, buf, MAX_AUTH_MESSAGE).await?;
+        let body = &msg[5..];
+        match ty {
+            b'E' => return Err(server_error(body)),
+            b'R' => {}
+            other => {
+                return Err(UpstreamError::Protocol(format!(
+                    "unexpected message '{}' during authentication",
+                    other as char
+                )))
+            }
+        }
+        if body.len() < 4 {
+            return Err(UpstreamError::Protocol(
+                "short authentication message".into(),
+            ));
+        }
+        let code = i32::from_be_bytes([body[0], body[1], body[2], body[3]]);
+        let data = &body[4..];
+        out.clear();
+        match code {
+            0 => return Ok(()),
+            3 => {
+                if !stream.is_tls() {
+                    tracing::warn!(
+                        host = target.host,
+                        "upstream asked for a cleartext password over an unencrypted connection"
+                    );
+                }
+                let mut pw = target.password.as_bytes().to_vec();
+                pw.push(0);
+                codec::password_message(&mut out, &pw);
+                zeroize::Zeroize::zeroize(&mut pw);
+            }
+            5 => {
+                let salt: [u8; 4] = data
+                    .get(..4)
+                    .and_then(|s| s.try_into().ok())
+                    .ok_or_else(|| UpstreamError::Protocol("short MD5 salt".into()))?;
+                let mut h = md5_hash(target.username.as_bytes(), target.password.as_bytes(), salt)
+                    .into_bytes();
+                h.push(0);
+                codec::password_message(&mut out, &h);
+            }
+            10 => {
+                let mut mechs = Vec::new();
+                let mut rest = data;
+                while let Some((m, r)) = cstr(rest) {
+                    if m.is_empty() {
+                        break;
+                    }
+                    mechs.push(m);
+                    rest = r;
+                }
+                if !mechs.contains(&"SCRAM-SHA-256") {
+                    return Err(UpstreamError::UnsupportedAuth(mechs.join(", ")));
+                }
+                let s = ScramSha256::new(target.password.as_bytes(), ChannelBinding::unsupported());
+                codec::sasl_initial_response(&mut out, "SCRAM-SHA-256", s.message());
+                scram = Some(s);
+            }
+            11 => {
+                let s = scram
+                    .as_mut()
+                    .ok_or_else(|| UpstreamError::Protocol("SASLContinue before SASL".into()))?;
+                s.update(data)
+                    .map_err(|e| UpstreamError::Protocol(format!("SCRAM: {e}")))?;
+                codec::password_message(&mut out, s.message());
+            }
+            12 => {
+                let mut s = scram
+                    .take()
+                    .ok_or_else(|| UpstreamError::Protocol("SASLFinal before SASL".into()))?;
+                // Verifies the server's signature: the upstream proves it knows the password too.
+                s.finish(data)
+                    .map_err(|e| UpstreamError::Protocol(format!("SCRAM server signature: {e}")))?;
+                continue;
+            }
+            other => {
+                return Err(UpstreamError::UnsupportedAuth(format!(
+                    "authentication code {other}"
+                )))
+            }
+        }
+        stream.write_all(&out).await?;
+        stream.flush().await?;
+    }
+}
+
+/// Accepts any certificate: `prefer` / `require` encrypt without authenticating the server,
+/// as libpq's modes of the same names do.
+#[derive(Debug)]
+struct NoVerification(Arc<rustls::crypto::CryptoProvider>);
+
+impl ServerCertVerifier for NoVerification {
+    fn verify_server_cert(
+        &self,
+        _: &CertificateDer<'_>,
+        _: &[CertificateDer<'_>],
+        _: &ServerName<'_>,
+        _: &[u8],
+        _: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// Verifies the chain but not the host name (`verify-ca`).
+#[derive(Debug)]
+struct ChainOnly(Arc<rustls::client::WebPkiServerVerifier>);
+
+impl ServerCertVerifier for ChainOnly {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        match self
+            .0
+            .verify_server_cert(end_entity, intermediates, server_name, ocsp, now)
+        {
+            Err(rustls::Error::InvalidCertificate(
+                CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
+            )) => Ok(ServerCertVerified::assertion()),
+            other => other,
+        }
+    }
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls12_signature(message, cert, dss)
+    }
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls13_signature(message, cert, dss)
+    }
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.supported_verify_schemes()
+    }
+}

@@ -1,0 +1,203 @@
+//! Starting and stopping a Postern server: data directory, keys, store, CA, audit writer,
+//! and the listeners. Tests start it in-process on port 0 through [`start`].
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use postern_audit::{AuditEvent, AuditSink, AuditWriter, EventKind, JsonlSink};
+use postern_store::Store;
+use postern_vault::pki::{load_or_issue_server, CertAndKey};
+use postern_vault::{pki::Ca, MasterKey};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::config::Config;
+
+/// A running server.
+pub struct ServerHandle {
+    /// Where the API listens.
+    pub api_addr: SocketAddr,
+    /// Where the PostgreSQL port listens (None when disabled).
+    pub pg_addr: Option<SocketAddr>,
+    /// The bootstrap admin password, on the first start only.
+    pub bootstrap_password: Option<String>,
+    /// Postern's CA certificate (PEM): what clients trust.
+    pub ca_pem: String,
+    /// Path of the CA certificate file.
+    pub ca_path: PathBuf,
+    /// The data directory.
+    pub data_dir: PathBuf,
+    /// The store (for tests and embedding).
+    pub store: Store,
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+    audit_task: JoinHandle<()>,
+}
+
+impl ServerHandle {
+    /// Stops accepting, lets sessions finish (within their grace period), flushes the audit
+    /// trail, and returns.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        for t in self.tasks {
+            let _ = t.await;
+        }
+        // Every audit handle is gone once the listeners have stopped: the writer drains.
+        if tokio::time::timeout(Duration::from_secs(30), self.audit_task)
+            .await
+            .is_err()
+        {
+            tracing::error!("audit writer did not finish within 30 s");
+        }
+    }
+}
+
+fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
+    if dir.exists() {
+        return Ok(());
+    }
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("cannot create data directory {}", dir.display()))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+    }
+    Ok(())
+}
+
+fn tls_config(ck: &CertAndKey, alpn: &[&[u8]]) -> anyhow::Result<Arc<rustls::ServerConfig>> {
+    let certs = rustls_pemfile::certs(&mut ck.cert_pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .context("server certificate is not valid PEM")?;
+    let key = rustls_pemfile::private_key(&mut ck.key_pem.as_bytes())
+        .context("server key is not valid PEM")?
+        .context("no private key found in the server key file")?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .context("server certificate and key do not match")?;
+    cfg.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    Ok(Arc::new(cfg))
+}
+
+/// Starts a server per `cfg`. Listeners bind before this returns, so port 0 works.
+pub async fn start(cfg: Config) -> anyhow::Result<ServerHandle> {
+    let data_dir = cfg.data_dir.clone();
+    create_private_dir(&data_dir)?;
+    let (key, key_created) = MasterKey::load_or_create(&data_dir.join("master.key"))?;
+    if key_created {
+        tracing::info!(path = %data_dir.join("master.key").display(), "generated a new master key");
+    }
+    let key = Arc::new(key);
+    let store = Store::open(&data_dir.join("postern.db"), key.clone())
+        .await
+        .context("cannot open the store")?;
+    let (ca, ca_created) = Ca::load_or_create(&data_dir, &key)?;
+    if ca_created {
+        tracing::info!(path = %data_dir.join("ca.crt").display(), "created Postern's certificate authority");
+    }
+    let server_cert = match (&cfg.tls.cert, &cfg.tls.key) {
+        (Some(c), Some(k)) => CertAndKey {
+            cert_pem: std::fs::read_to_string(c)
+                .with_context(|| format!("tls.cert: cannot read {}", c.display()))?,
+            key_pem: std::fs::read_to_string(k)
+                .with_context(|| format!("tls.key: cannot read {}", k.display()))?,
+        },
+        (None, None) => load_or_issue_server(&data_dir, &ca, &key, &cfg.tls.server_names)?,
+        _ => anyhow::bail!("tls.cert and tls.key must be given together"),
+    };
+    let api_tls = tls_config(&server_cert, &[b"h2", b"http/1.1"])?;
+    let pg_tls = tls_config(&server_cert, &[])?;
+
+    // Audit: the store and the JSON-lines file, continuing the store's chain.
+    let head = store
+        .audit_head()
+        .await
+        .context("cannot read the audit chain head")?;
+    let sinks: Vec<Box<dyn AuditSink>> = vec![
+        Box::new(store.audit_sink()),
+        Box::new(JsonlSink::new(&cfg.audit_file())),
+    ];
+    let (audit, writer) = AuditWriter::new(cfg.audit.queue, sinks, head);
+    let audit_task = tokio::spawn(writer.run());
+
+    let bootstrap_password = store
+        .bootstrap_admin()
+        .await
+        .context("cannot create the bootstrap admin")?;
+    let mut start_event = AuditEvent::new(EventKind::ServerStart);
+    start_event.detail = Some(
+        serde_json::json!({ "version": env!("CARGO_PKG_VERSION"), "bootstrap_admin_created": bootstrap_password.is_some() }),
+    );
+    audit.record(start_event).await?;
+
+    let (stop, stopped) = watch::channel(false);
+    let shutdown = move |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let mut registry = prometheus_client::registry::Registry::default();
+    let mut tasks = Vec::new();
+
+    let pg_addr = if cfg.postgres.enabled {
+        let listener = TcpListener::bind(&cfg.postgres.listen)
+            .await
+            .with_context(|| {
+                format!("postgres.listen: cannot listen on {}", cfg.postgres.listen)
+            })?;
+        let addr = listener.local_addr()?;
+        let proxy = postern_pg::PgProxy::new(
+            cfg.postgres.to_pg(),
+            store.clone(),
+            audit.clone(),
+            Some(pg_tls),
+            &mut registry,
+        );
+        let sd = shutdown(stopped.clone());
+        tasks.push(tokio::spawn(async move {
+            if let Err(e) = proxy.serve(listener, sd).await {
+                tracing::error!(error = %e, "PostgreSQL listener failed");
+            }
+        }));
+        Some(addr)
+    } else {
+        None
+    };
+
+    let api_listener = TcpListener::bind(&cfg.api.listen)
+        .await
+        .with_context(|| format!("api.listen: cannot listen on {}", cfg.api.listen))?;
+    let api_addr = api_listener.local_addr()?;
+    let state = postern_web::ApiState {
+        store: store.clone(),
+        audit: audit.clone(),
+        metrics: Arc::new(registry),
+        token_ttl: cfg.api.token_ttl,
+    };
+    let sd = shutdown(stopped.clone());
+    tasks.push(tokio::spawn(async move {
+        if let Err(e) = postern_web::serve(api_listener, api_tls, state, sd).await {
+            tracing::error!(error = %e, "API listener failed");
+        }
+    }));
+    drop(audit);
+
+    Ok(ServerHandle {
+        api_addr,
+        pg_addr,
+        bootstrap_password,
+        ca_pem: ca.cert_pem.clone(),
+        ca_path: data_dir.join("ca.crt"),
+        data_dir,
+        store,
+        stop,
+        tasks,
+        audit_task,
+    })
+}

@@ -1,0 +1,292 @@
+//! psql and pgbench through Postern against a real PostgreSQL.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use postern_e2e::{pg, unique, Postern};
+use postern_store::AuditFilter;
+
+fn psql_output(out: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn psql_query_describe_and_refusals() {
+    let pg = pg();
+    let up = pg.upstream(None).await;
+    up.superuser()
+        .await
+        .batch_execute(&format!(
+            "CREATE TABLE customers (id int primary key, name text NOT NULL, email text);
+             INSERT INTO customers SELECT g, 'name' || g, 'u' || g || '@example.com' FROM generate_series(1, 5) g;
+             ALTER TABLE customers OWNER TO {};",
+            up.role
+        ))
+        .await
+        .unwrap();
+    let postern = Postern::start().await;
+    let alias = unique("shop");
+    let user = unique("alice");
+    postern
+        .grant(&up, &alias, &user, "alice-password-1", "disable")
+        .await;
+    let port = postern.pg_port().to_string();
+
+    // A query returns the right rows.
+    let out = pg
+        .tool("psql")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port,
+            "-U",
+            &user,
+            "-d",
+            &alias,
+            "-At",
+            "-c",
+        ])
+        .arg("SELECT id, name FROM customers WHERE id <= 3 ORDER BY id")
+        .env("PGPASSWORD", "alice-password-1")
+        .env("PGSSLMODE", "disable")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", psql_output(&out));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "1|name1\n2|name2\n3|name3\n"
+    );
+
+    // \d works (catalog queries through the proxy).
+    let out = pg
+        .tool("psql")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port,
+            "-U",
+            &user,
+            "-d",
+            &alias,
+            "-c",
+            "\\d customers",
+        ])
+        .env("PGPASSWORD", "alice-password-1")
+        .output()
+        .unwrap();
+    let text = psql_output(&out);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("email") && text.contains("customers_pkey"),
+        "{text}"
+    );
+
+    // user@alias works as the user name, without a database field.
+    let out = pg
+        .tool("psql")
+        .arg(format!(
+            "host=127.0.0.1 port={port} user={user}@{alias} sslmode=disable"
+        ))
+        .args(["-At", "-c", "select current_user"])
+        .env("PGPASSWORD", "alice-password-1")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", psql_output(&out));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        up.role,
+        "runs as the credential's role"
+    );
+
+    // The audit trail holds the statement with identity, datasource and upstream user.
+    let events = postern
+        .audit(AuditFilter {
+            user: Some(user.clone()),
+            kind: Some("statement".into()),
+            ..Default::default()
+        })
+        .await;
+    let ev = events
+        .iter()
+        .find(|e| {
+            e.statement.as_deref()
+                == Some("SELECT id, name FROM customers WHERE id <= 3 ORDER BY id")
+        })
+        .expect("statement audited");
+    assert_eq!(ev.datasource.as_deref(), Some(alias.as_str()));
+    assert_eq!(ev.db_user.as_deref(), Some(up.role.as_str()));
+    assert_eq!(ev.rows, Some(3));
+    assert_eq!(ev.command_tag.as_deref(), Some("SELECT 3"));
+    assert!(ev
+        .client_addr
+        .as_deref()
+        .unwrap_or("")
+        .starts_with("127.0.0.1:"));
+
+    // Wrong password: 28P01, audited.
+    let err = postern
+        .connect(&user, "wrong-password", &alias)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code().map(|c| c.code()), Some("28P01"), "{err}");
+    let fails = postern
+        .audit(AuditFilter {
+            user: Some(user.clone()),
+            kind: Some("login_failure".into()),
+            ..Default::default()
+        })
+        .await;
+    assert!(
+        fails
+            .iter()
+            .any(|e| e.error.as_deref() == Some("wrong password")),
+        "{fails:?}"
+    );
+
+    // Unknown user: same answer as a wrong password (no enumeration), real reason audited.
+    let ghost = unique("ghost");
+    let err = postern
+        .connect(&ghost, "whatever-pass", &alias)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code().map(|c| c.code()), Some("28P01"));
+
+    // Unknown alias: clear error after authentication.
+    let err = postern
+        .connect(&user, "alice-password-1", "no_such_alias")
+        .await
+        .unwrap_err();
+    assert_eq!(err.code().map(|c| c.code()), Some("3D000"));
+    assert!(err.to_string().contains("no_such_alias"), "{err}");
+
+    // A user with no grant: 42501 naming the datasource, audited.
+    let bob = unique("bob");
+    postern
+        .apply_yaml(&format!("user:\n  - name: {bob}\n"))
+        .await;
+    postern
+        .handle
+        .store
+        .set_password(&bob, "bob-password-1")
+        .await
+        .unwrap();
+    let err = postern
+        .connect(&bob, "bob-password-1", &alias)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code().map(|c| c.code()), Some("42501"), "{err}");
+    let db_err = err.as_db_error().expect("server error");
+    assert!(db_err.message().contains(&alias), "{}", db_err.message());
+    let fails = postern
+        .audit(AuditFilter {
+            user: Some(bob.clone()),
+            kind: Some("login_failure".into()),
+            ..Default::default()
+        })
+        .await;
+    assert!(
+        fails.iter().any(|e| e.sqlstate.as_deref() == Some("42501")),
+        "{fails:?}"
+    );
+
+    postern.stop().await;
+    up.drop_all().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn psql_over_tls_require_and_verify_full() {
+    let pg = pg();
+    let up = pg.upstream(None).await;
+    let postern = Postern::start().await;
+    let alias = unique("tlsds");
+    let user = unique("tess");
+    postern
+        .grant(&up, &alias, &user, "tess-password-1", "disable")
+        .await;
+    let port = postern.pg_port().to_string();
+    let ca = postern.handle.ca_path.display().to_string();
+    for conn in [
+        format!("host=127.0.0.1 port={port} dbname={alias} user={user} sslmode=require"),
+        format!("host=localhost port={port} dbname={alias} user={user} sslmode=verify-full sslrootcert={ca}"),
+    ] {
+        let out = pg
+            .tool("psql")
+            .arg(&conn)
+            .args(["-At", "-c", "select 40 + 2"])
+            .env("PGPASSWORD", "tess-password-1")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{conn}: {}", psql_output(&out));
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "42");
+        // psql prints the TLS details with \conninfo: check the session really is encrypted.
+        let out = pg
+            .tool("psql")
+            .arg(&conn)
+            .args(["-c", "\\conninfo"])
+            .env("PGPASSWORD", "tess-password-1")
+            .output()
+            .unwrap();
+        assert!(psql_output(&out).contains("SSL connection"), "{}", psql_output(&out));
+    }
+    // verify-full against a different CA fails.
+    let out = pg
+        .tool("psql")
+        .arg(format!(
+            "host=localhost port={port} dbname={alias} user={user} sslmode=verify-full sslrootcert={}",
+            pg.ca.display()
+        ))
+        .args(["-c", "select 1"])
+        .env("PGPASSWORD", "tess-password-1")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    postern.stop().await;
+    up.drop_all().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pgbench_init_and_select_only() {
+    let pg = pg();
+    let up = pg.upstream(None).await;
+    let postern = Postern::start().await;
+    let alias = unique("bench");
+    let user = unique("ben");
+    postern
+        .grant(&up, &alias, &user, "ben-password-1", "disable")
+        .await;
+    let port = postern.pg_port().to_string();
+    let base = ["-h", "127.0.0.1", "-p", &port, "-U", &user];
+    let out = pg
+        .tool("pgbench")
+        .args(base)
+        .args(["-i", "-s", "1", &alias])
+        .env("PGPASSWORD", "ben-password-1")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", psql_output(&out));
+    for mode in ["simple", "prepared"] {
+        let out = pg
+            .tool("pgbench")
+            .args(base)
+            .args(["-S", "-T", "2", "-c", "4", "-j", "2", "-M", mode, &alias])
+            .env("PGPASSWORD", "ben-password-1")
+            .output()
+            .unwrap();
+        let text = psql_output(&out);
+        assert!(out.status.success(), "{text}");
+        assert!(text.contains("number of failed transactions: 0"), "{text}");
+        let tps: f64 = text
+            .lines()
+            .find_map(|l| l.strip_prefix("tps = "))
+            .and_then(|l| l.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .expect("tps line");
+        assert!(tps > 10.0, "{text}");
+    }
+    postern.stop().await;
+    up.drop_all().await;
+}
