@@ -167,6 +167,7 @@ impl Postern {
         cfg.api.listen = "127.0.0.1:0".into();
         cfg.postgres.listen = "127.0.0.1:0".into();
         cfg.postgres.login_failure_delay = Duration::from_millis(50);
+        cfg.postgres.shutdown_grace = Duration::from_secs(2);
         tweak(&mut cfg);
         let handle = postern::server::start(cfg).await.expect("postern starts");
         Self { handle, dir }

@@ -208,8 +208,8 @@ async fn rust_client_full_protocol() {
         .any(|e| e.statement.as_deref() == Some("SELECT pg_sleep(30)")
             && e.sqlstate.as_deref() == Some("57014")));
 
-    postern.stop().await;
     drop(listener);
+    postern.stop().await;
     up.drop_all().await;
 }
 
