@@ -74,6 +74,8 @@ enum Pending {
     Query(Open),
     Execute(Open),
     Sync,
+    /// The client ended a COPY FROM STDIN before the server confirmed copy-in mode.
+    CopyEnd,
 }
 
 /// The statement tracker of one session.
@@ -85,6 +87,9 @@ pub struct Tracker {
     unnamed_portal: Option<Arc<str>>,
     last_parse: Option<Arc<str>>,
     queue: VecDeque<Pending>,
+    /// The server is in copy-in mode and the client has not yet sent CopyDone/CopyFail:
+    /// the server ignores Sync messages meanwhile, so they must not be queued.
+    client_in_copy: bool,
     /// Statements completed since the caller last drained this.
     pub completed: Vec<Completed>,
 }
@@ -169,7 +174,10 @@ impl Tracker {
                     _ => return Err(CodecError::Malformed("Close")),
                 }
             }
+            b'S' if self.client_in_copy => {}
             b'S' => self.push(Pending::Sync)?,
+            b'c' | b'f' if self.client_in_copy => self.client_in_copy = false,
+            b'c' | b'f' => self.push(Pending::CopyEnd)?,
             b'F' => {
                 let oid = body
                     .get(..4)
@@ -186,7 +194,32 @@ impl Tracker {
 
     /// Feeds a message the server sent (type byte and body).
     pub fn server_message(&mut self, ty: u8, body: &[u8]) {
+        while matches!(self.queue.front(), Some(Pending::CopyEnd)) {
+            self.queue.pop_front();
+        }
         match ty {
+            b'G' | b'W' => {
+                // Copy-in mode: the server ignores every Sync the client sent after the
+                // statement that started COPY, up to its CopyDone/CopyFail (tokio-postgres
+                // pipelines one before the data). Forget those Syncs so the queue stays
+                // aligned with the server's replies.
+                let mut i = 1;
+                let mut ended = false;
+                while i < self.queue.len() {
+                    match self.queue[i] {
+                        Pending::Sync => {
+                            self.queue.remove(i);
+                        }
+                        Pending::CopyEnd => {
+                            self.queue.remove(i);
+                            ended = true;
+                            break;
+                        }
+                        _ => i += 1,
+                    }
+                }
+                self.client_in_copy = !ended;
+            }
             b'C' | b'I' | b's' => {
                 let tag = if ty == b'C' {
                     cstr(body).map(|(t, _)| t).unwrap_or("")
@@ -219,7 +252,7 @@ impl Tracker {
                             self.completed.push(o.done());
                         }
                     }
-                    Some(Pending::Sync) | None => {
+                    Some(Pending::Sync) | Some(Pending::CopyEnd) | None => {
                         // A Parse or Bind failed with no Execute queued behind it (or the server
                         // ended the session): still on record, against the last parsed text.
                         let text = self
@@ -240,6 +273,7 @@ impl Tracker {
                             break;
                         }
                         Pending::Sync => break,
+                        Pending::CopyEnd => {}
                         Pending::Execute(mut o) => {
                             o.error = Some((
                                 String::new(),
@@ -265,7 +299,7 @@ impl Tracker {
                     });
                     Some(o.done())
                 }
-                Pending::Sync => None,
+                Pending::Sync | Pending::CopyEnd => None,
             })
             .collect()
     }
@@ -393,6 +427,50 @@ mod tests {
         t.server_message(b'Z', b"I");
         assert_eq!(t.completed.len(), 1);
         assert_eq!(&*t.completed[0].statement, "selec");
+    }
+
+    /// tokio-postgres pipelines Bind/Execute/Sync before the COPY data and sends CopyDone +
+    /// Sync after it; the server ignores the first Sync. The queue must stay aligned.
+    #[test]
+    fn copy_in_with_pipelined_sync() {
+        let mut t = Tracker::new();
+        t.client_message(b'P', &parse("s0", "COPY t FROM STDIN")).unwrap();
+        t.client_message(b'S', &[]).unwrap();
+        t.server_message(b'1', &[]);
+        t.server_message(b'Z', b"I");
+        t.client_message(b'B', &bind("", "s0")).unwrap();
+        t.client_message(b'E', &exec("")).unwrap();
+        t.client_message(b'S', &[]).unwrap();
+        t.server_message(b'2', &[]);
+        t.server_message(b'G', &[0, 0, 0]);
+        t.client_message(b'd', b"1\n").unwrap();
+        t.client_message(b'c', &[]).unwrap();
+        t.client_message(b'S', &[]).unwrap();
+        t.server_message(b'C', &c("COPY 1"));
+        t.server_message(b'Z', b"I");
+        assert_eq!(t.completed.len(), 1);
+        assert_eq!(t.completed[0].tags, "COPY 1");
+        assert!(t.queue.is_empty(), "{:?}", t.queue);
+        // The next simple query is matched with its own outcome.
+        t.client_message(b'Q', &c("select pg_sleep(1)")).unwrap();
+        t.server_message(b'E', &err_body("57014", "canceling statement"));
+        t.server_message(b'Z', b"I");
+        assert_eq!(t.completed[1].error.as_ref().unwrap().0, "57014");
+    }
+
+    /// psql: simple-query COPY, where the client waits for CopyInResponse.
+    #[test]
+    fn copy_in_simple_query() {
+        let mut t = Tracker::new();
+        t.client_message(b'Q', &c("COPY t FROM STDIN")).unwrap();
+        t.server_message(b'G', &[0, 0, 0]);
+        t.client_message(b'd', b"1\n").unwrap();
+        t.client_message(b'c', &[]).unwrap();
+        t.server_message(b'C', &c("COPY 1"));
+        t.server_message(b'Z', b"I");
+        assert_eq!(t.completed.len(), 1);
+        assert_eq!(t.completed[0].rows, Some(1));
+        assert!(t.queue.is_empty());
     }
 
     #[test]

@@ -90,7 +90,7 @@ async fn bad_input_is_refused_cleanly() {
     let pg = pg();
     let up = pg.upstream(None).await;
     let postern = Postern::start_with(|c| {
-        c.postgres.handshake_timeout = Duration::from_secs(2);
+        c.postgres.handshake_timeout = Duration::from_secs(4);
     })
     .await;
     let alias = unique("bad");
@@ -151,11 +151,12 @@ async fn bad_input_is_refused_cleanly() {
                 .dbname(&alias)
                 .connect(tokio_postgres::NoTls)
                 .await;
-            r.err().and_then(|e| e.code().map(|c| c.code().to_string()))
+            r.err().map(|e| (e.code().map(|c| c.code().to_string()), e.to_string()))
         }));
     }
     for t in tasks {
-        assert_eq!(t.await.unwrap().as_deref(), Some("28P01"));
+        let (code, msg) = t.await.unwrap().expect("a wrong password never logs in");
+        assert_eq!(code.as_deref(), Some("28P01"), "{msg}");
     }
     let c = postern
         .connect(&user, "erin-password-1", &alias)

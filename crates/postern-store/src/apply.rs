@@ -1,0 +1,408 @@
+//! `postern apply`: make the store hold what a document describes, in one transaction.
+//!
+//! Resources are handled in dependency order (datasources, credentials, roles, users), so a
+//! document may refer to things it defines itself. Each resource is compared with what is
+//! stored and written only when it differs, so applying the same document twice reports
+//! every resource `unchanged` the second time. Resources the document does not mention are
+//! left alone.
+
+use std::collections::{HashMap, HashSet};
+
+use postern_core::names::valid_name;
+use postern_core::{
+    ApplyChange, ApplyDocument, ApplyOutcome, CredentialSpec, DatasourceSpec, Kind, RoleSpec,
+    UserSpec,
+};
+use postern_vault::MasterKey;
+use sqlx::SqliteConnection;
+
+use crate::users::{format_permissions, hash_both, PasswordHashes};
+use crate::{credentials, datasources, name_set, now, Store, StoreError};
+
+impl Store {
+    /// Creates or updates every resource in `doc`, in one transaction: either all of it is
+    /// applied or none. Returns one change per resource, in dependency order.
+    ///
+    /// A credential's password is required when it is created; when given later it replaces
+    /// the stored one (and counts as a change only if it differs). A user's password is used
+    /// only when the user is created. Role lists of users and credential lists of roles are
+    /// replaced by the document's (order and repetitions do not matter).
+    pub async fn apply(&self, doc: &ApplyDocument) -> Result<Vec<ApplyChange>, StoreError> {
+        validate(doc)?;
+        let hashes = self.hash_new_user_passwords(&doc.user).await?;
+        let mut tx = self.write_tx().await?;
+        let mut changes = Vec::new();
+        let mut push = |kind, name: &str, outcome| {
+            changes.push(ApplyChange {
+                kind,
+                name: name.to_string(),
+                outcome,
+            })
+        };
+        for ds in &doc.datasource {
+            push(
+                Kind::Datasource,
+                &ds.name,
+                apply_datasource(&mut tx, ds).await?,
+            );
+        }
+        for c in &doc.credential {
+            push(
+                Kind::Credential,
+                &c.name,
+                apply_credential(&mut tx, &self.key, c).await?,
+            );
+        }
+        for r in &doc.role {
+            push(Kind::Role, &r.name, apply_role(&mut tx, r).await?);
+        }
+        for u in &doc.user {
+            let outcome = apply_user(&mut tx, u, hashes.get(&u.name)).await?;
+            push(Kind::User, &u.name, outcome);
+        }
+        tx.commit().await?;
+        Ok(changes)
+    }
+
+    /// Hashes the passwords of the users the document creates, before the transaction
+    /// starts (hashing is slow and must not hold the write lock).
+    async fn hash_new_user_passwords(
+        &self,
+        users: &[UserSpec],
+    ) -> Result<HashMap<String, PasswordHashes>, StoreError> {
+        let mut out = HashMap::new();
+        for u in users {
+            let Some(pw) = &u.password else { continue };
+            let exists: Option<(i64,)> = sqlx::query_as("SELECT 1 FROM users WHERE name = ?")
+                .bind(&u.name)
+                .fetch_optional(&self.pool)
+                .await?;
+            if exists.is_some() {
+                continue;
+            }
+            let h = hash_both(pw).await.map_err(|e| match e {
+                StoreError::Invalid(m) => StoreError::Invalid(format!("user {}: {m}", u.name)),
+                other => other,
+            })?;
+            out.insert(u.name.clone(), h);
+        }
+        Ok(out)
+    }
+}
+
+/// Checks what can be checked without the database: names, duplicates, required fields.
+fn validate(doc: &ApplyDocument) -> Result<(), StoreError> {
+    let names = [
+        (
+            Kind::Datasource,
+            doc.datasource.iter().map(|d| &d.name).collect::<Vec<_>>(),
+        ),
+        (
+            Kind::Credential,
+            doc.credential.iter().map(|c| &c.name).collect(),
+        ),
+        (Kind::Role, doc.role.iter().map(|r| &r.name).collect()),
+        (Kind::User, doc.user.iter().map(|u| &u.name).collect()),
+    ];
+    for (kind, list) in names {
+        let mut seen = HashSet::new();
+        for name in list {
+            if !valid_name(name) {
+                return Err(StoreError::Invalid(format!(
+                    "{kind} name {name:?} is invalid: use 1 to 63 ASCII letters, digits, '_', '-' \
+                     or '.', starting with a letter or digit"
+                )));
+            }
+            if !seen.insert(name) {
+                return Err(StoreError::Invalid(format!(
+                    "{kind} {name} appears twice in the document; keep one definition"
+                )));
+            }
+        }
+    }
+    for d in &doc.datasource {
+        let bad = |m: &str| Err(StoreError::Invalid(format!("datasource {}: {m}", d.name)));
+        if d.host.trim().is_empty() {
+            return bad("host is empty; give the upstream server's host name or address");
+        }
+        if d.port == 0 {
+            return bad(
+                "port 0 is not a valid port; give the upstream server's port (5432 for PostgreSQL)",
+            );
+        }
+        if d.database.is_empty() {
+            return bad("database is empty; give the database name on the upstream server");
+        }
+        if let Some(ca) = &d.tls_ca {
+            if !ca.contains("-----BEGIN CERTIFICATE-----") {
+                return bad("tls_ca holds no PEM certificate; paste the CA bundle (-----BEGIN CERTIFICATE----- …) or remove tls_ca to use the system roots");
+            }
+        }
+    }
+    for c in &doc.credential {
+        if c.username.is_empty() {
+            return Err(StoreError::Invalid(format!(
+                "credential {}: username is empty; give the database user name on the upstream server",
+                c.name
+            )));
+        }
+        if c.password.as_deref().is_some_and(|p| p.contains('\0')) {
+            return Err(StoreError::Invalid(format!(
+                "credential {}: the password contains a NUL character, which no database protocol can carry",
+                c.name
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn missing(from_kind: Kind, from: &str, kind: Kind, name: &str) -> StoreError {
+    StoreError::Invalid(format!(
+        "{from_kind} {from} refers to {kind} {name}, which does not exist; \
+         define it in the same file or create it first"
+    ))
+}
+
+async fn exists(conn: &mut SqliteConnection, sql: &str, name: &str) -> Result<bool, StoreError> {
+    let row: Option<(i64,)> = sqlx::query_as(sql).bind(name).fetch_optional(conn).await?;
+    Ok(row.is_some())
+}
+
+async fn apply_datasource(
+    conn: &mut SqliteConnection,
+    d: &DatasourceSpec,
+) -> Result<ApplyOutcome, StoreError> {
+    let stored = datasources::fetch(conn, &d.name).await?;
+    let (sql, outcome) = match stored {
+        Some(s) if s == *d => return Ok(ApplyOutcome::Unchanged),
+        Some(_) => (
+            "UPDATE datasources SET type = ?2, host = ?3, port = ?4, database = ?5, tls = ?6, \
+             tls_ca = ?7, updated_at = ?8 WHERE name = ?1",
+            ApplyOutcome::Updated,
+        ),
+        None => (
+            "INSERT INTO datasources (name, type, host, port, database, tls, tls_ca, created_at, \
+             updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8)",
+            ApplyOutcome::Created,
+        ),
+    };
+    sqlx::query(sql)
+        .bind(&d.name)
+        .bind(d.kind.as_str())
+        .bind(&d.host)
+        .bind(i64::from(d.port))
+        .bind(&d.database)
+        .bind(d.tls.as_str())
+        .bind(&d.tls_ca)
+        .bind(now())
+        .execute(conn)
+        .await?;
+    Ok(outcome)
+}
+
+async fn apply_credential(
+    conn: &mut SqliteConnection,
+    key: &MasterKey,
+    c: &CredentialSpec,
+) -> Result<ApplyOutcome, StoreError> {
+    if !exists(
+        conn,
+        "SELECT 1 FROM datasources WHERE name = ?",
+        &c.datasource,
+    )
+    .await?
+    {
+        return Err(missing(
+            Kind::Credential,
+            &c.name,
+            Kind::Datasource,
+            &c.datasource,
+        ));
+    }
+    let stored: Option<(String, String, Vec<u8>)> =
+        sqlx::query_as("SELECT datasource, username, password FROM credentials WHERE name = ?")
+            .bind(&c.name)
+            .fetch_optional(&mut *conn)
+            .await?;
+    let Some((datasource, username, sealed)) = stored else {
+        let Some(pw) = &c.password else {
+            return Err(StoreError::Invalid(format!(
+                "credential {} has no password; a password is required when a credential is created",
+                c.name
+            )));
+        };
+        sqlx::query(
+            "INSERT INTO credentials (name, datasource, username, password, created_at, updated_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?5)",
+        )
+        .bind(&c.name)
+        .bind(&c.datasource)
+        .bind(&c.username)
+        .bind(credentials::seal(key, &c.name, pw))
+        .bind(now())
+        .execute(conn)
+        .await?;
+        return Ok(ApplyOutcome::Created);
+    };
+    // A stored password that no longer opens (another master key) is replaced when the
+    // document gives one: that is how an admin recovers.
+    let new_password = c.password.as_deref().filter(|pw| {
+        credentials::open(key, &c.name, &sealed).map_or(true, |old| old.as_str() != *pw)
+    });
+    if datasource == c.datasource && username == c.username && new_password.is_none() {
+        return Ok(ApplyOutcome::Unchanged);
+    }
+    let sealed = match new_password {
+        Some(pw) => credentials::seal(key, &c.name, pw),
+        None => sealed,
+    };
+    sqlx::query(
+        "UPDATE credentials SET datasource = ?2, username = ?3, password = ?4, updated_at = ?5 \
+         WHERE name = ?1",
+    )
+    .bind(&c.name)
+    .bind(&c.datasource)
+    .bind(&c.username)
+    .bind(sealed)
+    .bind(now())
+    .execute(conn)
+    .await?;
+    Ok(ApplyOutcome::Updated)
+}
+
+async fn apply_role(conn: &mut SqliteConnection, r: &RoleSpec) -> Result<ApplyOutcome, StoreError> {
+    let creds = name_set(&r.credentials);
+    for c in &creds {
+        if !exists(conn, "SELECT 1 FROM credentials WHERE name = ?", c).await? {
+            return Err(missing(Kind::Role, &r.name, Kind::Credential, c));
+        }
+    }
+    let perms = format_permissions(&r.permissions);
+    let stored: Option<(String, String)> =
+        sqlx::query_as("SELECT description, permissions FROM roles WHERE name = ?")
+            .bind(&r.name)
+            .fetch_optional(&mut *conn)
+            .await?;
+    let outcome = match stored {
+        None => {
+            sqlx::query(
+                "INSERT INTO roles (name, description, permissions, created_at, updated_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?4)",
+            )
+            .bind(&r.name)
+            .bind(&r.description)
+            .bind(&perms)
+            .bind(now())
+            .execute(&mut *conn)
+            .await?;
+            ApplyOutcome::Created
+        }
+        Some((description, permissions)) => {
+            let stored_creds: Vec<(String,)> = sqlx::query_as(
+                "SELECT credential FROM role_credentials WHERE role = ? ORDER BY credential",
+            )
+            .bind(&r.name)
+            .fetch_all(&mut *conn)
+            .await?;
+            let same_creds = stored_creds.iter().map(|(c,)| c).eq(creds.iter());
+            if description == r.description && permissions == perms && same_creds {
+                return Ok(ApplyOutcome::Unchanged);
+            }
+            sqlx::query(
+                "UPDATE roles SET description = ?2, permissions = ?3, updated_at = ?4 WHERE name = ?1",
+            )
+            .bind(&r.name)
+            .bind(&r.description)
+            .bind(&perms)
+            .bind(now())
+            .execute(&mut *conn)
+            .await?;
+            sqlx::query("DELETE FROM role_credentials WHERE role = ?")
+                .bind(&r.name)
+                .execute(&mut *conn)
+                .await?;
+            ApplyOutcome::Updated
+        }
+    };
+    for c in &creds {
+        sqlx::query("INSERT INTO role_credentials (role, credential) VALUES (?, ?)")
+            .bind(&r.name)
+            .bind(c)
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(outcome)
+}
+
+async fn apply_user(
+    conn: &mut SqliteConnection,
+    u: &UserSpec,
+    hashes: Option<&PasswordHashes>,
+) -> Result<ApplyOutcome, StoreError> {
+    let roles = name_set(&u.roles);
+    for r in &roles {
+        if !exists(conn, "SELECT 1 FROM roles WHERE name = ?", r).await? {
+            return Err(missing(Kind::User, &u.name, Kind::Role, r));
+        }
+    }
+    let stored: Option<(bool,)> = sqlx::query_as("SELECT disabled FROM users WHERE name = ?")
+        .bind(&u.name)
+        .fetch_optional(&mut *conn)
+        .await?;
+    let outcome = match stored {
+        None => {
+            if u.password.is_some() && hashes.is_none() {
+                // It existed when the passwords were hashed and was deleted since.
+                return Err(StoreError::Conflict(format!(
+                    "user {} was deleted while this document was being applied; apply it again",
+                    u.name
+                )));
+            }
+            sqlx::query(
+                "INSERT INTO users (name, password_hash, scram, disabled, created_at, updated_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?5)",
+            )
+            .bind(&u.name)
+            .bind(hashes.map(|h| &h.phc))
+            .bind(hashes.map(|h| &h.scram))
+            .bind(u.disabled)
+            .bind(now())
+            .execute(&mut *conn)
+            .await?;
+            ApplyOutcome::Created
+        }
+        Some((disabled,)) => {
+            let stored_roles: Vec<(String,)> =
+                sqlx::query_as("SELECT role FROM user_roles WHERE user = ? ORDER BY role")
+                    .bind(&u.name)
+                    .fetch_all(&mut *conn)
+                    .await?;
+            let same_roles = stored_roles.iter().map(|(r,)| r).eq(roles.iter());
+            if disabled == u.disabled && same_roles {
+                return Ok(ApplyOutcome::Unchanged);
+            }
+            sqlx::query("UPDATE users SET disabled = ?2, updated_at = ?3 WHERE name = ?1")
+                .bind(&u.name)
+                .bind(u.disabled)
+                .bind(now())
+                .execute(&mut *conn)
+                .await?;
+            sqlx::query("DELETE FROM user_roles WHERE user = ?")
+                .bind(&u.name)
+                .execute(&mut *conn)
+                .await?;
+            ApplyOutcome::Updated
+        }
+    };
+    for r in &roles {
+        sqlx::query("INSERT INTO user_roles (user, role) VALUES (?, ?)")
+            .bind(&u.name)
+            .bind(r)
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(outcome)
+}
+
+#[cfg(test)]
+mod tests;

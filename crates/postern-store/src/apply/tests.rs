@@ -1,0 +1,227 @@
+use super::*;
+use crate::testutil::{open_temp, sample_doc, UPSTREAM_PW, USER_PW};
+use ApplyOutcome::{Created, Unchanged, Updated};
+
+fn outcomes(changes: &[ApplyChange]) -> Vec<(Kind, &str, ApplyOutcome)> {
+    changes
+        .iter()
+        .map(|c| (c.kind, c.name.as_str(), c.outcome))
+        .collect()
+}
+
+#[tokio::test]
+async fn second_apply_is_all_unchanged() {
+    let (_d, store) = open_temp().await;
+    let doc = sample_doc();
+    let first = store.apply(&doc).await.unwrap();
+    assert_eq!(
+        outcomes(&first),
+        vec![
+            (Kind::Datasource, "shop", Created),
+            (Kind::Credential, "shop-rw", Created),
+            (Kind::Role, "dba", Created),
+            (Kind::User, "alice", Created),
+        ]
+    );
+    let second = store.apply(&doc).await.unwrap();
+    assert_eq!(second.len(), 4);
+    assert!(second.iter().all(|c| c.outcome == Unchanged), "{second:?}");
+
+    // Order and repetition inside lists do not count as changes.
+    let mut shuffled = doc.clone();
+    shuffled.role[0].credentials = vec!["shop-rw".into(), "shop-rw".into()];
+    shuffled.user[0].roles = vec!["dba".into(), "dba".into()];
+    let third = store.apply(&shuffled).await.unwrap();
+    assert!(third.iter().all(|c| c.outcome == Unchanged), "{third:?}");
+}
+
+#[tokio::test]
+async fn changes_are_detected_per_resource() {
+    let (_d, store) = open_temp().await;
+    let mut doc = sample_doc();
+    store.apply(&doc).await.unwrap();
+
+    doc.datasource[0].port = 6432;
+    doc.credential[0].password = Some("rotated-upstream-pw".into());
+    doc.role[0].permissions = vec![postern_core::Permission::AuditRead];
+    doc.user[0].disabled = true;
+    let changes = store.apply(&doc).await.unwrap();
+    assert!(changes.iter().all(|c| c.outcome == Updated), "{changes:?}");
+    assert_eq!(store.datasource("shop").await.unwrap().unwrap().port, 6432);
+    let cred = store.upstream_credential("shop-rw").await.unwrap().unwrap();
+    assert_eq!(cred.password.as_str(), "rotated-upstream-pw");
+
+    // The same password again, or none at all, leaves the credential unchanged.
+    assert!(store
+        .apply(&doc)
+        .await
+        .unwrap()
+        .iter()
+        .all(|c| c.outcome == Unchanged));
+    doc.credential[0].password = None;
+    assert!(store
+        .apply(&doc)
+        .await
+        .unwrap()
+        .iter()
+        .all(|c| c.outcome == Unchanged));
+    let cred = store.upstream_credential("shop-rw").await.unwrap().unwrap();
+    assert_eq!(cred.password.as_str(), "rotated-upstream-pw");
+}
+
+#[tokio::test]
+async fn user_password_only_on_creation() {
+    let (_d, store) = open_temp().await;
+    let mut doc = sample_doc();
+    store.apply(&doc).await.unwrap();
+    store
+        .set_password("alice", "changed-later-pw")
+        .await
+        .unwrap();
+    doc.user[0].password = Some("some-other-password".into());
+    let changes = store.apply(&doc).await.unwrap();
+    assert_eq!(changes[3].outcome, Unchanged);
+    assert!(store
+        .verify_password("alice", "changed-later-pw")
+        .await
+        .unwrap());
+    assert!(!store.verify_password("alice", USER_PW).await.unwrap());
+}
+
+#[tokio::test]
+async fn reference_errors_name_the_missing_thing_and_write_nothing() {
+    let (_d, store) = open_temp().await;
+    let mut doc = sample_doc();
+    doc.credential.clear();
+    let e = store.apply(&doc).await.unwrap_err();
+    assert!(matches!(e, StoreError::Invalid(_)));
+    assert_eq!(
+        e.to_string(),
+        "role dba refers to credential shop-rw, which does not exist; \
+         define it in the same file or create it first"
+    );
+    for kind in Kind::ALL {
+        assert!(store.list(kind).await.unwrap().is_empty(), "{kind} written");
+    }
+
+    let mut doc = sample_doc();
+    doc.datasource.clear();
+    let e = store.apply(&doc).await.unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "credential shop-rw refers to datasource shop, which does not exist; \
+         define it in the same file or create it first"
+    );
+
+    let mut doc = sample_doc();
+    doc.user[0].roles = vec!["dba".into(), "ghost".into()];
+    let e = store.apply(&doc).await.unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "user alice refers to role ghost, which does not exist; \
+         define it in the same file or create it first"
+    );
+    for kind in Kind::ALL {
+        assert!(store.list(kind).await.unwrap().is_empty(), "{kind} written");
+    }
+}
+
+#[tokio::test]
+async fn references_to_stored_resources_resolve() {
+    let (_d, store) = open_temp().await;
+    let base = sample_doc();
+    store.apply(&base).await.unwrap();
+    let doc = ApplyDocument {
+        user: vec![UserSpec {
+            name: "bob".into(),
+            roles: vec!["dba".into()],
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    let changes = store.apply(&doc).await.unwrap();
+    assert_eq!(outcomes(&changes), vec![(Kind::User, "bob", Created)]);
+    // Created without a password: present, but cannot sign in yet.
+    let info = store.login_info("bob").await.unwrap().unwrap();
+    assert!(info.scram.is_none());
+    let grants = store.role_grants("bob").await.unwrap();
+    assert_eq!(
+        grants[0].credentials,
+        vec![("shop-rw".into(), "shop".into())]
+    );
+}
+
+#[tokio::test]
+async fn document_errors() {
+    let (_d, store) = open_temp().await;
+
+    let mut doc = sample_doc();
+    doc.credential[0].password = None;
+    let e = store.apply(&doc).await.unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "credential shop-rw has no password; a password is required when a credential is created"
+    );
+
+    let mut doc = sample_doc();
+    doc.role[0].name = "a b".into();
+    let e = store.apply(&doc).await.unwrap_err();
+    assert!(
+        e.to_string().starts_with("role name \"a b\" is invalid"),
+        "{e}"
+    );
+
+    let mut doc = sample_doc();
+    doc.datasource.push(doc.datasource[0].clone());
+    let e = store.apply(&doc).await.unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "datasource shop appears twice in the document; keep one definition"
+    );
+
+    let mut doc = sample_doc();
+    doc.user[0].password = Some("short".into());
+    let e = store.apply(&doc).await.unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "user alice: a password must be at least 8 characters long"
+    );
+
+    let mut doc = sample_doc();
+    doc.datasource[0].tls_ca = Some("not a pem".into());
+    let e = store.apply(&doc).await.unwrap_err();
+    assert!(e.to_string().starts_with("datasource shop: tls_ca"), "{e}");
+
+    for kind in Kind::ALL {
+        assert!(store.list(kind).await.unwrap().is_empty());
+    }
+}
+
+#[tokio::test]
+async fn password_sealed_under_its_own_name() {
+    let (_d, store) = open_temp().await;
+    let mut doc = sample_doc();
+    doc.credential.push(CredentialSpec {
+        name: "shop-ro".into(),
+        datasource: "shop".into(),
+        username: "reader".into(),
+        password: Some("reader-pw".into()),
+    });
+    store.apply(&doc).await.unwrap();
+    // Swap the sealed blobs: neither opens under the other's name.
+    sqlx::query(
+        "UPDATE credentials SET password = (SELECT password FROM credentials WHERE name = 'shop-ro') \
+         WHERE name = 'shop-rw'",
+    )
+    .execute(&store.pool)
+    .await
+    .unwrap();
+    let e = store.upstream_credential("shop-rw").await.unwrap_err();
+    assert!(!e.to_string().contains("reader-pw"));
+    assert!(!e.to_string().contains(UPSTREAM_PW));
+    // Re-applying the credential with its password repairs it.
+    let changes = store.apply(&doc).await.unwrap();
+    assert_eq!(changes[1].outcome, Updated);
+    let c = store.upstream_credential("shop-rw").await.unwrap().unwrap();
+    assert_eq!(c.password.as_str(), UPSTREAM_PW);
+}
