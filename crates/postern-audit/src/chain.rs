@@ -57,13 +57,25 @@ pub fn event_hash(e: &AuditEvent) -> String {
     hex::encode(Sha256::digest(&bytes))
 }
 
-/// Links `e` after `head` and advances `head`.
-pub fn link(head: &mut ChainHead, e: &mut AuditEvent) {
+/// Links `e` after `head`, advances `head`, and returns the event's final JSON.
+///
+/// The event is serialised once: `hash` is the last field, so the JSON hashed (with
+/// `"hash":""`) becomes the stored JSON by splicing the digest into that empty string.
+pub fn link(head: &mut ChainHead, e: &mut AuditEvent) -> String {
     e.seq = head.seq + 1;
     e.prev_hash = std::mem::take(&mut head.hash);
-    e.hash = event_hash(e);
+    e.hash.clear();
+    let mut json = serde_json::to_string(e).unwrap_or_default();
+    let digest = hex::encode(Sha256::digest(json.as_bytes()));
+    if json.ends_with("\"hash\":\"\"}") {
+        json.truncate(json.len() - 2);
+        json.push_str(&digest);
+        json.push_str("\"}");
+    }
+    e.hash = digest;
     head.seq = e.seq;
     head.hash = e.hash.clone();
+    json
 }
 
 /// Verifies a run of consecutive events starting after `start` (genesis for a full log).
@@ -105,7 +117,8 @@ mod tests {
             .map(|i| {
                 let mut e = AuditEvent::new(EventKind::Statement);
                 e.statement = Some(format!("select {i}").into());
-                link(&mut head, &mut e);
+                let json = link(&mut head, &mut e);
+                assert_eq!(json, serde_json::to_string(&e).unwrap());
                 e
             })
             .collect()

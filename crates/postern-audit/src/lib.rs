@@ -13,5 +13,5 @@ pub mod writer;
 
 pub use chain::{verify_chain, ChainError, ChainHead};
 pub use event::{now_ts, AuditEvent, EventKind, Protocol};
-pub use sink::{AuditSink, JsonlSink, SinkError};
+pub use sink::{AuditSink, JsonlSink, Sealed, SinkError};
 pub use writer::{AuditClosed, AuditLog, AuditWriter};

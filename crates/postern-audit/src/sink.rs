@@ -16,13 +16,22 @@ pub struct SinkError {
     pub message: String,
 }
 
+/// An event linked into the chain, with its final JSON (serialised once for every sink).
+#[derive(Debug, Clone)]
+pub struct Sealed {
+    /// The event, `seq` and hashes set.
+    pub event: AuditEvent,
+    /// `serde_json` of `event`.
+    pub json: String,
+}
+
 /// A durable destination. `write_batch` returns only once the batch is durable (or failed).
 #[async_trait::async_trait]
 pub trait AuditSink: Send {
     /// Name for logs.
     fn name(&self) -> &str;
     /// Persists a batch of chained events, in order.
-    async fn write_batch(&mut self, events: &[AuditEvent]) -> Result<(), SinkError>;
+    async fn write_batch(&mut self, batch: &[Sealed]) -> Result<(), SinkError>;
 }
 
 /// Appends one JSON object per line to a file, syncing each batch to disk.
@@ -57,17 +66,14 @@ impl AuditSink for JsonlSink {
         "jsonl"
     }
 
-    async fn write_batch(&mut self, events: &[AuditEvent]) -> Result<(), SinkError> {
+    async fn write_batch(&mut self, batch: &[Sealed]) -> Result<(), SinkError> {
         let err = |e: std::io::Error| SinkError {
             sink: "jsonl".into(),
             message: e.to_string(),
         };
         self.buf.clear();
-        for e in events {
-            serde_json::to_writer(&mut self.buf, e).map_err(|e| SinkError {
-                sink: "jsonl".into(),
-                message: e.to_string(),
-            })?;
+        for s in batch {
+            self.buf.extend_from_slice(s.json.as_bytes());
             self.buf.push(b'\n');
         }
         if self.file.is_none() {

@@ -6,7 +6,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::chain::{link, ChainHead};
 use crate::event::AuditEvent;
-use crate::sink::AuditSink;
+use crate::sink::{AuditSink, Sealed};
 
 /// The audit writer has stopped; the caller must refuse what it was about to do.
 #[derive(Debug, thiserror::Error)]
@@ -94,7 +94,7 @@ impl AuditWriter {
     /// Runs until every [`AuditLog`] handle is dropped and the queue is drained.
     pub async fn run(mut self) {
         let mut batch: Vec<Envelope> = Vec::with_capacity(self.batch_max);
-        let mut events: Vec<AuditEvent> = Vec::with_capacity(self.batch_max);
+        let mut events: Vec<Sealed> = Vec::with_capacity(self.batch_max);
         let mut acks: Vec<oneshot::Sender<()>> = Vec::new();
         loop {
             if self.rx.recv_many(&mut batch, self.batch_max).await == 0 {
@@ -113,9 +113,9 @@ impl AuditWriter {
             }
             events.clear();
             for env in batch.drain(..) {
-                let mut e = env.event;
-                link(&mut self.head, &mut e);
-                events.push(e);
+                let mut event = env.event;
+                let json = link(&mut self.head, &mut event);
+                events.push(Sealed { event, json });
                 acks.extend(env.ack);
             }
             for sink in self.sinks.iter_mut() {
@@ -159,7 +159,7 @@ mod tests {
         fn name(&self) -> &str {
             "flaky"
         }
-        async fn write_batch(&mut self, events: &[AuditEvent]) -> Result<(), SinkError> {
+        async fn write_batch(&mut self, batch: &[Sealed]) -> Result<(), SinkError> {
             if self.fail_first > 0 {
                 self.fail_first -= 1;
                 return Err(SinkError {
@@ -167,7 +167,10 @@ mod tests {
                     message: "down".into(),
                 });
             }
-            self.seen.lock().unwrap().extend_from_slice(events);
+            self.seen
+                .lock()
+                .unwrap()
+                .extend(batch.iter().map(|s| s.event.clone()));
             Ok(())
         }
     }

@@ -1,6 +1,6 @@
 //! The audit table: a durable sink for the audit writer, and searches over it.
 
-use postern_audit::{AuditEvent, AuditSink, ChainHead, EventKind, SinkError};
+use postern_audit::{AuditEvent, AuditSink, ChainHead, EventKind, Sealed, SinkError};
 use serde::{Deserialize, Serialize};
 use sqlx::sqlite::SqlitePool;
 use sqlx::{QueryBuilder, Sqlite};
@@ -50,15 +50,14 @@ fn sink_error(message: impl std::fmt::Display) -> SinkError {
 }
 
 impl StoreAuditSink {
-    async fn insert(&self, events: &[AuditEvent]) -> Result<(), SinkError> {
+    async fn insert(&self, batch: &[Sealed]) -> Result<(), SinkError> {
         let mut tx = self
             .pool
             .begin_with("BEGIN IMMEDIATE")
             .await
             .map_err(sink_error)?;
-        for e in events {
+        for Sealed { event: e, json } in batch {
             let seq = i64::try_from(e.seq).map_err(|_| sink_error("sequence number overflow"))?;
-            let json = serde_json::to_string(e).map_err(sink_error)?;
             // The same SQL text every row: sqlx reuses the connection's prepared statement.
             let done = sqlx::query(
                 "INSERT INTO audit_events (seq, ts, kind, user, datasource, session, json, hash) \
@@ -70,7 +69,7 @@ impl StoreAuditSink {
             .bind(e.user.as_deref())
             .bind(e.datasource.as_deref())
             .bind(e.session.as_deref())
-            .bind(&json)
+            .bind(json)
             .bind(&e.hash)
             .execute(&mut *tx)
             .await
@@ -103,11 +102,11 @@ impl AuditSink for StoreAuditSink {
         "store"
     }
 
-    async fn write_batch(&mut self, events: &[AuditEvent]) -> Result<(), SinkError> {
-        if events.is_empty() {
+    async fn write_batch(&mut self, batch: &[Sealed]) -> Result<(), SinkError> {
+        if batch.is_empty() {
             return Ok(());
         }
-        self.insert(events).await
+        self.insert(batch).await
     }
 }
 
@@ -197,6 +196,16 @@ mod tests {
         e
     }
 
+    fn sealed(events: &[AuditEvent]) -> Vec<Sealed> {
+        events
+            .iter()
+            .map(|e| Sealed {
+                event: e.clone(),
+                json: serde_json::to_string(e).unwrap(),
+            })
+            .collect()
+    }
+
     async fn seeded() -> (tempfile::TempDir, Store, Vec<AuditEvent>) {
         let (d, store) = open_temp().await;
         let mut head = ChainHead::genesis();
@@ -231,8 +240,8 @@ mod tests {
             ),
         ];
         let mut sink = store.audit_sink();
-        sink.write_batch(&events[..3]).await.unwrap();
-        sink.write_batch(&events[3..]).await.unwrap();
+        sink.write_batch(&sealed(&events[..3])).await.unwrap();
+        sink.write_batch(&sealed(&events[3..])).await.unwrap();
         (d, store, events)
     }
 
@@ -257,12 +266,12 @@ mod tests {
     async fn retried_batch_is_idempotent_but_a_fork_is_refused() {
         let (_d, store, events) = seeded().await;
         let mut sink = store.audit_sink();
-        sink.write_batch(&events[2..]).await.unwrap();
+        sink.write_batch(&sealed(&events[2..])).await.unwrap();
         assert_eq!(store.audit_all().await.unwrap().len(), 4);
         let mut forked = events[3].clone();
         forked.statement = Some("select 'other'".into());
         forked.hash = chain::event_hash(&forked);
-        let e = sink.write_batch(&[forked]).await.unwrap_err();
+        let e = sink.write_batch(&sealed(&[forked])).await.unwrap_err();
         assert!(e.to_string().contains("different hash"), "{e}");
         assert_eq!(sink.name(), "store");
     }
