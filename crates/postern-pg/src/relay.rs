@@ -98,7 +98,10 @@ impl Direction {
 
     fn inspected(&self, ty: u8) -> bool {
         match self.side {
-            Side::Client => matches!(ty, b'Q' | b'P' | b'B' | b'E' | b'C' | b'S' | b'F' | b'c' | b'f'),
+            Side::Client => matches!(
+                ty,
+                b'Q' | b'P' | b'B' | b'E' | b'C' | b'S' | b'F' | b'c' | b'f'
+            ),
             Side::Server => matches!(ty, b'C' | b'E' | b'I' | b's' | b'Z' | b'G' | b'W'),
         }
     }

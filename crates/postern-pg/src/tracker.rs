@@ -434,7 +434,8 @@ mod tests {
     #[test]
     fn copy_in_with_pipelined_sync() {
         let mut t = Tracker::new();
-        t.client_message(b'P', &parse("s0", "COPY t FROM STDIN")).unwrap();
+        t.client_message(b'P', &parse("s0", "COPY t FROM STDIN"))
+            .unwrap();
         t.client_message(b'S', &[]).unwrap();
         t.server_message(b'1', &[]);
         t.server_message(b'Z', b"I");

@@ -1,1 +1,92 @@
-//! HTTPS API (being written).
+//! Postern's HTTPS JSON admin API.
+//!
+//! Every route lives under `/api/v1` and answers JSON; errors are `{"error": "..."}` with a
+//! status that says whose fault it was (4xx: the caller's, with the fix in the message;
+//! 5xx: Postern's, with the detail only in the server log).
+//!
+//! | route | who | what |
+//! |---|---|---|
+//! | `POST /api/v1/auth/login` | anyone | `{user, password}` → `{token, expires_at, user}` |
+//! | `POST /api/v1/auth/logout` | signed in | revokes the presented token |
+//! | `GET /api/v1/whoami` | signed in | `{user, permissions}` |
+//! | `GET /api/v1/{kind}` | admin | list `users`, `roles`, `datasources`, `credentials` |
+//! | `GET /api/v1/{kind}/{name}` | admin | one resource (never its secret) |
+//! | `PUT /api/v1/{kind}/{name}` | admin | create or update one resource (its spec as JSON) |
+//! | `DELETE /api/v1/{kind}/{name}` | admin | delete one resource |
+//! | `POST /api/v1/apply` | admin | an [`postern_core::ApplyDocument`] → list of changes |
+//! | `POST /api/v1/users/{name}/password` | admin, or the user with `current_password` | `{password}` |
+//! | `GET /api/v1/audit` | admin or `audit-read` | search events (`user`, `datasource`, `kind`, `since`, `until`, `limit`) |
+//! | `GET /api/v1/audit/verify` | admin or `audit-read` | verifies the whole hash chain |
+//! | `GET /healthz` | anyone | liveness |
+//! | `GET /metrics` | anyone | Prometheus text; holds counters only, no names or secrets — firewall the API port if even that must stay private |
+//!
+//! Authentication is `Authorization: Bearer <token>`, a token from `auth/login`. Every
+//! successful change is recorded as an `admin_change` audit event before the answer goes
+//! out; logins and refused logins are recorded too. Request bodies are limited to
+//! [`MAX_BODY`] bytes.
+
+mod audit_routes;
+mod auth;
+mod error;
+mod extract;
+mod login;
+mod ops;
+mod resources;
+mod serve;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+use axum::Router;
+use postern_audit::AuditLog;
+use postern_store::Store;
+
+pub use error::ApiError;
+pub use serve::serve;
+
+/// Largest request body accepted, in bytes.
+pub const MAX_BODY: usize = 1024 * 1024;
+
+/// What the API handlers share. Cheap to clone.
+#[derive(Clone)]
+pub struct ApiState {
+    /// The store.
+    pub store: Store,
+    /// The audit log.
+    pub audit: AuditLog,
+    /// Metrics exposed on `/metrics`.
+    pub metrics: Arc<prometheus_client::registry::Registry>,
+    /// Lifetime of the tokens `auth/login` issues.
+    pub token_ttl: Duration,
+}
+
+/// The API as an axum router, without TLS: [`serve`] runs it over HTTPS; tests call it
+/// directly.
+pub fn router(state: ApiState) -> Router {
+    let api = Router::new()
+        .route("/auth/login", post(login::login))
+        .route("/auth/logout", post(login::logout))
+        .route("/whoami", get(login::whoami))
+        .route("/apply", post(resources::apply))
+        .route("/audit", get(audit_routes::search))
+        .route("/audit/verify", get(audit_routes::verify))
+        .route("/users/{name}/password", post(resources::set_password))
+        .route("/{kind}", get(resources::list))
+        .route(
+            "/{kind}/{name}",
+            get(resources::get_one)
+                .put(resources::put_one)
+                .delete(resources::delete_one),
+        );
+    Router::new()
+        .nest("/api/v1", api)
+        .route("/healthz", get(ops::healthz))
+        .route("/metrics", get(ops::metrics))
+        .fallback(ops::not_found)
+        .method_not_allowed_fallback(ops::method_not_allowed)
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(axum::middleware::from_fn(ops::common_headers))
+        .with_state(state)
+}

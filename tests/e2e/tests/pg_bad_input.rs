@@ -151,7 +151,8 @@ async fn bad_input_is_refused_cleanly() {
                 .dbname(&alias)
                 .connect(tokio_postgres::NoTls)
                 .await;
-            r.err().map(|e| (e.code().map(|c| c.code().to_string()), e.to_string()))
+            r.err()
+                .map(|e| (e.code().map(|c| c.code().to_string()), e.to_string()))
         }));
     }
     for t in tasks {

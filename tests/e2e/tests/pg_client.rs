@@ -208,7 +208,9 @@ async fn rust_client_full_protocol() {
         .filter(|e| e.statement.as_deref() == Some("SELECT pg_sleep(30)"))
         .collect();
     assert!(
-        sleeps.iter().any(|e| e.sqlstate.as_deref() == Some("57014")),
+        sleeps
+            .iter()
+            .any(|e| e.sqlstate.as_deref() == Some("57014")),
         "{sleeps:?}"
     );
 
@@ -271,7 +273,10 @@ async fn upstream_md5_and_tls_logins() {
         .await
         .unwrap_err();
     assert_eq!(err.code().map(|c| c.code()), Some("08001"), "{err}");
-    let msg = err.as_db_error().map(|d| d.message().to_string()).unwrap_or_default();
+    let msg = err
+        .as_db_error()
+        .map(|d| d.message().to_string())
+        .unwrap_or_default();
     assert!(msg.contains(&alias3), "{msg}");
 
     postern.stop().await;

@@ -161,7 +161,11 @@ async fn psql_query_describe_and_refusals() {
         .await
         .unwrap_err();
     assert_eq!(err.code().map(|c| c.code()), Some("3D000"));
-    assert!(err.to_string().contains("no_such_alias"), "{err}");
+    let msg = err
+        .as_db_error()
+        .map(|d| d.message().to_string())
+        .unwrap_or_default();
+    assert!(msg.contains("no_such_alias"), "{msg}");
 
     // A user with no grant: 42501 naming the datasource, audited.
     let bob = unique("bob");

@@ -1,0 +1,206 @@
+//! The `postern` binary's admin commands against a running server, end to end: login,
+//! declarative apply (idempotent), get, user passwd, delete, audit search and verify — and
+//! psql through the proxy with what the CLI configured.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+
+use postern_e2e::{pg, unique, Postern};
+
+/// The `postern` binary built next to this test (scripts/test.sh builds the workspace first).
+fn postern_bin() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().unwrap().parent().unwrap();
+    let bin = dir.join("postern");
+    assert!(
+        bin.exists(),
+        "{} not found: build it first (`cargo build -p postern`, which scripts/test.sh does)",
+        bin.display()
+    );
+    bin
+}
+
+struct Cli {
+    home: tempfile::TempDir,
+}
+
+impl Cli {
+    fn run(&self, args: &[&str], stdin: Option<&str>) -> Output {
+        let mut child = Command::new(postern_bin())
+            .args(args)
+            .env("POSTERN_HOME", self.home.path())
+            .env_remove("POSTERN_SERVER")
+            .env_remove("POSTERN_TOKEN")
+            .env_remove("POSTERN_CA")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut input = child.stdin.take().unwrap();
+        if let Some(s) = stdin {
+            input.write_all(s.as_bytes()).unwrap();
+        }
+        drop(input);
+        child.wait_with_output().unwrap()
+    }
+
+    fn ok(&self, args: &[&str], stdin: Option<&str>) -> String {
+        let out = self.run(args, stdin);
+        assert!(
+            out.status.success(),
+            "postern {args:?} failed ({:?}): {}{}",
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn admin_cli_end_to_end() {
+    let pg = pg();
+    let up = pg.upstream(None).await;
+    let postern = Postern::start().await;
+    let admin_pw = postern
+        .handle
+        .bootstrap_password
+        .clone()
+        .expect("first start creates the admin");
+    let cli = Cli {
+        home: tempfile::tempdir().unwrap(),
+    };
+    let server = format!("https://127.0.0.1:{}", postern.handle.api_addr.port());
+    let ca = postern.handle.ca_path.display().to_string();
+
+    // Not logged in yet: exit code 4 and a message that says what to do.
+    let out = cli.run(&["get", "users"], None);
+    assert_eq!(
+        out.status.code(),
+        Some(4),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("postern admin login"));
+
+    // A wrong admin password is refused.
+    let out = cli.run(
+        &[
+            "admin", "login", "--server", &server, "--ca", &ca, "--user", "admin",
+        ],
+        Some("not-the-password\n"),
+    );
+    assert!(!out.status.success());
+
+    cli.ok(
+        &[
+            "admin", "login", "--server", &server, "--ca", &ca, "--user", "admin",
+        ],
+        Some(&format!("{admin_pw}\n")),
+    );
+
+    // Declarative apply, twice: created, then unchanged.
+    let alias = unique("cli_ds");
+    let user = unique("cli_user");
+    let file = cli.home.path().join("resources.yaml");
+    std::fs::write(
+        &file,
+        format!(
+            "datasource:\n  - name: {alias}\n    type: postgres\n    host: {host}\n    port: {port}\n    database: {db}\n    tls: disable\n\
+             credential:\n  - name: {alias}-rw\n    datasource: {alias}\n    username: {role}\n    password: ${{CLI_TEST_UPSTREAM_PW}}\n\
+             role:\n  - name: {alias}-users\n    credentials: [{alias}-rw]\n\
+             user:\n  - name: {user}\n    roles: [{alias}-users]\n    password: first-password-1\n",
+            host = pg.host,
+            port = pg.port,
+            db = up.db,
+            role = up.role,
+        ),
+    )
+    .unwrap();
+    std::env::set_var("CLI_TEST_UPSTREAM_PW", &up.password);
+    let first = cli.ok(&["apply", "-f", file.to_str().unwrap()], None);
+    assert!(first.contains("created"), "{first}");
+    assert!(!first.contains("unchanged"), "{first}");
+    let second = cli.ok(&["apply", "-f", file.to_str().unwrap()], None);
+    assert!(
+        second.contains("unchanged") && !second.contains("created") && !second.contains("updated"),
+        "{second}"
+    );
+
+    // get: the credential is listed, its password never.
+    let creds = cli.ok(&["get", "credentials", "-o", "json"], None);
+    assert!(creds.contains(&format!("{alias}-rw")), "{creds}");
+    assert!(!creds.contains(&up.password), "{creds}");
+    let one = cli.ok(&["get", "datasource", &alias], None);
+    assert!(one.contains(&up.db), "{one}");
+
+    // user passwd from stdin, then psql with the new password.
+    cli.ok(
+        &["user", "passwd", &user, "--password-stdin"],
+        Some("second-password-2\n"),
+    );
+    let port = postern.pg_port().to_string();
+    let psql = |pw: &str| {
+        pg.tool("psql")
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &port,
+                "-U",
+                &user,
+                "-d",
+                &alias,
+                "-At",
+                "-c",
+                "select 'via cli'",
+            ])
+            .env("PGPASSWORD", pw)
+            .output()
+            .unwrap()
+    };
+    assert!(!psql("first-password-1").status.success());
+    let out = psql("second-password-2");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "via cli");
+
+    // The audit trail, through the CLI.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let found = cli.ok(
+        &[
+            "audit",
+            "search",
+            "--user",
+            &user,
+            "--kind",
+            "statement",
+            "--json",
+        ],
+        None,
+    );
+    assert!(found.contains("select 'via cli'"), "{found}");
+    let admin_changes = cli.ok(
+        &["audit", "search", "--kind", "admin_change", "--json"],
+        None,
+    );
+    assert!(admin_changes.contains(&alias), "{admin_changes}");
+    assert!(!admin_changes.contains(&up.password) && !admin_changes.contains("second-password-2"));
+    let verify = cli.ok(&["audit", "verify"], None);
+    assert!(verify.to_lowercase().contains("ok"), "{verify}");
+
+    // delete: the user is gone and can no longer log in.
+    cli.ok(&["delete", "user", &user], None);
+    let out = cli.run(&["get", "user", &user], None);
+    assert!(!out.status.success());
+    assert!(!psql("second-password-2").status.success());
+
+    postern.stop().await;
+    up.drop_all().await;
+}
