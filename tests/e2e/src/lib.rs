@@ -162,8 +162,10 @@ impl Postern {
     /// the configuration.
     pub async fn start_with(tweak: impl FnOnce(&mut Config)) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let mut cfg = Config::default();
-        cfg.data_dir = dir.path().join("data");
+        let mut cfg = Config {
+            data_dir: dir.path().join("data"),
+            ..Config::default()
+        };
         cfg.api.listen = "127.0.0.1:0".into();
         cfg.postgres.listen = "127.0.0.1:0".into();
         cfg.postgres.login_failure_delay = Duration::from_millis(50);
