@@ -317,11 +317,14 @@ async fn handshake<'a>(
     tracing::Span::current().record("datasource", target.alias.as_str());
 
     // Authenticate the person.
-    if let Err(r) = authenticate(inner, &mut stream, &mut buf, &mut out, &target.user).await {
-        tokio::time::sleep(inner.cfg.login_failure_delay).await;
-        deny(inner, &mut stream, ident, r).await;
-        return None;
-    }
+    let method = match authenticate(inner, &mut stream, &mut buf, &mut out, &target.user).await {
+        Ok(m) => m,
+        Err(r) => {
+            tokio::time::sleep(inner.cfg.login_failure_delay).await;
+            deny(inner, &mut stream, ident, r).await;
+            return None;
+        }
+    };
 
     // Authorise: the datasource and a credential for it.
     let store = &inner.store;
@@ -394,10 +397,9 @@ async fn handshake<'a>(
         }
     };
     ident.db_user = Some(cred.username.as_str().into());
-    let _ = inner
-        .audit
-        .record(ident.event(EventKind::LoginSuccess))
-        .await;
+    let mut success = ident.event(EventKind::LoginSuccess);
+    success.detail = Some(serde_json::json!({ "auth": method, "tls": stream.is_tls() }));
+    let _ = inner.audit.record(success).await;
 
     // Open the upstream session with the stored credential.
     let up_target = UpstreamTarget {
@@ -462,14 +464,15 @@ async fn bad_input(inner: &Inner, stream: &mut PgStream, ident: &Ident, e: &Read
 }
 
 /// Authenticates the Postern user on `stream` (SCRAM-SHA-256, or cleartext over TLS when
-/// enabled). `out` holds bytes to send before the first authentication request.
+/// enabled) and returns the method used. `out` holds bytes to send before the first
+/// authentication request.
 async fn authenticate(
     inner: &Inner,
     stream: &mut PgStream,
     buf: &mut BytesMut,
     out: &mut BytesMut,
     user: &str,
-) -> Result<(), Refusal> {
+) -> Result<&'static str, Refusal> {
     let failed = || {
         Refusal::new(
             "28P01",
@@ -510,7 +513,7 @@ async fn authenticate(
             return Err(failed().reason(reason));
         }
         return match inner.store.verify_password(user, &pw).await {
-            Ok(true) => Ok(()),
+            Ok(true) => Ok("password"),
             Ok(false) => Err(failed().reason("wrong password")),
             Err(e) => Err(failed().reason(format!("store error: {e}"))),
         };
@@ -571,7 +574,7 @@ async fn authenticate(
     };
     codec::authentication(out, 12, fin.as_bytes());
     // Sent together with AuthenticationOk once the upstream session is open.
-    Ok(())
+    Ok("scram-sha-256")
 }
 
 async fn relay(inner: &Inner, est: Established<'_>, ident: &Ident) {

@@ -49,6 +49,9 @@ fn sink_error(message: impl std::fmt::Display) -> SinkError {
     }
 }
 
+/// Rows per INSERT statement (8 parameters each, well under SQLite's 32766).
+const ROWS_PER_INSERT: usize = 500;
+
 impl StoreAuditSink {
     async fn insert(&self, batch: &[Sealed]) -> Result<(), SinkError> {
         let mut tx = self
@@ -56,27 +59,41 @@ impl StoreAuditSink {
             .begin_with("BEGIN IMMEDIATE")
             .await
             .map_err(sink_error)?;
-        for Sealed { event: e, json } in batch {
-            let seq = i64::try_from(e.seq).map_err(|_| sink_error("sequence number overflow"))?;
-            // The same SQL text every row: sqlx reuses the connection's prepared statement.
-            let done = sqlx::query(
-                "INSERT INTO audit_events (seq, ts, kind, user, datasource, session, json, hash) \
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (seq) DO NOTHING",
-            )
-            .bind(seq)
-            .bind(&e.ts)
-            .bind(e.kind.as_str())
-            .bind(e.user.as_deref())
-            .bind(e.datasource.as_deref())
-            .bind(e.session.as_deref())
-            .bind(json)
-            .bind(&e.hash)
-            .execute(&mut *tx)
-            .await
-            .map_err(sink_error)?;
-            if done.rows_affected() == 0 {
-                // A retry of a batch whose commit was reported failed but happened is fine;
-                // a different event under the same number is a fork of the chain.
+        // One multi-row INSERT per chunk: the SQLite driver runs each statement on its own
+        // worker thread, so a statement per row would cost a cross-thread round trip per event.
+        for chunk in batch.chunks(ROWS_PER_INSERT) {
+            let mut seqs = Vec::with_capacity(chunk.len());
+            for s in chunk {
+                seqs.push(
+                    i64::try_from(s.event.seq)
+                        .map_err(|_| sink_error("sequence number overflow"))?,
+                );
+            }
+            let mut q: QueryBuilder<Sqlite> = QueryBuilder::new(
+                "INSERT INTO audit_events (seq, ts, kind, user, datasource, session, json, hash) ",
+            );
+            q.push_values(
+                chunk.iter().zip(&seqs),
+                |mut row, (Sealed { event: e, json }, seq)| {
+                    row.push_bind(*seq)
+                        .push_bind(e.ts.as_str())
+                        .push_bind(e.kind.as_str())
+                        .push_bind(e.user.as_deref())
+                        .push_bind(e.datasource.as_deref())
+                        .push_bind(e.session.as_deref())
+                        .push_bind(json.as_str())
+                        .push_bind(e.hash.as_str());
+                },
+            );
+            q.push(" ON CONFLICT (seq) DO NOTHING");
+            let done = q.build().execute(&mut *tx).await.map_err(sink_error)?;
+            if done.rows_affected() as usize == chunk.len() {
+                continue;
+            }
+            // Some rows were already there: a retry of a batch whose commit was reported
+            // failed but happened is fine; a different event under the same number is a fork
+            // of the chain.
+            for (Sealed { event: e, .. }, seq) in chunk.iter().zip(&seqs) {
                 let (stored,): (String,) =
                     sqlx::query_as("SELECT hash FROM audit_events WHERE seq = ?")
                         .bind(seq)

@@ -91,9 +91,21 @@ fn tls_config(ck: &CertAndKey, alpn: &[&[u8]]) -> anyhow::Result<Arc<rustls::Ser
 pub async fn start(cfg: Config) -> anyhow::Result<ServerHandle> {
     let data_dir = cfg.data_dir.clone();
     create_private_dir(&data_dir)?;
-    let (key, key_created) = MasterKey::load_or_create(&data_dir.join("master.key"))?;
+    let key_path = data_dir.join("master.key");
+    let env_key = std::env::var(postern_vault::ENV_KEY).is_ok_and(|v| !v.trim().is_empty());
+    if !env_key && !key_path.exists() && data_dir.join("ca.key.sealed").exists() {
+        // Never mint a new key over secrets sealed with another one: they would be lost.
+        anyhow::bail!(
+            "the master key is missing: {} does not exist and {} is not set, but {} holds secrets sealed with a master key; restore master.key or set {}",
+            key_path.display(),
+            postern_vault::ENV_KEY,
+            data_dir.display(),
+            postern_vault::ENV_KEY
+        );
+    }
+    let (key, key_created) = MasterKey::load_or_create(&key_path)?;
     if key_created {
-        tracing::info!(path = %data_dir.join("master.key").display(), "generated a new master key");
+        tracing::info!(path = %key_path.display(), "generated a new master key");
     }
     let key = Arc::new(key);
     let store = Store::open(&data_dir.join("postern.db"), key.clone())

@@ -249,6 +249,60 @@ async fn psql_over_tls_require_and_verify_full() {
         .unwrap();
     assert!(!out.status.success());
     postern.stop().await;
+
+    // Cleartext passwords, when enabled, are asked for over TLS only; without TLS the
+    // same server still uses SCRAM. The login_success event records the method.
+    let postern = Postern::start_with(|c| c.postgres.allow_cleartext_password = true).await;
+    postern
+        .grant(&up, &alias, &user, "tess-password-1", "disable")
+        .await;
+    let port = postern.pg_port().to_string();
+    for sslmode in ["require", "disable"] {
+        let out = pg
+            .tool("psql")
+            .arg(format!(
+                "host=127.0.0.1 port={port} dbname={alias} user={user} sslmode={sslmode}"
+            ))
+            .args(["-At", "-c", "select 'cleartext'"])
+            .env("PGPASSWORD", "tess-password-1")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "sslmode={sslmode}: {}",
+            psql_output(&out)
+        );
+    }
+    let logins = postern
+        .audit(AuditFilter {
+            user: Some(user.clone()),
+            kind: Some("login_success".into()),
+            ..Default::default()
+        })
+        .await;
+    let methods: Vec<(String, bool)> = logins
+        .iter()
+        .filter_map(|e| e.detail.as_ref())
+        .map(|d| {
+            (
+                d["auth"].as_str().unwrap_or("").to_string(),
+                d["tls"].as_bool().unwrap_or(false),
+            )
+        })
+        .collect();
+    assert!(
+        methods.contains(&("password".to_string(), true)),
+        "{methods:?}"
+    );
+    assert!(
+        methods.contains(&("scram-sha-256".to_string(), false)),
+        "{methods:?}"
+    );
+    assert!(
+        !methods.contains(&("password".to_string(), false)),
+        "{methods:?}"
+    );
+    postern.stop().await;
     up.drop_all().await;
 }
 
