@@ -1,5 +1,6 @@
 //! The `postern` command.
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -47,24 +48,30 @@ fn init_tracing(format: LogFormat, level: &str) {
     }
 }
 
-async fn wait_for_signal() {
+/// Resolves on SIGTERM or Ctrl-C (SIGINT). The handlers are installed when this is called,
+/// not when the future is first polled, so a signal sent right after start-up is not lost.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
+        let term = signal(SignalKind::terminate()).ok();
+        let int = signal(SignalKind::interrupt()).ok();
+        async move {
+            match (term, int) {
+                (Some(mut t), Some(mut i)) => {
+                    tokio::select! {
+                        _ = t.recv() => {}
+                        _ = i.recv() => {}
+                    }
                 }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
+                _ => {
+                    let _ = tokio::signal::ctrl_c().await;
+                }
             }
         }
     }
     #[cfg(not(unix))]
-    {
+    async {
         let _ = tokio::signal::ctrl_c().await;
     }
 }
@@ -78,25 +85,36 @@ async fn run_server(args: ServerArgs) -> anyhow::Result<ExitCode> {
         }
     };
     init_tracing(args.log_format.unwrap_or(cfg.log.format), &cfg.log.level);
+    let signal = shutdown_signal();
     let handle = postern::server::start(cfg).await?;
+    // stdout may be closed (a supervisor that stopped reading): never panic over a banner.
+    let mut out = std::io::stdout().lock();
+    macro_rules! say {
+        ($w:expr, $($arg:tt)*) => {{
+            let _ = writeln!($w, $($arg)*);
+        }};
+    }
     if let Some(pw) = &handle.bootstrap_password {
         // Printed once, on stdout only: never through the log pipeline.
-        println!("Postern created the bootstrap admin.");
-        println!("bootstrap admin password: {pw}");
-        println!(
+        say!(out, "Postern created the bootstrap admin.");
+        say!(out, "bootstrap admin password: {pw}");
+        say!(
+            out,
             "Sign in with: postern admin login --server https://127.0.0.1:{} --ca {} --user admin",
             handle.api_addr.port(),
             handle.ca_path.display()
         );
-        println!("then change it with: postern user passwd admin");
+        say!(out, "then change it with: postern user passwd admin");
     }
-    println!("API (HTTPS) listening on {}", handle.api_addr);
+    say!(out, "API (HTTPS) listening on {}", handle.api_addr);
     if let Some(a) = handle.pg_addr {
-        println!("PostgreSQL listening on {a}");
+        say!(out, "PostgreSQL listening on {a}");
     }
-    println!("CA certificate: {}", handle.ca_path.display());
+    say!(out, "CA certificate: {}", handle.ca_path.display());
+    let _ = out.flush();
+    drop(out);
     tracing::info!(api = %handle.api_addr, postgres = ?handle.pg_addr, "Postern is ready");
-    wait_for_signal().await;
+    signal.await;
     tracing::info!("shutting down");
     handle.shutdown().await;
     Ok(ExitCode::SUCCESS)
