@@ -138,6 +138,7 @@ pub async fn start(cfg: Config) -> anyhow::Result<ServerHandle> {
         Box::new(JsonlSink::new(&cfg.audit_file())),
     ];
     let (audit, writer) = AuditWriter::new(cfg.audit.queue, sinks, head);
+    let writer = writer.with_group_commit_window(cfg.audit.group_commit_window);
     let audit_task = tokio::spawn(writer.run());
 
     let bootstrap_password = store
