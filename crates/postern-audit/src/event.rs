@@ -119,7 +119,13 @@ pub struct AuditEvent {
 
 /// The current UTC time in the event format.
 pub fn now_ts() -> String {
-    let t = time::OffsetDateTime::now_utc();
+    format_ts(time::OffsetDateTime::now_utc())
+}
+
+/// A time in the event format: UTC, RFC 3339 with microseconds, so that text order is time
+/// order (the store compares these strings).
+pub fn format_ts(t: time::OffsetDateTime) -> String {
+    let t = t.to_offset(time::UtcOffset::UTC);
     format!(
         "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}Z",
         t.year(),

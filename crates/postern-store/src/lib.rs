@@ -112,17 +112,7 @@ fn create_private_file(path: &Path) -> Result<(), StoreError> {
 
 /// Formats a UTC time like audit events do: RFC 3339 with microseconds, sortable as text.
 fn fmt_ts(t: time::OffsetDateTime) -> String {
-    let t = t.to_offset(time::UtcOffset::UTC);
-    format!(
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}Z",
-        t.year(),
-        u8::from(t.month()),
-        t.day(),
-        t.hour(),
-        t.minute(),
-        t.second(),
-        t.microsecond()
-    )
+    postern_audit::format_ts(t)
 }
 
 /// The current UTC time, formatted by [`fmt_ts`].
