@@ -1,7 +1,7 @@
 //! Postern's persistent store: an embedded SQLite database, schema managed by migrations.
 //!
 //! It holds the resources an admin manages (datasources, credentials, roles, users), API
-//! tokens and the audit table. Secrets never leave it in a readable form except through
+//! tokens and the audit log. Secrets never leave it in a readable form except through
 //! [`Store::upstream_credential`], which the proxies call to log in upstream:
 //!
 //! * credential passwords are sealed with the master key (context `credential:<name>`);
@@ -48,6 +48,8 @@ const MAX_CONNECTIONS: u32 = 8;
 #[derive(Clone)]
 pub struct Store {
     pool: SqlitePool,
+    /// How the pool connects; the audit sink opens its own connection with these.
+    opts: SqliteConnectOptions,
     key: Arc<MasterKey>,
 }
 
@@ -72,7 +74,7 @@ impl Store {
             .busy_timeout(BUSY_TIMEOUT);
         let pool = SqlitePoolOptions::new()
             .max_connections(MAX_CONNECTIONS)
-            .connect_with(opts)
+            .connect_with(opts.clone())
             .await?;
         sqlx::migrate!().run(&pool).await.map_err(|e| {
             StoreError::Internal(format!(
@@ -80,7 +82,7 @@ impl Store {
                 path.display()
             ))
         })?;
-        Ok(Store { pool, key })
+        Ok(Store { pool, opts, key })
     }
 
     /// A write transaction that holds SQLite's write lock from its first statement, so a
