@@ -74,7 +74,9 @@ impl AuditFilter {
 pub struct StoreAuditSink {
     opts: SqliteConnectOptions,
     conn: Option<SqliteConnection>,
+    /// The batch's JSON lines, then their compressed form: buffers reused across batches.
     events: String,
+    packed: Vec<u8>,
 }
 
 impl std::fmt::Debug for StoreAuditSink {
@@ -117,6 +119,7 @@ impl StoreAuditSink {
                 keys.insert(("datasource", d));
             }
         }
+        pack(self.events.as_bytes(), &mut self.packed)?;
         if self.conn.is_none() {
             self.conn = Some(self.opts.connect().await.map_err(sink_error)?);
         }
@@ -148,15 +151,16 @@ impl StoreAuditSink {
             }
         }
         sqlx::query(
-            "INSERT INTO audit_batches (first_seq, last_seq, ts_min, ts_max, last_hash, events) \
-             VALUES (?, ?, ?, ?, ?, ?)",
+            "INSERT INTO audit_batches \
+             (first_seq, last_seq, ts_min, ts_max, last_hash, encoding, events) \
+             VALUES (?, ?, ?, ?, ?, 'jsonl-lz4', ?)",
         )
         .bind(first_seq)
         .bind(last_seq)
         .bind(ts_min)
         .bind(ts_max)
         .bind(last.event.hash.as_str())
-        .bind(self.events.as_str())
+        .bind(self.packed.as_slice())
         .execute(&mut *tx)
         .await
         .map_err(sink_error)?;
@@ -190,8 +194,53 @@ impl AuditSink for StoreAuditSink {
     }
 }
 
+/// Largest batch text accepted when reading the store (a corrupt length must not make a
+/// search allocate without bound).
+const MAX_BATCH_TEXT: usize = 1 << 30;
+
+/// `text` as the `jsonl-lz4` encoding: its length (u32 little endian), then an LZ4 block.
+fn pack(text: &[u8], out: &mut Vec<u8>) -> Result<(), SinkError> {
+    let len = u32::try_from(text.len())
+        .ok()
+        .filter(|&n| n as usize <= MAX_BATCH_TEXT)
+        .ok_or_else(|| sink_error("an audit batch larger than 1 GiB"))?;
+    out.clear();
+    out.extend_from_slice(&len.to_le_bytes());
+    out.resize(4 + lz4_flex::block::get_maximum_output_size(text.len()), 0);
+    let n = lz4_flex::block::compress_into(text, &mut out[4..]).map_err(sink_error)?;
+    out.truncate(4 + n);
+    Ok(())
+}
+
+/// The JSON lines of a stored batch.
+fn unpack(encoding: &str, events: Vec<u8>) -> Result<String, StoreError> {
+    let corrupt =
+        |what: &dyn std::fmt::Display| StoreError::corrupt(format_args!("an audit batch ({what})"));
+    let bytes = match encoding {
+        "jsonl" => events,
+        "jsonl-lz4" => {
+            let (len, block) = events
+                .split_first_chunk::<4>()
+                .ok_or_else(|| corrupt(&"truncated"))?;
+            let len = u32::from_le_bytes(*len) as usize;
+            // LZ4 expands at most ~255 times: a larger claim is corruption.
+            if len > MAX_BATCH_TEXT || len > block.len().saturating_mul(255) + 16 {
+                return Err(corrupt(&"impossible length"));
+            }
+            lz4_flex::block::decompress(block, len).map_err(|e| corrupt(&e))?
+        }
+        other => return Err(corrupt(&format_args!("unknown encoding {other:?}"))),
+    };
+    String::from_utf8(bytes).map_err(|e| corrupt(&e))
+}
+
 /// The events of one stored batch, in `seq` order.
-fn batch_events(first_seq: i64, text: &str) -> Result<Vec<AuditEvent>, StoreError> {
+fn batch_events(
+    first_seq: i64,
+    encoding: &str,
+    events: Vec<u8>,
+) -> Result<Vec<AuditEvent>, StoreError> {
+    let text = unpack(encoding, events)?;
     let mut out = Vec::new();
     for line in text.lines() {
         let e: AuditEvent = serde_json::from_str(line)
@@ -213,6 +262,7 @@ impl Store {
             opts: self.opts.clone().synchronous(SqliteSynchronous::Full),
             conn: None,
             events: String::with_capacity(256 * 1024),
+            packed: Vec::new(),
         }
     }
 
@@ -272,7 +322,8 @@ impl Store {
         loop {
             // Drive the scan from the first key's index range when there is one, so a rare
             // user does not mean reading every batch.
-            let mut q = QueryBuilder::<Sqlite>::new("SELECT b.first_seq, b.events FROM ");
+            let mut q =
+                QueryBuilder::<Sqlite>::new("SELECT b.first_seq, b.encoding, b.events FROM ");
             if let Some((field, value)) = keys.first() {
                 q.push("audit_batch_keys k0 JOIN audit_batches b ON b.first_seq = k0.first_seq WHERE k0.field = ")
                     .push_bind(*field)
@@ -308,13 +359,17 @@ impl Store {
             }
             q.push(" ORDER BY b.first_seq DESC LIMIT ")
                 .push_bind(BATCHES_PER_PAGE);
-            let rows: Vec<(i64, String)> = q.build_query_as().fetch_all(&self.pool).await?;
-            let Some((last_first, _)) = rows.last() else {
+            let rows: Vec<(i64, String, Vec<u8>)> =
+                q.build_query_as().fetch_all(&self.pool).await?;
+            let Some((last_first, _, _)) = rows.last() else {
                 return Ok(out);
             };
             before = *last_first;
-            for (first_seq, text) in &rows {
-                for e in batch_events(*first_seq, text)?.into_iter().rev() {
+            for (first_seq, encoding, events) in rows {
+                for e in batch_events(first_seq, &encoding, events)?
+                    .into_iter()
+                    .rev()
+                {
                     if f.matches(&e) {
                         out.push(e);
                         if out.len() == limit {
@@ -328,13 +383,14 @@ impl Store {
 
     /// Every event in ascending sequence order, for verifying the chain.
     pub async fn audit_all(&self) -> Result<Vec<AuditEvent>, StoreError> {
-        let rows: Vec<(i64, String)> =
-            sqlx::query_as("SELECT first_seq, events FROM audit_batches ORDER BY first_seq")
-                .fetch_all(&self.pool)
-                .await?;
+        let rows: Vec<(i64, String, Vec<u8>)> = sqlx::query_as(
+            "SELECT first_seq, encoding, events FROM audit_batches ORDER BY first_seq",
+        )
+        .fetch_all(&self.pool)
+        .await?;
         let mut out = Vec::new();
-        for (first_seq, text) in &rows {
-            out.extend(batch_events(*first_seq, text)?);
+        for (first_seq, encoding, events) in rows {
+            out.extend(batch_events(first_seq, &encoding, events)?);
         }
         Ok(out)
     }
@@ -625,6 +681,27 @@ mod tests {
             .unwrap();
         assert_eq!(store.audit_head().await.unwrap(), head);
         verify_chain(&ChainHead::genesis(), &store.audit_all().await.unwrap()).unwrap();
+    }
+
+    #[test]
+    fn packed_batches_round_trip_and_corruption_is_an_error() {
+        let text = "{\"seq\":1}\n".repeat(500);
+        let mut packed = Vec::new();
+        pack(text.as_bytes(), &mut packed).unwrap();
+        assert!(packed.len() * 5 < text.len(), "{} bytes", packed.len());
+        assert_eq!(unpack("jsonl-lz4", packed.clone()).unwrap(), text);
+        assert_eq!(unpack("jsonl", text.clone().into_bytes()).unwrap(), text);
+        let mut giant = packed.clone();
+        giant[..4].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert!(matches!(
+            unpack("jsonl-lz4", giant),
+            Err(StoreError::Internal(_))
+        ));
+        let mut cut = packed.clone();
+        cut.truncate(packed.len() / 2);
+        assert!(unpack("jsonl-lz4", cut).is_err());
+        assert!(unpack("jsonl-lz4", vec![1, 0]).is_err());
+        assert!(unpack("zip", packed).is_err());
     }
 
     #[test]
