@@ -27,6 +27,9 @@
 #
 # As root, initdb/pg_ctl run as the unprivileged OS user "postgres" (created when missing).
 # Otherwise they run as the calling user.
+#
+# POSTERN_TEST_PG_MAX_CONNECTIONS (default 300) sets max_connections of a cluster this script
+# creates; a reused cluster keeps its own.
 set -euo pipefail
 # shellcheck source-path=SCRIPTDIR source=lib/common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
@@ -185,7 +188,7 @@ start_once() {
 listen_addresses = '127.0.0.1'
 port = $port
 unix_socket_directories = '$sock'
-max_connections = 300
+max_connections = ${POSTERN_TEST_PG_MAX_CONNECTIONS:-300}
 ssl = on
 ssl_cert_file = 'server.crt'
 ssl_key_file = 'server.key'

@@ -25,8 +25,9 @@
 #      leaves them idle (each psql reads its script from a FIFO that this script holds open
 #      and never writes to, so every session sits connected and idle), waits until the
 #      upstream shows them all in pg_stat_activity, and reports the proxy's RSS growth
-#      (VmRSS of /proc/PID/status) per session. Each session also holds an upstream backend,
-#      so keep it below the cluster's max_connections (300).
+#      (VmRSS of /proc/PID/status) per session. Each session also holds an upstream backend:
+#      a cluster this script starts gets max_connections = $BENCH_IDLE_CLIENTS + 100 (at
+#      least 300); a reused cluster must already allow that many.
 #   7. prints the tables and ratios, and writes them to $BENCH_OUT (raw pgbench output too).
 #
 # The machine's cores are shared by pgbench, PostgreSQL and the proxy: absolute numbers
@@ -264,11 +265,18 @@ section "upstream PostgreSQL (scripts/test-pg.sh)"
 if ! scripts/test-pg.sh status 2>/dev/null; then
     stop_pg=1
 fi
-scripts/test-pg.sh start
+want_conns=$((IDLE_CLIENTS + 100))
+((want_conns >= 300)) || want_conns=300
+POSTERN_TEST_PG_MAX_CONNECTIONS="$want_conns" scripts/test-pg.sh start
 # shellcheck disable=SC1090
 source "${POSTERN_TEST_PG_ENV_FILE:-$POSTERN_ROOT/target/test-pg.env}"
 PGBENCH="$POSTERN_TEST_PG_BIN/pgbench"
 PSQL="$POSTERN_TEST_PG_BIN/psql"
+
+have_conns="$(su_psql -d postgres -c "show max_connections")"
+if ((IDLE_CLIENTS > 0 && have_conns < want_conns)); then
+    warn "the reused cluster allows $have_conns connections; $BENCH_IDLE_CLIENTS idle sessions need $want_conns (stop it: scripts/test-pg.sh stop)"
+fi
 
 BENCH_PASS="bench-$(openssl rand -hex 12)"
 if [[ "$(su_psql -d postgres -c "select 1 from pg_roles where rolname = '$BENCH_ROLE'")" != 1 ]]; then

@@ -1,4 +1,5 @@
-//! SCRAM-SHA-256 (RFC 5802, RFC 7677) as PostgreSQL speaks it, server side.
+//! SCRAM-SHA-256 (RFC 5802, RFC 7677) as PostgreSQL speaks it, server side (the client
+//! side is in [`crate::scram_client`]).
 //!
 //! Postern keeps, per user, only the verifier (salt, iterations, StoredKey, ServerKey):
 //! enough to check a client's proof and prove itself back, never enough to log in as the
@@ -37,6 +38,9 @@ pub enum ScramError {
     /// A stored verifier could not be parsed.
     #[error("stored SCRAM verifier is malformed")]
     BadVerifier,
+    /// The server's final signature is wrong: it does not know the password (client side).
+    #[error("the server's SCRAM signature is wrong (is it the server you meant to reach?)")]
+    ServerSignature,
 }
 
 /// What is stored per user: PostgreSQL's `SCRAM-SHA-256$iter:salt$StoredKey:ServerKey`.
@@ -58,7 +62,7 @@ impl std::fmt::Debug for ScramVerifier {
     }
 }
 
-fn hmac(key: &[u8], msg: &[u8]) -> [u8; 32] {
+pub(crate) fn hmac(key: &[u8], msg: &[u8]) -> [u8; 32] {
     // HMAC accepts keys of any length, so `new_from_slice` cannot fail.
     let mut m = match HmacSha256::new_from_slice(key) {
         Ok(m) => m,
@@ -70,7 +74,7 @@ fn hmac(key: &[u8], msg: &[u8]) -> [u8; 32] {
 
 /// SASLprep of a password as PostgreSQL does: the prepared form when it is valid, the raw
 /// bytes otherwise.
-fn normalize(password: &str) -> Vec<u8> {
+pub(crate) fn normalize(password: &str) -> Vec<u8> {
     match stringprep::saslprep(password) {
         Ok(p) => p.as_bytes().to_vec(),
         Err(_) => password.as_bytes().to_vec(),

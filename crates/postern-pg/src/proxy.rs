@@ -67,6 +67,8 @@ pub(crate) struct Inner {
     pub metrics: PgMetrics,
     /// Key for the decoy SCRAM salts of unknown users (stable for the process lifetime).
     pub decoy_key: [u8; 32],
+    /// Upstream SCRAM salted passwords, so repeat logins skip PBKDF2.
+    pub salted: postern_auth::SaltedPasswordCache,
 }
 
 /// The PostgreSQL proxy.
@@ -116,6 +118,7 @@ impl PgProxy {
                 cancel: CancelRegistry::default(),
                 metrics,
                 decoy_key,
+                salted: postern_auth::SaltedPasswordCache::new(4096),
             }),
         }
     }

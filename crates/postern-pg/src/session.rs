@@ -415,6 +415,7 @@ async fn handshake<'a>(
         tls_ca: ds.tls_ca.as_deref(),
         username: &cred.username,
         password: &cred.password,
+        salted: &inner.salted,
     };
     let upstream = match upstream::connect(&up_target, &params, inner.cfg.upstream_timeout).await {
         Ok(u) => u,

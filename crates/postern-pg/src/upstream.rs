@@ -5,9 +5,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
+use postern_auth::{SaltedPasswordCache, ScramClient};
 use postern_core::UpstreamTls;
 use postgres_protocol::authentication::md5_hash;
-use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{CertificateError, DigitallySignedStruct, RootCertStore, SignatureScheme};
@@ -34,6 +34,8 @@ pub struct UpstreamTarget<'a> {
     pub username: &'a str,
     /// Its password. Never logged, never sent to the client.
     pub password: &'a str,
+    /// Salted forms of upstream passwords already derived (SCRAM).
+    pub salted: &'a SaltedPasswordCache,
 }
 
 /// A logged-in upstream session, ready for queries.
@@ -269,7 +271,7 @@ async fn authenticate(
     target: &UpstreamTarget<'_>,
 ) -> Result<(), UpstreamError> {
     let mut out = BytesMut::with_capacity(256);
-    let mut scram: Option<ScramSha256> = None;
+    let mut scram: Option<ScramClient> = None;
     loop {
         let (ty, msg) = read_frame(stream, buf, MAX_AUTH_MESSAGE).await?;
         let body = &msg[5..];
@@ -328,25 +330,48 @@ async fn authenticate(
                 if !mechs.contains(&"SCRAM-SHA-256") {
                     return Err(UpstreamError::UnsupportedAuth(mechs.join(", ")));
                 }
-                let s = ScramSha256::new(target.password.as_bytes(), ChannelBinding::unsupported());
-                codec::sasl_initial_response(&mut out, "SCRAM-SHA-256", s.message());
+                let s = ScramClient::new();
+                codec::sasl_initial_response(
+                    &mut out,
+                    "SCRAM-SHA-256",
+                    s.client_first().as_bytes(),
+                );
                 scram = Some(s);
             }
             11 => {
                 let s = scram
                     .as_mut()
                     .ok_or_else(|| UpstreamError::Protocol("SASLContinue before SASL".into()))?;
-                s.update(data)
+                let params = s
+                    .server_first(data)
                     .map_err(|e| UpstreamError::Protocol(format!("SCRAM: {e}")))?;
-                codec::password_message(&mut out, s.message());
+                let salted = match target.salted.get(target.password, &params) {
+                    Some(v) => v,
+                    None => {
+                        // PBKDF2 takes milliseconds: not on an async thread.
+                        let pw = zeroize::Zeroizing::new(target.password.to_string());
+                        let (salt, iterations) = (params.salt.clone(), params.iterations);
+                        let v = tokio::task::spawn_blocking(move || {
+                            postern_auth::salted_password(&pw, &salt, iterations)
+                        })
+                        .await
+                        .map_err(|e| UpstreamError::Protocol(format!("SCRAM: {e}")))?;
+                        target.salted.insert(target.password, &params, &v);
+                        v
+                    }
+                };
+                let fin = s
+                    .client_final(&salted)
+                    .map_err(|e| UpstreamError::Protocol(format!("SCRAM: {e}")))?;
+                codec::password_message(&mut out, fin.as_bytes());
             }
             12 => {
                 let mut s = scram
                     .take()
                     .ok_or_else(|| UpstreamError::Protocol("SASLFinal before SASL".into()))?;
                 // Verifies the server's signature: the upstream proves it knows the password too.
-                s.finish(data)
-                    .map_err(|e| UpstreamError::Protocol(format!("SCRAM server signature: {e}")))?;
+                s.server_final(data)
+                    .map_err(|e| UpstreamError::Protocol(format!("SCRAM: {e}")))?;
                 continue;
             }
             other => {
