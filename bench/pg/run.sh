@@ -38,6 +38,9 @@
 # Environment (defaults in brackets):
 #   BENCH_TARGETS          comma list of direct, relay, postern   [direct,relay,postern]
 #   BENCH_SECONDS          duration of each throughput run          [10]
+#   BENCH_REPEAT           rounds of every throughput run (targets interleaved within a
+#                          round); the report shows medians and, over rounds, the range
+#                          of the ratios                            [1]
 #   BENCH_CLIENTS          client counts                            ["1 8 32"]
 #   BENCH_MODES            pgbench query modes                      ["simple prepared"]
 #   BENCH_MAX_THREADS      pgbench -j is min(clients, this)         [2]
@@ -57,6 +60,7 @@ cd "$POSTERN_ROOT"
 
 IFS=',' read -r -a TARGETS <<<"${BENCH_TARGETS:-direct,relay,postern}"
 DURATION="${BENCH_SECONDS:-10}"
+REPEAT="${BENCH_REPEAT:-1}"
 read -r -a CLIENTS <<<"${BENCH_CLIENTS:-1 8 32}"
 read -r -a MODES <<<"${BENCH_MODES:-simple prepared}"
 MAX_THREADS="${BENCH_MAX_THREADS:-2}"
@@ -313,37 +317,39 @@ log "every target answers: ${TARGETS[*]}"
 
 # ---- 4. throughput -------------------------------------------------------------------------
 RESULTS="$OUT/throughput.tsv"
-printf 'target\tmode\tclients\ttps\tlatency_ms\ttransactions\tproxy_cpu_us_per_stmt\n' >"$RESULTS"
-total_runs=$((${#MODES[@]} * ${#CLIENTS[@]} * ${#TARGETS[@]}))
+printf 'target\tmode\tclients\trep\ttps\tlatency_ms\ttransactions\tproxy_cpu_us_per_stmt\n' >"$RESULTS"
+total_runs=$((${#MODES[@]} * ${#CLIENTS[@]} * ${#TARGETS[@]} * REPEAT))
 section "throughput: pgbench -S, ${DURATION}s per run, $total_runs runs"
 run=0
 for mode in "${MODES[@]}"; do
     for clients in "${CLIENTS[@]}"; do
         threads=$((clients < MAX_THREADS ? clients : MAX_THREADS))
-        for t in "${TARGETS[@]}"; do
-            run=$((run + 1))
-            logf="$OUT/logs/pgbench-$t-$mode-c$clients.log"
-            pid="$(proxy_pid "$t")"
-            ticks0=""
-            [[ -n "$pid" ]] && ticks0="$(cpu_ticks "$pid")"
-            rc=0
-            with_target "$t" "$PGBENCH" -n -S -M "$mode" -T "$DURATION" -c "$clients" -j "$threads" \
-                >"$logf" 2>&1 || rc=$?
-            cpu="-"
-            tps="$(awk -F'[ =]+' '/^tps = / { print $2; exit }' "$logf")"
-            lat="$(awk '/^latency average = / { print $4; exit }' "$logf")"
-            txns="$(awk -F': ' '/^number of transactions actually processed/ { print $2; exit }' "$logf")"
-            if [[ -n "$pid" && -n "$txns" && "$txns" != 0 ]]; then
-                ticks1="$(cpu_ticks "$pid")"
-                cpu="$(awk -v d="$((ticks1 - ticks0))" -v hz="$CLK_TCK" -v n="$txns" \
-                    'BEGIN { printf "%.1f", d / hz * 1e6 / n }')"
-            fi
-            if ((rc != 0)) || [[ -z "$tps" ]]; then
-                warn "pgbench failed for $t $mode c=$clients (exit $rc): see $logf"
-                tps="ERR" lat="-" txns="-" cpu="-"
-            fi
-            printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$t" "$mode" "$clients" "$tps" "${lat:--}" "${txns:--}" "$cpu" >>"$RESULTS"
-            log "[$run/$total_runs] $t $mode c=$clients: tps=$tps latency=${lat:--}ms cpu/stmt=${cpu}us"
+        for ((rep = 1; rep <= REPEAT; rep++)); do
+            for t in "${TARGETS[@]}"; do
+                run=$((run + 1))
+                logf="$OUT/logs/pgbench-$t-$mode-c$clients-r$rep.log"
+                pid="$(proxy_pid "$t")"
+                ticks0=""
+                [[ -n "$pid" ]] && ticks0="$(cpu_ticks "$pid")"
+                rc=0
+                with_target "$t" "$PGBENCH" -n -S -M "$mode" -T "$DURATION" -c "$clients" -j "$threads" \
+                    >"$logf" 2>&1 || rc=$?
+                cpu="-"
+                tps="$(awk -F'[ =]+' '/^tps = / { print $2; exit }' "$logf")"
+                lat="$(awk '/^latency average = / { print $4; exit }' "$logf")"
+                txns="$(awk -F': ' '/^number of transactions actually processed/ { print $2; exit }' "$logf")"
+                if [[ -n "$pid" && -n "$txns" && "$txns" != 0 ]]; then
+                    ticks1="$(cpu_ticks "$pid")"
+                    cpu="$(awk -v d="$((ticks1 - ticks0))" -v hz="$CLK_TCK" -v n="$txns" \
+                        'BEGIN { printf "%.1f", d / hz * 1e6 / n }')"
+                fi
+                if ((rc != 0)) || [[ -z "$tps" ]]; then
+                    warn "pgbench failed for $t $mode c=$clients (exit $rc): see $logf"
+                    tps="ERR" lat="-" txns="-" cpu="-"
+                fi
+                printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$t" "$mode" "$clients" "$rep" "$tps" "${lat:--}" "${txns:--}" "$cpu" >>"$RESULTS"
+                log "[$run/$total_runs] $t $mode c=$clients round $rep: tps=$tps latency=${lat:--}ms cpu/stmt=${cpu}us"
+            done
         done
     done
 done
@@ -458,28 +464,66 @@ def ratio(a, b):
     return f"{a / b:.2f}" if a is not None and b else "-"
 
 thr, conn, idle, duration = rows(sys.argv[1]), rows(sys.argv[2]), rows(sys.argv[3]), sys.argv[4]
-by = {(r["mode"], r["clients"], r["target"]): r for r in thr}
 
-print(f"Throughput: pgbench -S (select only), {duration}s per run")
-print("  ratios: TPS and latency of a target divided by those of direct / relay (TPS > 1 is faster, latency < 1 is faster)")
+def median(vals):
+    vals = sorted(v for v in vals if v is not None)
+    if not vals:
+        return None
+    m = len(vals) // 2
+    return vals[m] if len(vals) % 2 else (vals[m - 1] + vals[m]) / 2
+
+# Per (mode, clients, target): the rounds' values; per round, the ratios against direct and
+# relay measured in that same round (neighbours in time, so the fairest comparison).
+keys, runs = [], {}
+for r in thr:
+    k = (r["mode"], r["clients"], r["target"])
+    if k not in runs:
+        keys.append(k)
+        runs[k] = []
+    runs[k].append(r)
+by_round = {(r["mode"], r["clients"], r["target"], r["rep"]): r for r in thr}
+
+def round_ratios(k, base, field):
+    out = []
+    for r in runs[k]:
+        b = by_round.get((k[0], k[1], base, r["rep"]))
+        a, bv = num(r[field]), num(b[field]) if b else None
+        if a is not None and bv:
+            out.append(a / bv)
+    return out
+
+def show(vals):
+    m = median(vals)
+    return "-" if m is None else f"{m:.2f}"
+
+def spread(vals):
+    return f"{min(vals):.2f}-{max(vals):.2f}" if len(vals) > 1 else ""
+
+rounds = max((len(v) for v in runs.values()), default=1)
+print(f"Throughput: pgbench -S (select only), {duration}s per run, {rounds} round(s); medians over rounds")
+print("  ratios: TPS and latency of a target divided by those of direct / relay in the same round (TPS > 1 is faster, latency < 1 is faster)")
 hdr = f"{'mode':<9}{'clients':>8}  {'target':<8}{'TPS':>11}{'lat ms':>9}{'CPU us/stmt':>13}" \
-      f"{'TPS/direct':>12}{'lat/direct':>12}{'TPS/relay':>11}{'lat/relay':>11}"
+      f"{'TPS/direct':>12}{'lat/direct':>12}{'TPS/relay':>11}{'lat/relay':>11}" + (f"{'TPS/relay range':>17}" if rounds > 1 else "")
 print(hdr)
 print("-" * len(hdr))
 prev = None
-for r in thr:
-    key = (r["mode"], r["clients"])
-    if prev is not None and key != prev:
+for k in keys:
+    mode, clients, t = k
+    if prev is not None and (mode, clients) != prev:
         print()
-    prev = key
-    d = by.get(key + ("direct",))
-    rl = by.get(key + ("relay",))
-    t = r["target"]
-    vs_d = (ratio(r["tps"], d["tps"]), ratio(r["latency_ms"], d["latency_ms"])) if d and t != "direct" else ("", "")
-    vs_r = (ratio(r["tps"], rl["tps"]), ratio(r["latency_ms"], rl["latency_ms"])) if rl and t == "postern" else ("", "")
-    print(f"{r['mode']:<9}{r['clients']:>8}  {t:<8}{fmt(r['tps'], '.0f'):>11}{fmt(r['latency_ms'], '.3f'):>9}"
-          f"{fmt(r['proxy_cpu_us_per_stmt'], '.1f'):>13}"
-          f"{vs_d[0]:>12}{vs_d[1]:>12}{vs_r[0]:>11}{vs_r[1]:>11}")
+    prev = (mode, clients)
+    rs = runs[k]
+    tps = median([num(r["tps"]) for r in rs])
+    lat = median([num(r["latency_ms"]) for r in rs])
+    cpu = median([num(r["proxy_cpu_us_per_stmt"]) for r in rs])
+    vs_d = (show(round_ratios(k, "direct", "tps")), show(round_ratios(k, "direct", "latency_ms"))) if t != "direct" else ("", "")
+    rel = round_ratios(k, "relay", "tps") if t == "postern" else []
+    vs_r = (show(rel), show(round_ratios(k, "relay", "latency_ms"))) if t == "postern" else ("", "")
+    line = (f"{mode:<9}{clients:>8}  {t:<8}{fmt(tps, '.0f'):>11}{fmt(lat, '.3f'):>9}"
+            f"{fmt(cpu, '.1f'):>13}{vs_d[0]:>12}{vs_d[1]:>12}{vs_r[0]:>11}{vs_r[1]:>11}")
+    if rounds > 1:
+        line += f"{spread(rel):>17}"
+    print(line)
 
 if conn:
     print()
