@@ -14,6 +14,7 @@
 #   pg:NAME     a program in /usr/lib/postgresql/*/bin  (e.g. pg:initdb postgresql)
 #   lib:GLOB    a shared library known to ldconfig      (e.g. lib:libclang*.so* libclang-dev)
 #   file:PATH   an existing file                        (e.g. file:/usr/include/zlib.h zlib1g-dev)
+#   glob:GLOB   an existing file matching a glob        (e.g. glob:/usr/lib/llvm-*/lib/libclang.so libclang-dev)
 set -euo pipefail
 # shellcheck source-path=SCRIPTDIR source=lib/common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
@@ -30,8 +31,10 @@ REQUIREMENTS=(
     "pg:pgbench postgresql"
     "pg:psql postgresql-client"
     "cmd:psql postgresql-client"
+    # pg_query (PostgreSQL's own parser, in postern-sql) generates its bindings with bindgen.
+    "glob:/usr/lib/llvm-*/lib/libclang.so libclang-dev"
     # Later: "sbin:mariadbd mariadb-server", "cmd:mariadb mariadb-client",
-    #        "sbin:sshd openssh-server", "cmd:ssh openssh-client", "lib:libclang*.so* libclang-dev"
+    #        "sbin:sshd openssh-server", "cmd:ssh openssh-client"
 )
 
 present() {
@@ -42,6 +45,7 @@ present() {
     pg) compgen -G "/usr/lib/postgresql/*/bin/$what" >/dev/null ;;
     lib) ldconfig -p 2>/dev/null | awk '{print $1}' | grep -q -- "^${what//\*/.*}\$" ;;
     file) [[ -e "$what" ]] ;;
+    glob) compgen -G "$what" >/dev/null ;;
     *) die "unknown requirement kind in '$1'" ;;
     esac
 }
@@ -51,7 +55,7 @@ case "${1:-}" in
 --check) check_only=1 ;;
 "") ;;
 -h | --help)
-    sed -n '2,18p' "$0"
+    sed -n '2,19p' "$0"
     exit 0
     ;;
 *) die "usage: $0 [--check]" ;;
