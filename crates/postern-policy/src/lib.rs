@@ -1,0 +1,12 @@
+//! Postern's statement decisions, free of I/O: object privileges (A1) with wildcard
+//! patterns and deny-overrides-allow, passthrough modes (A2), and the decision on an
+//! analysed statement ([`decide`]).
+
+pub mod builtins;
+pub mod decide;
+pub mod privilege;
+
+pub use decide::{decide, Context, Decision, Mode};
+pub use privilege::{
+    check, Check, Effect, ObjectPattern, PatternError, Privilege, PrivilegeRule, ResolvedObject,
+};
