@@ -1,7 +1,9 @@
-//! The SQL analyser against arbitrary text, under both string-lexing modes.
+//! The SQL analyser and the audit-log masking against arbitrary text, under both
+//! string-lexing modes.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
+use postern_sql::mask::log_text;
 use postern_sql::pg::{analyse, LexSettings};
 
 fuzz_target!(|data: &[u8]| {
@@ -9,6 +11,8 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     for standard_conforming_strings in [true, false] {
-        let _ = analyse(sql, LexSettings { standard_conforming_strings });
+        let lex = LexSettings { standard_conforming_strings };
+        let _ = analyse(sql, lex);
+        let _ = log_text(sql, lex);
     }
 });

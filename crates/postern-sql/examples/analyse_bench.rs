@@ -1,4 +1,6 @@
-//! Micro-benchmark: time per analysis of typical OLTP statements (release build):
+//! Micro-benchmark: time per analysis, per audit-log masking, and per cached analysis
+//! (what a session pays for a statement shape it has seen) of typical OLTP statements
+//! (release build):
 //!
 //! ```text
 //! cargo run --release -p postern-sql --example analyse_bench
@@ -7,6 +9,8 @@
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
+use postern_sql::cache::AnalysisCache;
+use postern_sql::mask::log_text;
 use postern_sql::pg::{analyse, LexSettings};
 
 const STATEMENTS: &[(&str, &str)] = &[
@@ -35,21 +39,41 @@ const STATEMENTS: &[(&str, &str)] = &[
 
 fn main() {
     let lex = LexSettings::default();
-    println!("{:<16} {:>12} {:>8}", "statement", "µs/analysis", "bytes");
+    println!(
+        "{:<16} {:>12} {:>10} {:>12} {:>8}",
+        "statement", "µs/analysis", "µs/mask", "µs/cache hit", "bytes"
+    );
     for (name, sql) in STATEMENTS {
-        // Warm up, then time enough iterations for a stable figure.
-        for _ in 0..200 {
+        let analysis = time(|| {
             let _ = black_box(analyse(black_box(sql), lex));
-        }
-        let mut n = 0u32;
-        let start = Instant::now();
-        while start.elapsed() < Duration::from_millis(500) {
-            for _ in 0..100 {
-                let _ = black_box(analyse(black_box(sql), lex));
-            }
-            n += 100;
-        }
-        let us = start.elapsed().as_secs_f64() * 1e6 / f64::from(n);
-        println!("{name:<16} {us:>12.1} {:>8}", sql.len());
+        });
+        let mask = time(|| {
+            black_box(log_text(black_box(sql), lex));
+        });
+        // A session's cache: the same statement shape, so every call after the first hits.
+        let mut cache = AnalysisCache::new(1024);
+        let hit = time(|| {
+            black_box(cache.analyse(black_box(sql), lex));
+        });
+        println!(
+            "{name:<16} {analysis:>12.1} {mask:>10.1} {hit:>12.1} {:>8}",
+            sql.len()
+        );
     }
+}
+
+/// Microseconds per call of `f`, after a warm-up, over half a second.
+fn time(mut f: impl FnMut()) -> f64 {
+    for _ in 0..200 {
+        f();
+    }
+    let mut n = 0u32;
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_millis(500) {
+        for _ in 0..100 {
+            f();
+        }
+        n += 100;
+    }
+    start.elapsed().as_secs_f64() * 1e6 / f64::from(n)
 }

@@ -6,6 +6,8 @@
 //! never guessed.
 
 pub mod analysis;
+pub mod cache;
+pub mod mask;
 pub mod pg;
 
 pub use analysis::{
