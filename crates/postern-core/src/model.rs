@@ -195,6 +195,33 @@ pub struct RoleSpec {
     /// Portal/API permissions (`admin`, …).
     #[serde(default)]
     pub permissions: Vec<Permission>,
+    /// Statement-level privileges on datasource objects, in order (deny rules override
+    /// allow rules wherever they are).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub privileges: Vec<PrivilegeSpec>,
+    /// Passthrough mode per datasource alias: `passthrough`, `masked` or `protected`.
+    /// Members without a mode on a datasource get `protected`; a user with several roles
+    /// gets the most restrictive of their modes.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub modes: std::collections::BTreeMap<String, String>,
+}
+
+/// One privilege rule of a role: `allow` or `deny` some privileges `on` objects.
+///
+/// Privileges: `SELECT`, `INSERT`, `UPDATE`, `DELETE`, `TRUNCATE`, `DDL`, `EXECUTE`,
+/// `EXECUTE SQL BLOCK`, `EXECUTE DYNAMIC SQL`, `SET ROLE`, `COPY PROGRAM`, `COPY FILE`, or
+/// `ALL`. Objects: `datasource.database.schema.object`, each level a name or a glob.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct PrivilegeSpec {
+    /// Privileges granted.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allow: Vec<String>,
+    /// Privileges refused (overriding any allow).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub deny: Vec<String>,
+    /// Object pattern.
+    pub on: String,
 }
 
 /// Permissions on Postern itself (as opposed to data).
@@ -205,6 +232,8 @@ pub enum Permission {
     Admin,
     /// Read the audit log.
     AuditRead,
+    /// See statements in the audit log as sent (literals in clear; passwords never).
+    ViewClearSqlLog,
 }
 
 impl Permission {
@@ -213,6 +242,7 @@ impl Permission {
         match self {
             Permission::Admin => "admin",
             Permission::AuditRead => "audit-read",
+            Permission::ViewClearSqlLog => "view-clear-sql-log",
         }
     }
     /// Parses the stored name.
@@ -220,6 +250,7 @@ impl Permission {
         match s {
             "admin" => Some(Self::Admin),
             "audit-read" => Some(Self::AuditRead),
+            "view-clear-sql-log" => Some(Self::ViewClearSqlLog),
             _ => None,
         }
     }

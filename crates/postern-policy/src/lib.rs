@@ -5,8 +5,10 @@
 pub mod builtins;
 pub mod decide;
 pub mod privilege;
+pub mod spec;
 
 pub use decide::{decide, Context, Decision, Mode};
 pub use privilege::{
     check, Check, Effect, ObjectPattern, PatternError, Privilege, PrivilegeRule, ResolvedObject,
 };
+pub use spec::{compile_rules, parse_mode, validate_role};

@@ -277,27 +277,39 @@ async fn apply_role(conn: &mut SqliteConnection, r: &RoleSpec) -> Result<ApplyOu
             return Err(missing(Kind::Role, &r.name, Kind::Credential, c));
         }
     }
+    postern_policy::validate_role(r)
+        .map_err(|e| StoreError::Invalid(format!("role {}: {e}", r.name)))?;
+    for ds in r.modes.keys() {
+        if !exists(conn, "SELECT 1 FROM datasources WHERE name = ?", ds).await? {
+            return Err(missing(Kind::Role, &r.name, Kind::Datasource, ds));
+        }
+    }
     let perms = format_permissions(&r.permissions);
-    let stored: Option<(String, String)> =
-        sqlx::query_as("SELECT description, permissions FROM roles WHERE name = ?")
-            .bind(&r.name)
-            .fetch_optional(&mut *conn)
-            .await?;
+    let privileges = crate::roles::privileges_json(&r.privileges)?;
+    let modes = crate::roles::modes_json(&r.modes)?;
+    let stored: Option<(String, String, String, String)> = sqlx::query_as(
+        "SELECT description, permissions, privileges, modes FROM roles WHERE name = ?",
+    )
+    .bind(&r.name)
+    .fetch_optional(&mut *conn)
+    .await?;
     let outcome = match stored {
         None => {
             sqlx::query(
-                "INSERT INTO roles (name, description, permissions, created_at, updated_at) \
-                 VALUES (?1, ?2, ?3, ?4, ?4)",
+                "INSERT INTO roles (name, description, permissions, privileges, modes, \
+                 created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)",
             )
             .bind(&r.name)
             .bind(&r.description)
             .bind(&perms)
+            .bind(&privileges)
+            .bind(&modes)
             .bind(now())
             .execute(&mut *conn)
             .await?;
             ApplyOutcome::Created
         }
-        Some((description, permissions)) => {
+        Some((description, permissions, stored_privileges, stored_modes)) => {
             let stored_creds: Vec<(String,)> = sqlx::query_as(
                 "SELECT credential FROM role_credentials WHERE role = ? ORDER BY credential",
             )
@@ -305,15 +317,23 @@ async fn apply_role(conn: &mut SqliteConnection, r: &RoleSpec) -> Result<ApplyOu
             .fetch_all(&mut *conn)
             .await?;
             let same_creds = stored_creds.iter().map(|(c,)| c).eq(creds.iter());
-            if description == r.description && permissions == perms && same_creds {
+            if description == r.description
+                && permissions == perms
+                && stored_privileges == privileges
+                && stored_modes == modes
+                && same_creds
+            {
                 return Ok(ApplyOutcome::Unchanged);
             }
             sqlx::query(
-                "UPDATE roles SET description = ?2, permissions = ?3, updated_at = ?4 WHERE name = ?1",
+                "UPDATE roles SET description = ?2, permissions = ?3, privileges = ?4, \
+                 modes = ?5, updated_at = ?6 WHERE name = ?1",
             )
             .bind(&r.name)
             .bind(&r.description)
             .bind(&perms)
+            .bind(&privileges)
+            .bind(&modes)
             .bind(now())
             .execute(&mut *conn)
             .await?;

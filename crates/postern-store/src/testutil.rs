@@ -47,6 +47,7 @@ pub fn sample_doc() -> ApplyDocument {
             description: "database admins".into(),
             credentials: vec!["shop-rw".into()],
             permissions: vec![],
+            ..Default::default()
         }],
         user: vec![UserSpec {
             name: "alice".into(),

@@ -225,3 +225,90 @@ async fn password_sealed_under_its_own_name() {
     let c = store.upstream_credential("shop-rw").await.unwrap().unwrap();
     assert_eq!(c.password.as_str(), UPSTREAM_PW);
 }
+
+fn privilege(allow: &[&str], deny: &[&str], on: &str) -> postern_core::PrivilegeSpec {
+    postern_core::PrivilegeSpec {
+        allow: allow.iter().map(|s| s.to_string()).collect(),
+        deny: deny.iter().map(|s| s.to_string()).collect(),
+        on: on.into(),
+    }
+}
+
+#[tokio::test]
+async fn role_privileges_and_modes_round_trip_and_decide_the_policy() {
+    use postern_policy::{Mode, Privilege};
+    let (_d, store) = open_temp().await;
+    let mut doc = sample_doc();
+    doc.role[0].privileges = vec![
+        privilege(&["select", "INSERT"], &[], "shop.shop.public.*"),
+        privilege(&[], &["ALL"], "shop.*.*.salaries"),
+    ];
+    doc.role[0].modes = [("shop".to_string(), "Masked".to_string())].into();
+    doc.role.push(RoleSpec {
+        name: "strict".into(),
+        modes: [("shop".to_string(), "protected passthrough".to_string())].into(),
+        ..Default::default()
+    });
+    store.apply(&doc).await.unwrap();
+    // Stored in canonical form: applying the canonical spelling changes nothing.
+    let got = store.get(Kind::Role, "dba").await.unwrap().unwrap();
+    let role: RoleSpec = serde_json::from_value(got).unwrap();
+    assert_eq!(role.privileges[0].allow, ["SELECT", "INSERT"]);
+    assert_eq!(role.modes["shop"], "masked");
+    let mut canonical = doc.clone();
+    canonical.role[0] = role;
+    let again = store.apply(&canonical).await.unwrap();
+    assert!(again.iter().all(|c| c.outcome == Unchanged), "{again:?}");
+
+    let (rules, mode) = store.statement_policy("alice", "shop").await.unwrap();
+    assert_eq!(rules.len(), 2);
+    assert_eq!(rules[0].role, "dba");
+    assert!(rules[0].privileges.contains(&Privilege::Insert));
+    assert_eq!(mode, Mode::Masked);
+    // A second role with a stricter mode on the datasource wins.
+    doc.user[0].roles.push("strict".into());
+    store.apply(&doc).await.unwrap();
+    assert_eq!(
+        store.statement_policy("alice", "shop").await.unwrap().1,
+        Mode::Protected
+    );
+    // No mode anywhere: protected; no roles: no rules.
+    assert_eq!(
+        store.statement_policy("alice", "other").await.unwrap().1,
+        Mode::Protected
+    );
+    let (rules, _) = store.statement_policy("nobody", "shop").await.unwrap();
+    assert!(rules.is_empty());
+}
+
+#[tokio::test]
+async fn bad_privileges_and_modes_are_refused_with_their_path() {
+    let (_d, store) = open_temp().await;
+    type Edit = Box<dyn Fn(&mut RoleSpec)>;
+    let cases: Vec<(Edit, &str)> = vec![
+        (
+            Box::new(|r| r.privileges = vec![privilege(&["selekt"], &[], "shop")]),
+            "role dba: privileges[0].allow: unknown privilege \"selekt\"",
+        ),
+        (
+            Box::new(|r| r.privileges = vec![privilege(&["select"], &[], "shop..x")]),
+            "role dba: privileges[0].on:",
+        ),
+        (
+            Box::new(|r| r.modes = [("shop".to_string(), "wide-open".to_string())].into()),
+            "role dba: modes.shop: unknown mode",
+        ),
+        (
+            Box::new(|r| r.modes = [("nowhere".to_string(), "masked".to_string())].into()),
+            "refers to datasource nowhere",
+        ),
+    ];
+    for (edit, want) in cases {
+        let mut doc = sample_doc();
+        edit(&mut doc.role[0]);
+        let e = store.apply(&doc).await.unwrap_err().to_string();
+        assert!(e.contains(want), "{e}");
+    }
+    // Nothing was written by the failed applies.
+    assert!(store.list(Kind::Role).await.unwrap().is_empty());
+}
