@@ -1114,3 +1114,13 @@ fn finish_ident(s: &str, quoted: bool) -> String {
         s.to_lowercase()
     }
 }
+
+/// The text of each statement of `sql`, as the parser splits it (what [`analyse`]
+/// returns one entry for). Empty when the text does not parse.
+pub fn split_statements(sql: &str) -> Vec<&str> {
+    pg_query::split_with_parser(sql)
+        .unwrap_or_default()
+        .into_iter()
+        .map(str::trim)
+        .collect()
+}

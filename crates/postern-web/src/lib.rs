@@ -17,6 +17,7 @@
 //! | `POST /api/v1/users/{name}/password` | admin, or the user with `current_password` | `{password}` |
 //! | `GET /api/v1/audit` | admin or `audit-read` | search events (`user`, `datasource`, `kind`, `since`, `until`, `limit`) |
 //! | `GET /api/v1/audit/verify` | admin or `audit-read` | verifies the whole hash chain |
+//! | `POST /api/v1/policy/check` | admin | `{user, datasource, sql, search_path?}` → the mode, and per statement its analysis and decision (nothing runs) |
 //! | `GET /healthz` | anyone | liveness |
 //! | `GET /metrics` | anyone | Prometheus text; holds counters only, no names or secrets — firewall the API port if even that must stay private |
 //!
@@ -31,6 +32,7 @@ mod error;
 mod extract;
 mod login;
 mod ops;
+mod policy_routes;
 mod resources;
 mod serve;
 
@@ -72,6 +74,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/apply", post(resources::apply))
         .route("/audit", get(audit_routes::search))
         .route("/audit/verify", get(audit_routes::verify))
+        .route("/policy/check", post(policy_routes::check))
         .route("/users/{name}/password", post(resources::set_password))
         .route("/{kind}", get(resources::list))
         .route(

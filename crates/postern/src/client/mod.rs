@@ -14,6 +14,7 @@ pub mod apply;
 pub mod audit;
 mod conn;
 mod input;
+pub mod policy;
 mod profile;
 pub mod resources;
 mod table;
@@ -41,6 +42,9 @@ pub enum ClientCommand {
     /// Search the audit trail and verify its hash chain.
     #[command(subcommand)]
     Audit(audit::AuditCommand),
+    /// Check what Postern decides for SQL, without running it.
+    #[command(subcommand)]
+    Policy(policy::PolicyCommand),
 }
 
 /// Why a client command failed; each maps to an exit code.
@@ -84,6 +88,7 @@ pub async fn run(cmd: ClientCommand) -> anyhow::Result<ExitCode> {
         ClientCommand::Delete(a) => resources::delete(a).await,
         ClientCommand::User(c) => user::run(c).await,
         ClientCommand::Audit(c) => audit::run(c).await,
+        ClientCommand::Policy(c) => policy::run(c).await,
     };
     Ok(match result {
         Ok(code) => code,
