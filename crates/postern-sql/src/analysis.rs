@@ -176,6 +176,9 @@ pub struct Flags {
     pub dynamic_sql: bool,
     /// Drops an object (DROP …).
     pub drops: bool,
+    /// An `OR` with an always-true branch (`OR 1=1`, `OR 'a'='a'`, `OR true`): the shape
+    /// of an injected condition.
+    pub tautology: bool,
 }
 
 /// Everything one statement does.

@@ -9,7 +9,8 @@
 //! unanalysable rather than guessed at.
 
 use pg_query::protobuf::{
-    CmdType, DiscardMode, OnConflictAction, TransactionStmtKind as Tx, VariableSetKind as Var,
+    AExprKind, BoolExprType, CmdType, DiscardMode, OnConflictAction, TransactionStmtKind as Tx,
+    VariableSetKind as Var,
 };
 use serde_json::{Map, Value};
 
@@ -648,6 +649,14 @@ impl Walker {
                 self.walk_obj_except(n, &[]);
             }
             "FuncCall" => self.func_call(n, Action::Execute),
+            "BoolExpr" => {
+                if n.get("boolop").and_then(Value::as_i64) == Some(BoolExprType::OrExpr as i64)
+                    && list(n, "args").iter().any(always_true)
+                {
+                    self.flags.tautology = true;
+                }
+                self.walk_obj_except(n, &[]);
+            }
             "CopyStmt" => self.copy(n),
             "CallStmt" => {
                 if let Some(f) = n.get("funccall").and_then(Value::as_object) {
@@ -1062,6 +1071,55 @@ impl Walker {
         self.session.push(effect);
         // Settings take constants only, but walk anyway: nothing may hide there unseen.
         self.walk_read_fields(n, &["name", "args"]);
+    }
+}
+
+/// Whether an expression is true whatever the row: `true`, or `=` between equal constants
+/// or the same column (`1=1`, `'a'='a'`, `x=x`).
+fn always_true(v: &Value) -> bool {
+    match node(v) {
+        Some(("AConst", c)) => {
+            c.get("val")
+                .and_then(|v| v.get("Boolval"))
+                .and_then(|b| b.get("boolval"))
+                .and_then(Value::as_bool)
+                == Some(true)
+        }
+        Some(("AExpr", e)) => {
+            let is_eq = e.get("kind").and_then(Value::as_i64) == Some(AExprKind::AexprOp as i64)
+                && name_parts(list(e, "name")).as_deref() == Some(&["="][..]);
+            let (Some(l), Some(r)) = (e.get("lexpr"), e.get("rexpr")) else {
+                return false;
+            };
+            let (l, r) = (uncast(l), uncast(r));
+            let comparable =
+                |x: &Value| matches!(node(x), Some(("AConst", _)) | Some(("ColumnRef", _)));
+            is_eq && comparable(l) && comparable(r) && strip_location(l) == strip_location(r)
+        }
+        Some(("TypeCast", t)) => t.get("arg").is_some_and(always_true),
+        _ => false,
+    }
+}
+
+/// The operand of a cast (`1::int` → `1`), or the node itself.
+fn uncast(v: &Value) -> &Value {
+    match node(v) {
+        Some(("TypeCast", t)) => t.get("arg").map(uncast).unwrap_or(v),
+        _ => v,
+    }
+}
+
+/// A copy of a node without `location` fields (positions differ between equal operands).
+fn strip_location(v: &Value) -> Value {
+    match v {
+        Value::Object(o) => Value::Object(
+            o.iter()
+                .filter(|(k, _)| k.as_str() != "location")
+                .map(|(k, v)| (k.clone(), strip_location(v)))
+                .collect(),
+        ),
+        Value::Array(a) => Value::Array(a.iter().map(strip_location).collect()),
+        other => other.clone(),
     }
 }
 

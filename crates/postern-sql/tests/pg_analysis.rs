@@ -179,6 +179,30 @@ fn where_less_modifications_are_flagged() {
 }
 
 #[test]
+fn injected_tautologies_are_flagged() {
+    for (sql, flagged) in [
+        ("select * from users where name = 'x' or 1=1", true),
+        ("select * from users where name = 'x' or 'a'='a'", true),
+        ("select * from users where name = 'x' OR true", true),
+        ("select * from users where id = 5 or id = id", true),
+        (
+            "select * from users where (name = 'x' or 2 = 2) and active",
+            true,
+        ),
+        ("delete from users where name = '' or '1'='1'", true),
+        ("select * from users where name = 'x' or 1=1::int", true),
+        // Near misses: not always true, or not in an OR.
+        ("select * from users where 1=1 and name = 'x'", false),
+        ("select * from users where name = 'x' or 1=2", false),
+        ("select * from users where name = 'x' or id = 1", false),
+        ("select * from users where name = 'x' or a = b", false),
+        ("select * from users where name = 'x' or false", false),
+    ] {
+        assert_eq!(one(sql).flags.tautology, flagged, "{sql}");
+    }
+}
+
+#[test]
 fn copy() {
     check("copy orders to stdout", &["select orders"]);
     check("copy orders (id, x) from stdin", &["insert orders"]);
