@@ -1,13 +1,17 @@
 //! Postern's statement decisions, free of I/O: object privileges (A1) with wildcard
-//! patterns and deny-overrides-allow, passthrough modes (A2), and the decision on an
-//! analysed statement ([`decide`]).
+//! patterns and deny-overrides-allow, passthrough modes (A2), the SQL firewall (A3,
+//! [`firewall`]), and the decision on an analysed statement ([`decide`]).
 
 pub mod builtins;
 pub mod decide;
+pub mod firewall;
 pub mod privilege;
 pub mod spec;
 
 pub use decide::{decide, Context, Decision, Mode};
+pub use firewall::{
+    evaluate, FirewallAction, FirewallInput, FirewallRule, FirewallRuleSpec, FirewallVerdict,
+};
 pub use privilege::{
     check, Check, Effect, ObjectPattern, PatternError, Privilege, PrivilegeRule, ResolvedObject,
 };

@@ -110,6 +110,22 @@ pub fn log_text(sql: &str, lex: LexSettings) -> LogText {
     }
 }
 
+/// Whether the text ends in a `--` comment: the shape of an injection that cuts off the
+/// rest of a statement (`… WHERE name = 'x' --' AND …`). Comments inside, and `/* */`
+/// comments at the end (which ORMs add as trace tags), do not count.
+pub fn ends_with_line_comment(sql: &str) -> bool {
+    if sql.trim().is_empty() {
+        return false;
+    }
+    match pg_query::scan_tokens(sql) {
+        Ok(tokens) => tokens
+            .last()
+            .is_some_and(|t| t.token == Token::SqlComment as i32),
+        // Unlexable (an unterminated quote): a comment cannot be told apart; say no.
+        Err(_) => false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -181,6 +197,21 @@ mod tests {
             // Masking only ever shortens literals to one placeholder.
             proptest::prop_assert!(l.masked.len() <= s.len() + 1);
         }
+    }
+
+    #[test]
+    fn line_comment_at_the_end() {
+        assert!(ends_with_line_comment(
+            "select * from t where a = 'x' --' and b = 1"
+        ));
+        assert!(ends_with_line_comment(
+            "delete from t where id = 1 -- trailing"
+        ));
+        assert!(!ends_with_line_comment("select 1 -- note\n from t"));
+        assert!(!ends_with_line_comment("select '--' from t"));
+        assert!(!ends_with_line_comment("select 1 /* trace=abc */"));
+        assert!(!ends_with_line_comment(""));
+        assert!(!ends_with_line_comment("select 'open"));
     }
 
     #[test]
