@@ -150,6 +150,60 @@ pub struct DatasourceSpec {
     /// PEM bundle of CAs trusted for `verify-ca` / `verify-full` (system roots when absent).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls_ca: Option<String>,
+    /// SQL firewall rules, in order: the first that applies decides.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub firewall: Vec<FirewallRuleSpec>,
+    /// Statements PROTECTED PASSTHROUGH mode lets through although Postern cannot analyse
+    /// them, by exact text (surrounding whitespace and a final `;` ignored).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allow_list: Vec<String>,
+}
+
+/// What a matching rule does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FirewallAction {
+    /// Let it through (later rules are not consulted; privileges still apply).
+    Allow,
+    /// Let it through and raise an alert in the audit log.
+    AllowAndAlert,
+    /// Refuse, naming the rule to the client.
+    Deny,
+    /// Refuse with a generic message that does not reveal the rule (still audited).
+    DenySilently,
+}
+
+/// A rule as written in admin files.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FirewallRuleSpec {
+    /// Named in errors and audit events.
+    pub name: String,
+    /// allow | allow-and-alert | deny | deny-silently.
+    pub action: FirewallAction,
+    /// Conditions on the statement, all of which must hold: any, modify-without-where,
+    /// drop, truncate, alter, ddl, multi-statement, tautology, comment-terminated,
+    /// dangerous-function, copy-program.
+    #[serde(default)]
+    pub when: Vec<String>,
+    /// A regular expression the statement text must match.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub regex: Option<String>,
+    /// Datasource aliases the rule applies to (all when empty).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub datasources: Vec<String>,
+    /// Roles the rule applies to: a user holding any of them (everyone when empty).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub roles: Vec<String>,
+    /// Client networks (CIDR) the rule applies to (any when empty).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub source: Vec<String>,
+    /// Time of day the rule applies, UTC, `HH:MM-HH:MM` (may wrap past midnight).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hours: Option<String>,
+    /// Days the rule applies (mon … sun; all when empty).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub days: Vec<String>,
 }
 
 /// An upstream account for one datasource. The password is input only.

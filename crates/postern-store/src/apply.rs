@@ -172,17 +172,29 @@ async fn apply_datasource(
     conn: &mut SqliteConnection,
     d: &DatasourceSpec,
 ) -> Result<ApplyOutcome, StoreError> {
+    for rule in &d.firewall {
+        postern_policy::FirewallRule::compile(rule)
+            .map_err(|e| StoreError::Invalid(format!("datasource {}: {e}", d.name)))?;
+    }
+    let mut d = d.clone();
+    d.allow_list = d
+        .allow_list
+        .iter()
+        .map(|s| datasources::allow_list_form(s).to_string())
+        .filter(|s| !s.is_empty())
+        .collect();
     let stored = datasources::fetch(conn, &d.name).await?;
     let (sql, outcome) = match stored {
-        Some(s) if s == *d => return Ok(ApplyOutcome::Unchanged),
+        Some(s) if s == d => return Ok(ApplyOutcome::Unchanged),
         Some(_) => (
             "UPDATE datasources SET type = ?2, host = ?3, port = ?4, database = ?5, tls = ?6, \
-             tls_ca = ?7, updated_at = ?8 WHERE name = ?1",
+             tls_ca = ?7, firewall = ?9, allow_list = ?10, updated_at = ?8 WHERE name = ?1",
             ApplyOutcome::Updated,
         ),
         None => (
-            "INSERT INTO datasources (name, type, host, port, database, tls, tls_ca, created_at, \
-             updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8)",
+            "INSERT INTO datasources (name, type, host, port, database, tls, tls_ca, firewall, \
+             allow_list, created_at, updated_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?9, ?10, ?8, ?8)",
             ApplyOutcome::Created,
         ),
     };
@@ -195,9 +207,15 @@ async fn apply_datasource(
         .bind(d.tls.as_str())
         .bind(&d.tls_ca)
         .bind(now())
+        .bind(to_json_text(&d.firewall)?)
+        .bind(to_json_text(&d.allow_list)?)
         .execute(conn)
         .await?;
     Ok(outcome)
+}
+
+fn to_json_text<T: serde::Serialize>(v: &T) -> Result<String, StoreError> {
+    serde_json::to_string(v).map_err(|e| StoreError::Internal(format!("cannot serialize: {e}")))
 }
 
 async fn apply_credential(

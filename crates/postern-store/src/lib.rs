@@ -36,6 +36,7 @@ use sqlx::{Sqlite, Transaction};
 
 pub use audit::{AuditFilter, StoreAuditSink};
 pub use credentials::UpstreamCredential;
+pub use datasources::allow_list_form;
 pub use error::StoreError;
 pub use users::LoginInfo;
 

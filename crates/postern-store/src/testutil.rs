@@ -35,6 +35,8 @@ pub fn sample_doc() -> ApplyDocument {
             database: "shop".into(),
             tls: Default::default(),
             tls_ca: None,
+            firewall: vec![],
+            allow_list: vec![],
         }],
         credential: vec![CredentialSpec {
             name: "shop-rw".into(),

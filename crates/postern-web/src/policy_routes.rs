@@ -6,8 +6,11 @@ use std::collections::HashMap;
 use axum::extract::State;
 use axum::Json;
 use postern_core::Permission;
-use postern_policy::{decide, Context, Decision, Mode};
-use postern_sql::mask::log_text;
+use postern_policy::{
+    decide, evaluate, Context, Decision, FirewallAction, FirewallInput, FirewallRule,
+    FirewallVerdict, Mode,
+};
+use postern_sql::mask::{ends_with_line_comment, log_text};
 use postern_sql::pg::{analyse, split_statements, LexSettings};
 use postern_sql::Statement;
 use serde::{Deserialize, Serialize};
@@ -29,6 +32,9 @@ pub struct CheckRequest {
     /// The session's search_path (default `public`).
     #[serde(default)]
     search_path: Option<Vec<String>>,
+    /// The client address firewall rules see (default 127.0.0.1).
+    #[serde(default)]
+    client: Option<std::net::IpAddr>,
 }
 
 /// One statement's verdict.
@@ -47,6 +53,9 @@ pub struct StatementVerdict {
 pub struct CheckResponse {
     /// The user's effective mode on the datasource.
     mode: Mode,
+    /// The firewall rule that applied to the whole text, if one did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    firewall: Option<FirewallVerdict>,
     /// Whether every statement is allowed.
     allowed: bool,
     /// Per statement, in order.
@@ -78,46 +87,103 @@ pub async fn check(
         )));
     }
     let (rules, mode) = st.store.statement_policy(&req.user, &ds.name).await?;
+    let roles: Vec<String> = st
+        .store
+        .role_grants(&req.user)
+        .await?
+        .into_iter()
+        .map(|g| g.role)
+        .collect();
+    let firewall_rules = ds
+        .firewall
+        .iter()
+        .map(FirewallRule::compile)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(ApiError::internal)?;
     let lex = LexSettings::default();
     let sql = req.sql;
     // Parsing is CPU work: keep it off the async threads.
     let analysis = tokio::task::spawn_blocking(move || {
         let a = analyse(&sql, lex);
         let split = pg_statement_texts(&sql);
-        (a, split)
+        let raw: Vec<String> = split_statements(&sql)
+            .into_iter()
+            .map(str::to_string)
+            .collect();
+        let comment_terminated = ends_with_line_comment(&sql);
+        (a, split, raw, comment_terminated, sql)
     })
     .await
     .map_err(|e| ApiError::internal(format!("analysis task failed: {e}")))?;
-    let (analysis, texts) = analysis;
+    let (analysis, texts, raw_texts, comment_terminated, sql) = analysis;
     let analysis =
         analysis.map_err(|e| ApiError::bad_request(format!("the SQL does not parse: {e}")))?;
+    let firewall = if mode == Mode::Passthrough {
+        None
+    } else {
+        evaluate(
+            &firewall_rules,
+            &FirewallInput {
+                datasource: &ds.name,
+                roles: &roles,
+                client: req.client.unwrap_or(std::net::IpAddr::from([127, 0, 0, 1])),
+                now: time::OffsetDateTime::now_utc(),
+                text: &sql,
+                analysis: &analysis,
+                comment_terminated,
+            },
+        )
+    };
+    let firewall_denial = firewall.as_ref().and_then(|v| match v.action {
+        FirewallAction::Deny => Some(Decision::Deny {
+            reason: format!("refused by firewall rule {}", v.rule),
+            rule: Some(format!("firewall: {}", v.rule)),
+        }),
+        // The check shows admins which rule decided; the client would see only this.
+        FirewallAction::DenySilently => Some(Decision::Deny {
+            reason: "refused by Postern's policy".into(),
+            rule: Some(format!("firewall: {}", v.rule)),
+        }),
+        FirewallAction::Allow | FirewallAction::AllowAndAlert => None,
+    });
+    let allow_list: Vec<&str> = ds.allow_list.iter().map(String::as_str).collect();
     let path = req
         .search_path
         .unwrap_or_else(|| vec!["public".to_string()]);
     let prepared = HashMap::new();
-    let cx = Context {
-        datasource: &ds.name,
-        database: &ds.database,
-        search_path: Some(&path),
-        existing_schemas: None,
-        mode,
-        rules: &rules,
-        catalog_read: true,
-        prepared: &prepared,
-        allow_listed: false,
-    };
     let statements: Vec<StatementVerdict> = analysis
         .statements
         .into_iter()
         .enumerate()
-        .map(|(i, s)| StatementVerdict {
-            statement: texts.get(i).cloned().unwrap_or_default(),
-            decision: decide(&s, &cx),
-            analysis: s,
+        .map(|(i, s)| {
+            let raw = raw_texts.get(i).map(String::as_str).unwrap_or_default();
+            let decision = match &firewall_denial {
+                Some(d) => d.clone(),
+                None => decide(
+                    &s,
+                    &Context {
+                        datasource: &ds.name,
+                        database: &ds.database,
+                        search_path: Some(&path),
+                        existing_schemas: None,
+                        mode,
+                        rules: &rules,
+                        catalog_read: true,
+                        prepared: &prepared,
+                        allow_listed: allow_list.contains(&postern_store::allow_list_form(raw)),
+                    },
+                ),
+            };
+            StatementVerdict {
+                statement: texts.get(i).cloned().unwrap_or_default(),
+                decision,
+                analysis: s,
+            }
         })
         .collect();
     Ok(Json(CheckResponse {
         mode,
+        firewall,
         allowed: statements.iter().all(|s| s.decision.allowed()),
         statements,
     }))

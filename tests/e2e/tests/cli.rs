@@ -228,8 +228,10 @@ async fn policy_check_cli() {
     std::fs::write(
         &file,
         format!(
-            "datasources:\n  - {{name: {alias}, host: 127.0.0.1, port: 5432, database: shop}}\n\
-             roles:\n  - name: {alias}-readers\n    modes: {{{alias}: masked}}\n    privileges:\n\
+            "datasources:\n  - name: {alias}\n    host: 127.0.0.1\n    port: 5432\n    database: shop\n\
+             \x20   firewall:\n      - {{name: no-tautologies, action: deny, when: [tautology]}}\n\
+             \x20   allow_list: [\"set constraints all immediate\"]\n\
+             roles:\n  - name: {alias}-readers\n    modes: {{{alias}: protected}}\n    privileges:\n\
              \x20     - {{allow: [SELECT], on: \"{alias}.shop.public.products\"}}\n\
              \x20     - {{deny: [ALL], on: \"{alias}.*.*.salaries\"}}\n\
              users:\n  - {{name: {user}, roles: [{alias}-readers]}}\n"
@@ -256,7 +258,7 @@ async fn policy_check_cli() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "{text}");
     assert!(
-        text.contains("mode: masked") && text.contains("ALLOW"),
+        text.contains("mode: protected") && text.contains("ALLOW"),
         "{text}"
     );
     // The statement is shown with its literal masked.
@@ -282,6 +284,24 @@ async fn policy_check_cli() {
     assert_eq!(out.status.code(), Some(1), "{text}");
     assert!(text.contains("denied by role"), "{text}");
 
+    // The datasource's firewall decides before privileges, and is named.
+    let out = check("select * from products where id = 1 or 1=1");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("refused by firewall rule no-tautologies"),
+        "{text}"
+    );
+    // PROTECTED mode refuses what it cannot analyse, unless the exact text is allow-listed.
+    let out = check("set constraints all deferred");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("cannot analyse"), "{text}");
+    let out = check("set constraints all immediate;");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(text.contains("allow-list"), "{text}");
+
     // --json carries the analysis too; stdin works.
     let out = cli.run(
         &[
@@ -302,6 +322,32 @@ async fn policy_check_cli() {
         v["statements"][0]["analysis"]["accesses"][0]["object"]["name"],
         "orders"
     );
+
+    // The shipped example file applies as it is (every privilege, mode and firewall rule
+    // in it passes the server's checks).
+    for var in ["SHOP_RW_PASSWORD", "SHOP_RO_PASSWORD", "ALICE_PASSWORD"] {
+        std::env::set_var(var, "example-secret-Pw1");
+    }
+    let example = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples");
+    for f in ["postern-apply.yaml", "postern-apply.toml"] {
+        let path = example.join(f);
+        cli.ok(&["apply", "-f", path.to_str().unwrap()], None);
+    }
+    let out = cli.run(
+        &[
+            "policy",
+            "check",
+            "--user",
+            "bob",
+            "--datasource",
+            "shop",
+            "select * from public.salaries",
+        ],
+        None,
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("denied by role analyst"), "{text}");
 
     // Bad input gets a clear error and exit code 1.
     let out = check("selec 1");

@@ -312,3 +312,51 @@ async fn bad_privileges_and_modes_are_refused_with_their_path() {
     // Nothing was written by the failed applies.
     assert!(store.list(Kind::Role).await.unwrap().is_empty());
 }
+
+#[tokio::test]
+async fn datasource_firewall_and_allow_list_round_trip() {
+    use postern_core::{FirewallAction, FirewallRuleSpec};
+    let (_d, store) = open_temp().await;
+    let mut doc = sample_doc();
+    doc.datasource[0].firewall = vec![FirewallRuleSpec {
+        name: "no-tautologies".into(),
+        action: FirewallAction::Deny,
+        when: vec!["tautology".into()],
+        regex: None,
+        datasources: vec![],
+        roles: vec![],
+        source: vec!["10.0.0.0/8".into()],
+        hours: Some("08:00-18:00".into()),
+        days: vec!["mon".into()],
+    }];
+    doc.datasource[0].allow_list = vec!["  select odd_thing();  ".into(), "   ".into()];
+    store.apply(&doc).await.unwrap();
+    let ds = store.datasource("shop").await.unwrap().unwrap();
+    assert_eq!(ds.firewall, doc.datasource[0].firewall);
+    // Stored in the form it is compared in.
+    assert_eq!(ds.allow_list, ["select odd_thing()"]);
+    assert_eq!(
+        postern_store_allow_form("select odd_thing() ;"),
+        "select odd_thing()"
+    );
+    // Applying the stored form again is no change.
+    let mut again = doc.clone();
+    again.datasource[0] = ds;
+    assert!(store
+        .apply(&again)
+        .await
+        .unwrap()
+        .iter()
+        .all(|c| c.outcome == Unchanged));
+    // A bad rule is refused with the datasource and field named.
+    doc.datasource[0].firewall[0].when = vec!["tautologie".into()];
+    let e = store.apply(&doc).await.unwrap_err().to_string();
+    assert!(
+        e.contains("datasource shop: firewall rule no-tautologies: when:"),
+        "{e}"
+    );
+}
+
+fn postern_store_allow_form(s: &str) -> &str {
+    crate::allow_list_form(s)
+}
