@@ -88,9 +88,15 @@ pub struct AuditEvent {
     /// Upstream database account the statement ran as.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub db_user: Option<Arc<str>>,
-    /// Statement text (simple query, or the prepared statement an Execute ran).
+    /// Statement text (simple query, or the prepared statement an Execute ran), with every
+    /// literal replaced by `?`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub statement: Option<Arc<str>>,
+    /// The statement as sent, when it differs from `statement`; literals that may hold a
+    /// password stay masked. Shown only to readers with the `view-clear-sql-log`
+    /// permission (and admins).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub statement_clear: Option<Arc<str>>,
     /// Command tags returned (`SELECT 3`, `INSERT 0 1`; several for a multi-statement query).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub command_tag: Option<String>,
@@ -164,6 +170,7 @@ impl AuditEvent {
             datasource: None,
             db_user: None,
             statement: None,
+            statement_clear: None,
             command_tag: None,
             rows: None,
             duration_us: None,

@@ -45,6 +45,43 @@ impl Ident {
     }
 }
 
+/// The audit-log forms of statement texts, remembering the last one: a prepared statement
+/// executed again and again is masked once.
+#[derive(Default)]
+struct LogTexts {
+    /// (text as sent, masked, clear when it differs).
+    last: Option<(Arc<str>, LogPair)>,
+}
+
+/// A statement's masked form and, when it differs, its clear form.
+type LogPair = (Arc<str>, Option<Arc<str>>);
+
+impl LogTexts {
+    /// (masked, clear when it differs).
+    fn of(&mut self, text: &Arc<str>) -> LogPair {
+        if let Some((k, pair)) = &self.last {
+            if Arc::ptr_eq(k, text) {
+                return pair.clone();
+            }
+        }
+        let lt = postern_sql::mask::log_text(text, postern_sql::pg::LexSettings::default());
+        let masked: Arc<str> = if lt.masked == **text {
+            text.clone()
+        } else {
+            lt.masked.as_str().into()
+        };
+        let clear: Option<Arc<str>> = if lt.clear == lt.masked {
+            None
+        } else if lt.clear == **text {
+            Some(text.clone())
+        } else {
+            Some(lt.clear.as_str().into())
+        };
+        self.last = Some((text.clone(), (masked.clone(), clear.clone())));
+        (masked, clear)
+    }
+}
+
 /// A refusal to send to the client (and to audit).
 struct Refusal {
     sqlstate: &'static str,
@@ -598,6 +635,7 @@ async fn relay(inner: &Inner, est: Established<'_>, ident: &Ident, span: &tracin
         .await;
     tracing::info!(parent: span, "session open");
     let mut statements: u64 = 0;
+    let mut texts = LogTexts::default();
     let mut relay = Relay::new(&mut client, &mut up_stream, client_buf, upstream.leftover);
     let end: Result<RelayEnd, String> = loop {
         match relay.step().await {
@@ -606,7 +644,9 @@ async fn relay(inner: &Inner, est: Established<'_>, ident: &Ident, span: &tracin
                 for done in relay.tracker.completed.drain(..) {
                     statements += 1;
                     let mut e = ident.event(EventKind::Statement);
-                    e.statement = Some(done.statement);
+                    let (masked, clear) = texts.of(&done.statement);
+                    e.statement = Some(masked);
+                    e.statement_clear = clear;
                     if !done.tags.is_empty() {
                         e.command_tag = Some(done.tags);
                     }
@@ -635,7 +675,9 @@ async fn relay(inner: &Inner, est: Established<'_>, ident: &Ident, span: &tracin
     };
     for done in relay.tracker.drain_unfinished() {
         let mut e = ident.event(EventKind::Statement);
-        e.statement = Some(done.statement);
+        let (masked, clear) = texts.of(&done.statement);
+        e.statement = Some(masked);
+        e.statement_clear = clear;
         e.error = done.error.map(|(_, m)| m);
         e.duration_us = Some(done.duration.as_micros() as u64);
         let _ = inner.audit.record(e).await;

@@ -34,7 +34,8 @@ pub struct AuditQuery {
 }
 
 /// `GET /api/v1/audit`: events matching every given filter, newest first as the store
-/// returns them. `since`/`until` are RFC 3339 times (any offset) or dates (`2024-05-01`,
+/// returns them. `statement_clear` is left out unless the caller is an admin or holds
+/// `view-clear-sql-log`. `since`/`until` are RFC 3339 times (any offset) or dates (`2024-05-01`,
 /// midnight UTC).
 pub async fn search(
     State(st): State<ApiState>,
@@ -43,7 +44,18 @@ pub async fn search(
 ) -> Result<Json<Vec<AuditEvent>>, ApiError> {
     caller.require(&st, &READERS).await?;
     let filter = to_filter(q)?;
-    Ok(Json(st.store.audit_search(&filter).await?))
+    let mut events = st.store.audit_search(&filter).await?;
+    // Statement literals in clear only for those allowed to see them.
+    if caller
+        .require(&st, &[Permission::Admin, Permission::ViewClearSqlLog])
+        .await
+        .is_err()
+    {
+        for e in &mut events {
+            e.statement_clear = None;
+        }
+    }
+    Ok(Json(events))
 }
 
 fn to_filter(q: AuditQuery) -> Result<AuditFilter, ApiError> {

@@ -551,3 +551,60 @@ async fn audit_search_and_verify() {
     assert_eq!(v["events"], 6);
     assert_eq!(v["head_seq"], 6);
 }
+
+/// Statement literals in clear are shown only to admins and `view-clear-sql-log` holders.
+#[tokio::test]
+async fn clear_statements_only_for_permitted_readers() {
+    let e = env().await;
+    let admin = e.admin().await;
+    let doc = json!({
+        "role": [
+            { "name": "auditor", "permissions": ["audit-read"] },
+            { "name": "clear-auditor", "permissions": ["audit-read", "view-clear-sql-log"] }
+        ],
+        "user": [
+            { "name": "carol", "roles": ["auditor"], "password": "carol-password-1" },
+            { "name": "dave", "roles": ["clear-auditor"], "password": "dave-password-1" }
+        ]
+    });
+    let (s, v) = e
+        .call(Method::POST, "/api/v1/apply", Some(&admin), Some(doc))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let mut ev = postern_audit::AuditEvent::new(postern_audit::EventKind::Statement);
+    ev.user = Some("bob".into());
+    ev.statement = Some("select * from t where card = ?".into());
+    ev.statement_clear = Some("select * from t where card = '4111111111111111'".into());
+    e.audit.record_durable(ev).await.unwrap();
+
+    let search = |token: String| {
+        let e = &e;
+        async move {
+            let (s, v) = e
+                .call(
+                    Method::GET,
+                    "/api/v1/audit?kind=statement",
+                    Some(&token),
+                    None,
+                )
+                .await;
+            assert_eq!(s, StatusCode::OK, "{v}");
+            v[0].clone()
+        }
+    };
+    let masked = search(e.login("carol", "carol-password-1").await).await;
+    assert_eq!(masked["statement"], "select * from t where card = ?");
+    assert!(masked.get("statement_clear").is_none(), "{masked}");
+    for token in [e.login("dave", "dave-password-1").await, admin.clone()] {
+        let clear = search(token).await;
+        assert_eq!(
+            clear["statement_clear"],
+            "select * from t where card = '4111111111111111'"
+        );
+    }
+    // The chain still verifies: readers see a view, the stored events are whole.
+    let (_, v) = e
+        .call(Method::GET, "/api/v1/audit/verify", Some(&admin), None)
+        .await;
+    assert_eq!(v["ok"], true, "{v}");
+}

@@ -198,14 +198,15 @@ async fn rust_client_full_protocol() {
     assert_eq!(inserts, 10);
     assert!(events
         .iter()
-        .any(|e| e.statement.as_deref() == Some("SELECT 1/0")
+        .any(|e| e.statement.as_deref() == Some("SELECT ?/?")
+            && e.statement_clear.as_deref() == Some("SELECT 1/0")
             && e.sqlstate.as_deref() == Some("22012")));
     assert!(events
         .iter()
         .any(|e| e.command_tag.as_deref() == Some("COPY 1000")));
     let sleeps: Vec<_> = events
         .iter()
-        .filter(|e| e.statement.as_deref() == Some("SELECT pg_sleep(30)"))
+        .filter(|e| e.statement_clear.as_deref() == Some("SELECT pg_sleep(30)"))
         .collect();
     assert!(
         sleeps

@@ -85,6 +85,52 @@ async fn psql_query_describe_and_refusals() {
         "{text}"
     );
 
+    // A statement that sets a password never leaves the secret in the audit trail, in
+    // either form, in the store or in the JSON-lines file.
+    let out = pg
+        .tool("psql")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port,
+            "-U",
+            &user,
+            "-d",
+            &alias,
+            "-c",
+        ])
+        .arg("ALTER ROLE postern_no_such_role_x PASSWORD 'hunter2-secret-pw'")
+        .env("PGPASSWORD", "alice-password-1")
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "{}", psql_output(&out));
+    let events = postern
+        .audit(AuditFilter {
+            user: Some(user.clone()),
+            kind: Some("statement".into()),
+            ..Default::default()
+        })
+        .await;
+    let alter = events
+        .iter()
+        .find(|e| {
+            e.statement
+                .as_deref()
+                .is_some_and(|s| s.starts_with("ALTER ROLE postern_no_such_role_x"))
+        })
+        .expect("the ALTER ROLE is audited");
+    assert_eq!(
+        alter.statement.as_deref(),
+        Some("ALTER ROLE postern_no_such_role_x PASSWORD ?")
+    );
+    assert!(alter.error.is_some());
+    let all = serde_json::to_string(&events).unwrap();
+    assert!(!all.contains("hunter2-secret-pw"), "{all}");
+    let jsonl = std::fs::read_to_string(postern.dir.path().join("data/audit.jsonl")).unwrap();
+    assert!(jsonl.contains("postern_no_such_role_x"));
+    assert!(!jsonl.contains("hunter2-secret-pw"));
+
     // user@alias works as the user name, without a database field.
     let out = pg
         .tool("psql")
@@ -113,10 +159,15 @@ async fn psql_query_describe_and_refusals() {
     let ev = events
         .iter()
         .find(|e| {
-            e.statement.as_deref()
+            e.statement_clear.as_deref()
                 == Some("SELECT id, name FROM customers WHERE id <= 3 ORDER BY id")
         })
         .expect("statement audited");
+    // Literals are masked in the default form of the statement.
+    assert_eq!(
+        ev.statement.as_deref(),
+        Some("SELECT id, name FROM customers WHERE id <= ? ORDER BY id")
+    );
     assert_eq!(ev.datasource.as_deref(), Some(alias.as_str()));
     assert_eq!(ev.db_user.as_deref(), Some(up.role.as_str()));
     assert_eq!(ev.rows, Some(3));
