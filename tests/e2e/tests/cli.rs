@@ -348,6 +348,28 @@ async fn policy_check_cli() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "{text}");
     assert!(text.contains("denied by role analyst"), "{text}");
+    // Firewall rules see the client address: DDL from the office network passes the
+    // firewall (with an alert) and then meets bob's privileges; from elsewhere the
+    // firewall refuses it first.
+    let ddl = |client: Option<&str>| {
+        let mut args = vec!["policy", "check", "--user", "bob", "--datasource", "shop"];
+        if let Some(c) = client {
+            args.extend(["--client", c]);
+        }
+        args.push("create table t (a int)");
+        String::from_utf8_lossy(&cli.run(&args, None).stdout).into_owned()
+    };
+    let office = ddl(Some("10.1.2.3"));
+    assert!(
+        office.contains("firewall rule office-ddl applies: allow-and-alert"),
+        "{office}"
+    );
+    assert!(office.contains("no role of yours grants DDL"), "{office}");
+    let elsewhere = ddl(None);
+    assert!(
+        elsewhere.contains("refused by firewall rule no-ddl-elsewhere"),
+        "{elsewhere}"
+    );
 
     // Bad input gets a clear error and exit code 1.
     let out = check("selec 1");

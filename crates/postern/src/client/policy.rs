@@ -30,6 +30,9 @@ pub struct CheckArgs {
     /// The session's search_path, comma-separated (default: public).
     #[arg(long, value_name = "SCHEMAS")]
     search_path: Option<String>,
+    /// The client address firewall rules should see (default 127.0.0.1).
+    #[arg(long, value_name = "IP")]
+    client: Option<std::net::IpAddr>,
     /// Print the server's full answer (analysis included) as JSON.
     #[arg(long)]
     json: bool,
@@ -48,7 +51,15 @@ struct Verdict {
 #[derive(Deserialize)]
 struct Answer {
     mode: String,
+    #[serde(default)]
+    firewall: Option<FirewallVerdict>,
     statements: Vec<Verdict>,
+}
+
+#[derive(Deserialize)]
+struct FirewallVerdict {
+    rule: String,
+    action: String,
 }
 
 /// Runs a policy command.
@@ -75,6 +86,9 @@ async fn check(a: CheckArgs) -> CmdResult {
             .filter(|s| !s.is_empty())
             .collect::<Vec<_>>());
     }
+    if let Some(ip) = a.client {
+        body["client"] = json!(ip.to_string());
+    }
     let api = api(&a.conn)?;
     let v = api
         .call(Method::POST, "/api/v1/policy/check", &[], Some(&body))
@@ -88,6 +102,9 @@ async fn check(a: CheckArgs) -> CmdResult {
         let ans: Answer = serde_json::from_value(v)
             .map_err(|e| ClientError::Failed(format!("unexpected answer from the server: {e}")))?;
         println!("mode: {}", ans.mode);
+        if let Some(fw) = &ans.firewall {
+            println!("firewall rule {} applies: {}", fw.rule, fw.action);
+        }
         for s in &ans.statements {
             let verdict = match s.decision.get("decision").and_then(Value::as_str) {
                 Some("allow") => match s.decision.get("note").and_then(Value::as_str) {
