@@ -159,12 +159,14 @@ fn one_line(s: &str) -> String {
     s.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
-/// The most telling text of an event: its error, its statement, or its detail.
+/// The most telling text of an event: its error, its statement (in clear when the server
+/// sent the clear form), or its detail.
 fn detail(e: &AuditEvent) -> String {
     if let Some(err) = &e.error {
         return format!("ERROR: {err}");
     }
-    if let Some(s) = &e.statement {
+    // The server sends the clear form only to readers allowed to see it.
+    if let Some(s) = e.statement_clear.as_ref().or(e.statement.as_ref()) {
         return s.to_string();
     }
     match &e.detail {
@@ -242,5 +244,15 @@ mod tests {
         assert!(lines[1].starts_with("2024-05-01T12:00:00Z  statement"));
         assert!(lines[2].ends_with("create user bob"));
         assert!(lines[3].ends_with("ERROR: wrong password"));
+    }
+
+    #[test]
+    fn clear_statement_shown_when_the_server_sent_it() {
+        let mut a = AuditEvent::new(EventKind::Statement);
+        a.statement = Some("select * from t where id = ?".into());
+        assert!(events_table(std::slice::from_ref(&a)).contains("id = ?"));
+        a.statement_clear = Some("select * from t where id = 7".into());
+        let t = events_table(&[a]);
+        assert!(t.contains("id = 7") && !t.contains("id = ?"), "{t}");
     }
 }
