@@ -102,7 +102,7 @@ impl Direction {
                 ty,
                 b'Q' | b'P' | b'B' | b'E' | b'C' | b'S' | b'F' | b'c' | b'f'
             ),
-            Side::Server => matches!(ty, b'C' | b'E' | b'I' | b's' | b'Z' | b'G' | b'W'),
+            Side::Server => matches!(ty, b'C' | b'E' | b'I' | b's' | b'Z' | b'G' | b'W' | b'S'),
         }
     }
 

@@ -49,8 +49,8 @@ impl Ident {
 /// executed again and again is masked once.
 #[derive(Default)]
 struct LogTexts {
-    /// (text as sent, masked, clear when it differs).
-    last: Option<(Arc<str>, LogPair)>,
+    /// (text as sent, standard_conforming_strings, masked and clear forms).
+    last: Option<(Arc<str>, bool, LogPair)>,
 }
 
 /// A statement's masked form and, when it differs, its clear form.
@@ -58,13 +58,16 @@ type LogPair = (Arc<str>, Option<Arc<str>>);
 
 impl LogTexts {
     /// (masked, clear when it differs).
-    fn of(&mut self, text: &Arc<str>) -> LogPair {
-        if let Some((k, pair)) = &self.last {
-            if Arc::ptr_eq(k, text) {
+    fn of(&mut self, text: &Arc<str>, standard_conforming_strings: bool) -> LogPair {
+        if let Some((k, scs, pair)) = &self.last {
+            if Arc::ptr_eq(k, text) && *scs == standard_conforming_strings {
                 return pair.clone();
             }
         }
-        let lt = postern_sql::mask::log_text(text, postern_sql::pg::LexSettings::default());
+        let lex = postern_sql::pg::LexSettings {
+            standard_conforming_strings,
+        };
+        let lt = postern_sql::mask::log_text(text, lex);
         let masked: Arc<str> = if lt.masked == **text {
             text.clone()
         } else {
@@ -77,7 +80,11 @@ impl LogTexts {
         } else {
             Some(lt.clear.as_str().into())
         };
-        self.last = Some((text.clone(), (masked.clone(), clear.clone())));
+        self.last = Some((
+            text.clone(),
+            standard_conforming_strings,
+            (masked.clone(), clear.clone()),
+        ));
         (masked, clear)
     }
 }
@@ -637,6 +644,7 @@ async fn relay(inner: &Inner, est: Established<'_>, ident: &Ident, span: &tracin
     let mut statements: u64 = 0;
     let mut texts = LogTexts::default();
     let mut relay = Relay::new(&mut client, &mut up_stream, client_buf, upstream.leftover);
+    relay.tracker.standard_conforming_strings = upstream.standard_conforming_strings;
     let end: Result<RelayEnd, String> = loop {
         match relay.step().await {
             Ok(Step::Statements) => {
@@ -644,7 +652,8 @@ async fn relay(inner: &Inner, est: Established<'_>, ident: &Ident, span: &tracin
                 for done in relay.tracker.completed.drain(..) {
                     statements += 1;
                     let mut e = ident.event(EventKind::Statement);
-                    let (masked, clear) = texts.of(&done.statement);
+                    let (masked, clear) =
+                        texts.of(&done.statement, done.standard_conforming_strings);
                     e.statement = Some(masked);
                     e.statement_clear = clear;
                     if !done.tags.is_empty() {
@@ -675,7 +684,7 @@ async fn relay(inner: &Inner, est: Established<'_>, ident: &Ident, span: &tracin
     };
     for done in relay.tracker.drain_unfinished() {
         let mut e = ident.event(EventKind::Statement);
-        let (masked, clear) = texts.of(&done.statement);
+        let (masked, clear) = texts.of(&done.statement, done.standard_conforming_strings);
         e.statement = Some(masked);
         e.statement_clear = clear;
         e.error = done.error.map(|(_, m)| m);

@@ -28,11 +28,15 @@ pub struct Completed {
     pub error: Option<(String, String)>,
     /// Time from the request to its outcome.
     pub duration: Duration,
+    /// The session's `standard_conforming_strings` when the statement was sent (how its
+    /// string literals are lexed), as last reported by the server.
+    pub standard_conforming_strings: bool,
 }
 
 #[derive(Debug)]
 struct Open {
     text: Arc<str>,
+    standard_conforming_strings: bool,
     start: Instant,
     tags: String,
     rows: Option<u64>,
@@ -40,9 +44,10 @@ struct Open {
 }
 
 impl Open {
-    fn new(text: Arc<str>) -> Self {
+    fn new(text: Arc<str>, standard_conforming_strings: bool) -> Self {
         Self {
             text,
+            standard_conforming_strings,
             start: Instant::now(),
             tags: String::new(),
             rows: None,
@@ -65,6 +70,7 @@ impl Open {
             rows: self.rows,
             error: self.error,
             duration: self.start.elapsed(),
+            standard_conforming_strings: self.standard_conforming_strings,
         }
     }
 }
@@ -92,6 +98,9 @@ pub struct Tracker {
     client_in_copy: bool,
     /// Statements completed since the caller last drained this.
     pub completed: Vec<Completed>,
+    /// The server's `standard_conforming_strings`, from its ParameterStatus messages (set
+    /// from the startup parameters by the session; on by default since PostgreSQL 9.1).
+    pub standard_conforming_strings: bool,
 }
 
 const UNKNOWN: &str = "<unknown prepared statement>";
@@ -99,7 +108,10 @@ const UNKNOWN: &str = "<unknown prepared statement>";
 impl Tracker {
     /// A tracker for a new session.
     pub fn new() -> Self {
-        Self::default()
+        Self {
+            standard_conforming_strings: true,
+            ..Self::default()
+        }
     }
 
     fn push(&mut self, p: Pending) -> Result<(), CodecError> {
@@ -126,7 +138,10 @@ impl Tracker {
         match ty {
             b'Q' => {
                 let (text, _) = cstr(body).ok_or(CodecError::Malformed("Query"))?;
-                self.push(Pending::Query(Open::new(Arc::from(text))))?;
+                self.push(Pending::Query(Open::new(
+                    Arc::from(text),
+                    self.standard_conforming_strings,
+                )))?;
             }
             b'P' => {
                 let (name, rest) = cstr(body).ok_or(CodecError::Malformed("Parse"))?;
@@ -157,7 +172,10 @@ impl Tracker {
                     self.named_portals.get(portal).cloned()
                 }
                 .unwrap_or_else(|| Arc::from(UNKNOWN));
-                self.push(Pending::Execute(Open::new(text)))?;
+                self.push(Pending::Execute(Open::new(
+                    text,
+                    self.standard_conforming_strings,
+                )))?;
             }
             b'C' => {
                 let (&kind, rest) = body.split_first().ok_or(CodecError::Malformed("Close"))?;
@@ -183,9 +201,11 @@ impl Tracker {
                     .get(..4)
                     .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
                     .ok_or(CodecError::Malformed("FunctionCall"))?;
-                self.push(Pending::Query(Open::new(Arc::from(format!(
-                    "<function call oid={oid}>"
-                )))))?;
+                let text = Arc::from(format!("<function call oid={oid}>"));
+                self.push(Pending::Query(Open::new(
+                    text,
+                    self.standard_conforming_strings,
+                )))?;
             }
             _ => {}
         }
@@ -219,6 +239,14 @@ impl Tracker {
                     }
                 }
                 self.client_in_copy = !ended;
+            }
+            b'S' => {
+                // The server reports this setting whenever it changes (it is GUC_REPORT).
+                if let Some(("standard_conforming_strings", rest)) = cstr(body) {
+                    if let Some((value, _)) = cstr(rest) {
+                        self.standard_conforming_strings = value == "on";
+                    }
+                }
             }
             b'C' | b'I' | b's' => {
                 let tag = if ty == b'C' {
@@ -259,7 +287,7 @@ impl Tracker {
                             .last_parse
                             .clone()
                             .unwrap_or_else(|| Arc::from("<no statement>"));
-                        let mut o = Open::new(text);
+                        let mut o = Open::new(text, self.standard_conforming_strings);
                         o.error = Some(err);
                         self.completed.push(o.done());
                     }
@@ -322,6 +350,30 @@ mod tests {
         v.extend(c(msg));
         v.push(0);
         v
+    }
+
+    #[test]
+    fn statements_remember_how_strings_were_lexed() {
+        let mut t = Tracker::new();
+        assert!(t.standard_conforming_strings);
+        t.client_message(b'Q', &c("set standard_conforming_strings = off"))
+            .unwrap();
+        let mut status = c("standard_conforming_strings");
+        status.extend(c("off"));
+        t.server_message(b'S', &status);
+        t.server_message(b'C', &c("SET"));
+        t.server_message(b'Z', b"I");
+        assert!(!t.standard_conforming_strings);
+        t.client_message(b'Q', &c("select 'a\\'")).unwrap();
+        t.server_message(b'C', &c("SELECT 1"));
+        t.server_message(b'Z', b"I");
+        assert!(t.completed[0].standard_conforming_strings);
+        assert!(!t.completed[1].standard_conforming_strings);
+        // Other parameters leave it alone.
+        let mut other = c("TimeZone");
+        other.extend(c("UTC"));
+        t.server_message(b'S', &other);
+        assert!(!t.standard_conforming_strings);
     }
 
     #[test]

@@ -44,6 +44,8 @@ pub struct UpstreamSession {
     pub stream: PgStream,
     /// The server's ParameterStatus messages, verbatim, to replay to the client.
     pub parameter_status: BytesMut,
+    /// The server's `standard_conforming_strings` at start-up.
+    pub standard_conforming_strings: bool,
     /// The server's (pid, secret) for cancel requests.
     pub backend_key: Option<(i32, i32)>,
     /// Transaction status byte of the first ReadyForQuery.
@@ -153,12 +155,18 @@ async fn connect_inner(
     authenticate(&mut stream, &mut buf, target).await?;
 
     let mut parameter_status = BytesMut::new();
+    let mut standard_conforming_strings = true;
     let mut backend_key = None;
     loop {
         let (ty, msg) = read_frame(&mut stream, &mut buf, MAX_AUTH_MESSAGE).await?;
         let body = &msg[5..];
         match ty {
-            b'S' => parameter_status.extend_from_slice(&msg),
+            b'S' => {
+                if let Some(("standard_conforming_strings", rest)) = cstr(body) {
+                    standard_conforming_strings = cstr(rest).is_some_and(|(v, _)| v == "on");
+                }
+                parameter_status.extend_from_slice(&msg)
+            }
             b'K' if body.len() == 8 => {
                 backend_key = Some((
                     i32::from_be_bytes([body[0], body[1], body[2], body[3]]),
@@ -170,6 +178,7 @@ async fn connect_inner(
                 return Ok(UpstreamSession {
                     stream,
                     parameter_status,
+                    standard_conforming_strings,
                     backend_key,
                     ready_status: body.first().copied().unwrap_or(b'I'),
                     leftover: buf,
