@@ -79,9 +79,11 @@ impl AuditSink for JsonlSink {
         if self.file.is_none() {
             self.file = Some(self.open().await.map_err(err)?);
         }
-        let Some(f) = self.file.as_mut() else {
-            return Ok(());
-        };
+        // Never report a batch durable that was not written.
+        let f = self.file.as_mut().ok_or_else(|| SinkError {
+            sink: "jsonl".into(),
+            message: "the file is not open".into(),
+        })?;
         let res = async {
             f.write_all(&self.buf).await?;
             f.sync_data().await

@@ -71,14 +71,14 @@ impl LogTexts {
         let masked: Arc<str> = if lt.masked == **text {
             text.clone()
         } else {
-            lt.masked.as_str().into()
+            (*lt.masked).into()
         };
         let clear: Option<Arc<str>> = if lt.clear == lt.masked {
             None
         } else if lt.clear == **text {
             Some(text.clone())
         } else {
-            Some(lt.clear.as_str().into())
+            Some((*lt.clear).into())
         };
         self.last = Some((
             text.clone(),

@@ -2,6 +2,7 @@
 //! grant, harmless functions callable without one, and functions that reach outside the
 //! database and always need an explicit EXECUTE grant.
 
+use postern_sql::pg::DYNAMIC_SQL_FUNCTIONS;
 use postern_sql::ObjectName;
 
 /// Schemas holding the system catalogs.
@@ -174,55 +175,18 @@ pub enum FunctionClass {
     Other,
 }
 
-/// Functions that reach outside what the statement shows.
+/// Functions that reach outside what the statement shows. Those that run SQL text
+/// ([`DYNAMIC_SQL_FUNCTIONS`]) and the `dblink*`, `lo_*` and `pg_ls_*` families are
+/// dangerous too (see [`function_class`]).
 const DANGEROUS: &[&str] = &[
     "pg_read_file",
     "pg_read_binary_file",
     "pg_stat_file",
-    "pg_ls_dir",
-    "pg_ls_logdir",
-    "pg_ls_waldir",
-    "pg_ls_tmpdir",
-    "pg_ls_archive_statusdir",
-    "pg_ls_logicalsnapdir",
-    "pg_ls_logicalmapdir",
-    "pg_ls_replslotdir",
     "pg_file_write",
     "pg_file_rename",
     "pg_file_unlink",
-    "lo_import",
-    "lo_export",
-    "lo_get",
-    "lo_put",
-    "lo_open",
-    "lo_create",
-    "lo_creat",
-    "lo_unlink",
-    "lo_from_bytea",
     "loread",
     "lowrite",
-    "dblink",
-    "dblink_exec",
-    "dblink_connect",
-    "dblink_connect_u",
-    "dblink_open",
-    "dblink_fetch",
-    "dblink_send_query",
-    "dblink_get_result",
-    "query_to_xml",
-    "query_to_xml_and_xmlschema",
-    "query_to_xmlschema",
-    "cursor_to_xml",
-    "cursor_to_xmlschema",
-    "table_to_xml",
-    "table_to_xml_and_xmlschema",
-    "table_to_xmlschema",
-    "schema_to_xml",
-    "schema_to_xml_and_xmlschema",
-    "database_to_xml",
-    "database_to_xml_and_xmlschema",
-    "ts_stat",
-    "ts_rewrite",
     "pg_terminate_backend",
     "pg_cancel_backend",
     "pg_reload_conf",
@@ -562,6 +526,7 @@ pub fn function_class(f: &ObjectName) -> FunctionClass {
     }
     let n = f.name.as_str();
     if DANGEROUS.contains(&n)
+        || DYNAMIC_SQL_FUNCTIONS.contains(&n)
         || n.starts_with("dblink")
         || n.starts_with("lo_")
         || n.starts_with("pg_ls_")
@@ -615,6 +580,8 @@ mod tests {
             FunctionClass::Dangerous
         );
         assert_eq!(function_class(&f(None, "my_func")), FunctionClass::Other);
-        assert!(HARMLESS.iter().all(|h| !DANGEROUS.contains(h)));
+        assert!(HARMLESS
+            .iter()
+            .all(|h| !DANGEROUS.contains(h) && !DYNAMIC_SQL_FUNCTIONS.contains(h)));
     }
 }

@@ -65,7 +65,7 @@ impl AnalysisCache {
     }
 
     /// The analysis of `sql` and its audit-log forms.
-    pub fn analyse(&mut self, sql: &str, lex: LexSettings) -> (Cached, LogText) {
+    pub fn analyse<'s>(&mut self, sql: &'s str, lex: LexSettings) -> (Cached, LogText<'s>) {
         let log = log_text(sql, lex);
         let scs = lex.standard_conforming_strings;
         let exact = Key {
@@ -80,7 +80,7 @@ impl AnalysisCache {
         let masked = Key {
             standard_conforming_strings: scs,
             exact: false,
-            text: log.masked.as_str().into(),
+            text: (*log.masked).into(),
         };
         if let Some(a) = self.map.get(&masked) {
             self.hits += 1;

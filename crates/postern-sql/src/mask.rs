@@ -5,6 +5,8 @@
 //! one: quotes inside comments, dollar quoting, `E'…'` escapes and `U&'…'` are handled as
 //! the server handles them.
 
+use std::borrow::Cow;
+
 use pg_query::protobuf::Token;
 
 use crate::pg::LexSettings;
@@ -12,16 +14,18 @@ use crate::pg::LexSettings;
 /// The placeholder written in place of a literal.
 pub const PLACEHOLDER: &str = "?";
 
-/// The two forms of a statement kept in the audit log.
+/// The two forms of a statement kept in the audit log. Each borrows the statement when it
+/// is the statement unchanged (no literal to mask, no secret to remove), so the common
+/// case allocates only what differs.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LogText {
+pub struct LogText<'a> {
     /// Every string, number, bit-string literal replaced by [`PLACEHOLDER`]: what anyone
     /// allowed to read the audit log sees.
-    pub masked: String,
+    pub masked: Cow<'a, str>,
     /// The statement as sent, except that literals that may hold a secret (any literal of a
     /// statement that sets a `PASSWORD`, any literal mentioning a password, such as a
     /// connection string) are masked: what viewers with the clear-log permission see.
-    pub clear: String,
+    pub clear: Cow<'a, str>,
     /// Whether `clear` had secrets removed.
     pub redacted: bool,
 }
@@ -39,73 +43,105 @@ fn is_literal(t: i32) -> bool {
     .any(|k| *k as i32 == t)
 }
 
-/// Both log forms of `sql`. Text the lexer rejects (an unterminated quote…) is masked
-/// from its first quote or digit on, in both forms: better an unreadable log line than a
-/// leaked secret.
-pub fn log_text(sql: &str, lex: LexSettings) -> LogText {
-    // The lexer reads strings as with standard_conforming_strings on; with it off a
-    // backslash may end or continue a literal differently, so be coarse.
-    if sql.trim().is_empty() {
-        // No tokens at all, and the lexer binding mishandles an empty token list.
+/// Whether a literal mentions a password (case-insensitive, without allocating).
+fn mentions_password(lit: &str) -> bool {
+    lit.as_bytes()
+        .windows(8)
+        .any(|w| w.eq_ignore_ascii_case(b"password"))
+}
+
+/// Both forms masked from the first quote, dollar or digit on: for text the lexer rejects
+/// or whose tokens do not fit it — better an unreadable log line than a leaked secret.
+fn coarse(sql: &str) -> LogText<'_> {
+    let cut = sql
+        .find(|c: char| c == '\'' || c == '$' || c.is_ascii_digit())
+        .unwrap_or(sql.len());
+    if cut == sql.len() {
         return LogText {
-            masked: sql.to_string(),
-            clear: sql.to_string(),
+            masked: Cow::Borrowed(sql),
+            clear: Cow::Borrowed(sql),
             redacted: false,
         };
     }
-    let tokens = if !lex.standard_conforming_strings && sql.contains('\\') {
-        None
-    } else {
-        pg_query::scan_tokens(sql).ok()
-    };
-    let Some(tokens) = tokens else {
-        let cut = sql
-            .find(|c: char| c == '\'' || c == '$' || c.is_ascii_digit())
-            .unwrap_or(sql.len());
-        let mut masked = sql[..cut].to_string();
-        if cut < sql.len() {
-            masked.push_str(PLACEHOLDER);
-        }
+    let masked = format!("{}{PLACEHOLDER}", &sql[..cut]);
+    LogText {
+        clear: Cow::Owned(masked.clone()),
+        masked: Cow::Owned(masked),
+        redacted: true,
+    }
+}
+
+/// Both log forms of `sql`. Text the lexer rejects (an unterminated quote…) is masked
+/// coarsely, in both forms (see [`coarse`]).
+pub fn log_text(sql: &str, lex: LexSettings) -> LogText<'_> {
+    if sql.trim().is_empty() {
+        // No tokens at all, and the lexer binding mishandles an empty token list.
         return LogText {
-            clear: masked.clone(),
-            masked,
-            redacted: cut < sql.len(),
+            masked: Cow::Borrowed(sql),
+            clear: Cow::Borrowed(sql),
+            redacted: false,
         };
+    }
+    // The lexer reads strings as with standard_conforming_strings on; with it off a
+    // backslash may end or continue a literal differently, so be coarse.
+    if !lex.standard_conforming_strings && sql.contains('\\') {
+        return coarse(sql);
+    }
+    let Ok(tokens) = pg_query::scan_tokens(sql) else {
+        return coarse(sql);
     };
     let sets_password = tokens.iter().any(|t| t.token == Token::Password as i32);
-    let mut masked = String::with_capacity(sql.len());
-    let mut clear = String::with_capacity(sql.len());
-    let mut redacted = false;
+    let mut masked: Option<String> = None;
+    // Built only once a secret literal shows up: until then the clear form is `sql` itself.
+    let mut clear: Option<String> = None;
     let mut pos = 0usize;
-    for t in &tokens {
-        if !is_literal(t.token) {
-            continue;
-        }
-        let (Ok(start), Ok(end)) = (usize::try_from(t.start), usize::try_from(t.end)) else {
-            continue;
+    for t in tokens.iter().filter(|t| is_literal(t.token)) {
+        let span = usize::try_from(t.start)
+            .ok()
+            .zip(usize::try_from(t.end).ok())
+            .and_then(|(start, end)| {
+                Some((start, sql.get(pos..start)?, sql.get(start..end)?, end))
+            });
+        // Tokens that do not fit the text would leave a literal unmasked: refuse to guess.
+        let Some((start, before, lit, end)) = span else {
+            return coarse(sql);
         };
-        let (Some(before), Some(lit)) = (sql.get(pos..start), sql.get(start..end)) else {
-            continue;
-        };
-        // A leading minus belongs to the expression, not the literal; keep it as is.
-        masked.push_str(before);
-        masked.push_str(PLACEHOLDER);
-        clear.push_str(before);
-        let secret = sets_password || lit.to_ascii_lowercase().contains("password");
-        if secret {
-            clear.push_str(PLACEHOLDER);
-            redacted = true;
-        } else {
-            clear.push_str(lit);
+        let m = masked.get_or_insert_with(|| String::with_capacity(sql.len()));
+        m.push_str(before);
+        m.push_str(PLACEHOLDER);
+        let secret = sets_password || mentions_password(lit);
+        match (&mut clear, secret) {
+            (Some(c), _) => {
+                c.push_str(before);
+                c.push_str(if secret { PLACEHOLDER } else { lit });
+            }
+            (None, true) => {
+                let mut c = String::with_capacity(sql.len());
+                c.push_str(&sql[..start]);
+                c.push_str(PLACEHOLDER);
+                clear = Some(c);
+            }
+            (None, false) => {}
         }
         pos = end;
     }
     let rest = sql.get(pos..).unwrap_or("");
-    masked.push_str(rest);
-    clear.push_str(rest);
+    let redacted = clear.is_some();
     LogText {
-        masked,
-        clear,
+        masked: match masked {
+            Some(mut m) => {
+                m.push_str(rest);
+                Cow::Owned(m)
+            }
+            None => Cow::Borrowed(sql),
+        },
+        clear: match clear {
+            Some(mut c) => {
+                c.push_str(rest);
+                Cow::Owned(c)
+            }
+            None => Cow::Borrowed(sql),
+        },
         redacted,
     }
 }
@@ -130,7 +166,7 @@ pub fn ends_with_line_comment(sql: &str) -> bool {
 mod tests {
     use super::*;
 
-    fn lt(sql: &str) -> LogText {
+    fn lt(sql: &str) -> LogText<'_> {
         log_text(sql, LexSettings::default())
     }
 

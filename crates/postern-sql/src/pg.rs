@@ -395,7 +395,7 @@ fn is_select(o: &Map<String, Value>) -> bool {
 }
 
 /// Functions that run SQL text given at run time: what they read is unknowable here.
-const DYNAMIC_SQL_FUNCTIONS: &[&str] = &[
+pub const DYNAMIC_SQL_FUNCTIONS: &[&str] = &[
     "query_to_xml",
     "query_to_xml_and_xmlschema",
     "query_to_xmlschema",
@@ -877,10 +877,10 @@ impl Walker {
                         w.access(t.clone(), Action::Select);
                     }
                 }
-                w.walk_read(Some(&Value::Object(oc.clone())));
+                w.walk_fields_as(oc, &[], Action::Select);
             }
             w.returning(n, target.as_ref());
-            w.walk_read_fields(
+            w.walk_fields_as(
                 n,
                 &[
                     "with_clause",
@@ -889,40 +889,29 @@ impl Walker {
                     "on_conflict_clause",
                     "returning_clause",
                 ],
+                Action::Select,
             );
         });
     }
 
-    fn walk_read_fields(&mut self, n: &Map<String, Value>, skip: &[&str]) {
-        let saved = self.rel_action.replace(Action::Select);
-        self.walk_obj_except(n, skip);
-        self.rel_action = saved;
-    }
-
     fn update(&mut self, n: &Map<String, Value>) {
-        self.with_scope(n.get("with_clause"), |w| {
-            let target = w.target(n);
-            if let Some(t) = &target {
-                w.access(t.clone(), Action::Update);
-                // Reading the target's columns (WHERE, SET x = x + 1) needs SELECT.
-                if is_present(n, "where_clause") || has_column_ref(n.get("target_list")) {
-                    w.access(t.clone(), Action::Select);
-                }
-            }
-            if !is_present(n, "where_clause") {
-                w.flags.modifies_without_where = true;
-            }
-            w.returning(n, target.as_ref());
-            w.walk_read_fields(n, &["with_clause", "relation", "returning_clause"]);
-        });
+        // Reading the target's columns (WHERE, SET x = x + 1) needs SELECT.
+        let reads = is_present(n, "where_clause") || has_column_ref(n.get("target_list"));
+        self.modify(n, Action::Update, reads);
     }
 
     fn delete(&mut self, n: &Map<String, Value>) {
+        self.modify(n, Action::Delete, is_present(n, "where_clause"));
+    }
+
+    /// UPDATE or DELETE: the target is written (and read when `reads_target`), a missing
+    /// WHERE is flagged, everything else is read.
+    fn modify(&mut self, n: &Map<String, Value>, action: Action, reads_target: bool) {
         self.with_scope(n.get("with_clause"), |w| {
             let target = w.target(n);
             if let Some(t) = &target {
-                w.access(t.clone(), Action::Delete);
-                if is_present(n, "where_clause") {
+                w.access(t.clone(), action);
+                if reads_target {
                     w.access(t.clone(), Action::Select);
                 }
             }
@@ -930,7 +919,11 @@ impl Walker {
                 w.flags.modifies_without_where = true;
             }
             w.returning(n, target.as_ref());
-            w.walk_read_fields(n, &["with_clause", "relation", "returning_clause"]);
+            w.walk_fields_as(
+                n,
+                &["with_clause", "relation", "returning_clause"],
+                Action::Select,
+            );
         });
     }
 
@@ -959,7 +952,11 @@ impl Walker {
                 }
             }
             w.returning(n, target.as_ref());
-            w.walk_read_fields(n, &["with_clause", "relation", "returning_clause"]);
+            w.walk_fields_as(
+                n,
+                &["with_clause", "relation", "returning_clause"],
+                Action::Select,
+            );
         });
     }
 
@@ -975,7 +972,7 @@ impl Walker {
             self.flags.copy_server_file = true;
         }
         self.walk_read(n.get("query"));
-        self.walk_read_fields(n, &["relation", "query"]);
+        self.walk_fields_as(n, &["relation", "query"], Action::Select);
     }
 
     fn func_call(&mut self, n: &Map<String, Value>, action: Action) {
@@ -997,7 +994,7 @@ impl Walker {
             }
             None => self.fail("function name not understood"),
         }
-        self.walk_read_fields(n, &["funcname"]);
+        self.walk_fields_as(n, &["funcname"], Action::Select);
     }
 
     /// `set_config(name, value, is_local)`: a SET in function form.
@@ -1070,7 +1067,7 @@ impl Walker {
         };
         self.session.push(effect);
         // Settings take constants only, but walk anyway: nothing may hide there unseen.
-        self.walk_read_fields(n, &["name", "args"]);
+        self.walk_fields_as(n, &["name", "args"], Action::Select);
     }
 }
 

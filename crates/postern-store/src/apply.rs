@@ -288,6 +288,49 @@ async fn apply_credential(
     Ok(ApplyOutcome::Updated)
 }
 
+/// A set-valued link between resources: `(table, owner column, member column)`.
+type Link = (&'static str, &'static str, &'static str);
+const ROLE_CREDENTIALS: Link = ("role_credentials", "role", "credential");
+const USER_ROLES: Link = ("user_roles", "user", "role");
+
+/// The members linked to `owner`, sorted (compared with a [`name_set`]).
+async fn linked(
+    conn: &mut SqliteConnection,
+    (table, owner_col, member_col): Link,
+    owner: &str,
+) -> Result<Vec<String>, StoreError> {
+    let rows: Vec<(String,)> = sqlx::query_as(&format!(
+        "SELECT {member_col} FROM {table} WHERE {owner_col} = ? ORDER BY {member_col}"
+    ))
+    .bind(owner)
+    .fetch_all(conn)
+    .await?;
+    Ok(rows.into_iter().map(|(m,)| m).collect())
+}
+
+/// Makes `members` exactly the members linked to `owner`.
+async fn relink(
+    conn: &mut SqliteConnection,
+    (table, owner_col, member_col): Link,
+    owner: &str,
+    members: &[String],
+) -> Result<(), StoreError> {
+    sqlx::query(&format!("DELETE FROM {table} WHERE {owner_col} = ?"))
+        .bind(owner)
+        .execute(&mut *conn)
+        .await?;
+    for m in members {
+        sqlx::query(&format!(
+            "INSERT INTO {table} ({owner_col}, {member_col}) VALUES (?, ?)"
+        ))
+        .bind(owner)
+        .bind(m)
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(())
+}
+
 async fn apply_role(conn: &mut SqliteConnection, r: &RoleSpec) -> Result<ApplyOutcome, StoreError> {
     let creds = name_set(&r.credentials);
     for c in &creds {
@@ -328,13 +371,7 @@ async fn apply_role(conn: &mut SqliteConnection, r: &RoleSpec) -> Result<ApplyOu
             ApplyOutcome::Created
         }
         Some((description, permissions, stored_privileges, stored_modes)) => {
-            let stored_creds: Vec<(String,)> = sqlx::query_as(
-                "SELECT credential FROM role_credentials WHERE role = ? ORDER BY credential",
-            )
-            .bind(&r.name)
-            .fetch_all(&mut *conn)
-            .await?;
-            let same_creds = stored_creds.iter().map(|(c,)| c).eq(creds.iter());
+            let same_creds = linked(conn, ROLE_CREDENTIALS, &r.name).await? == creds;
             if description == r.description
                 && permissions == perms
                 && stored_privileges == privileges
@@ -355,20 +392,10 @@ async fn apply_role(conn: &mut SqliteConnection, r: &RoleSpec) -> Result<ApplyOu
             .bind(now())
             .execute(&mut *conn)
             .await?;
-            sqlx::query("DELETE FROM role_credentials WHERE role = ?")
-                .bind(&r.name)
-                .execute(&mut *conn)
-                .await?;
             ApplyOutcome::Updated
         }
     };
-    for c in &creds {
-        sqlx::query("INSERT INTO role_credentials (role, credential) VALUES (?, ?)")
-            .bind(&r.name)
-            .bind(c)
-            .execute(&mut *conn)
-            .await?;
-    }
+    relink(conn, ROLE_CREDENTIALS, &r.name, &creds).await?;
     Ok(outcome)
 }
 
@@ -410,12 +437,7 @@ async fn apply_user(
             ApplyOutcome::Created
         }
         Some((disabled,)) => {
-            let stored_roles: Vec<(String,)> =
-                sqlx::query_as("SELECT role FROM user_roles WHERE user = ? ORDER BY role")
-                    .bind(&u.name)
-                    .fetch_all(&mut *conn)
-                    .await?;
-            let same_roles = stored_roles.iter().map(|(r,)| r).eq(roles.iter());
+            let same_roles = linked(conn, USER_ROLES, &u.name).await? == roles;
             if disabled == u.disabled && same_roles {
                 return Ok(ApplyOutcome::Unchanged);
             }
@@ -425,20 +447,10 @@ async fn apply_user(
                 .bind(now())
                 .execute(&mut *conn)
                 .await?;
-            sqlx::query("DELETE FROM user_roles WHERE user = ?")
-                .bind(&u.name)
-                .execute(&mut *conn)
-                .await?;
             ApplyOutcome::Updated
         }
     };
-    for r in &roles {
-        sqlx::query("INSERT INTO user_roles (user, role) VALUES (?, ?)")
-            .bind(&u.name)
-            .bind(r)
-            .execute(&mut *conn)
-            .await?;
-    }
+    relink(conn, USER_ROLES, &u.name, &roles).await?;
     Ok(outcome)
 }
 

@@ -123,9 +123,11 @@ impl StoreAuditSink {
         if self.conn.is_none() {
             self.conn = Some(self.opts.connect().await.map_err(sink_error)?);
         }
-        let Some(conn) = self.conn.as_mut() else {
-            return Ok(());
-        };
+        // Never report a batch durable that was not written.
+        let conn = self
+            .conn
+            .as_mut()
+            .ok_or_else(|| sink_error("no connection to the store"))?;
         let mut tx = conn
             .begin_with("BEGIN IMMEDIATE")
             .await

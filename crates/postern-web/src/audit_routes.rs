@@ -2,13 +2,13 @@
 
 use axum::extract::State;
 use axum::Json;
-use postern_audit::{verify_chain, AuditEvent, ChainHead, EventKind};
+use postern_audit::{format_ts, verify_chain, AuditEvent, ChainHead, EventKind};
 use postern_core::Permission;
 use postern_store::AuditFilter;
 use serde::{Deserialize, Serialize};
 use time::format_description::well_known::Rfc3339;
 use time::macros::format_description;
-use time::{Date, OffsetDateTime, UtcOffset};
+use time::{Date, OffsetDateTime};
 
 use crate::auth::Caller;
 use crate::error::ApiError;
@@ -94,17 +94,9 @@ fn normalize_time(field: &str, s: &str) -> Result<String, ApiError> {
                 "`{field}` must be an RFC 3339 time such as 2024-05-01T12:00:00Z, or a date such as 2024-05-01"
             ))
         })?
-        .to_offset(UtcOffset::UTC);
-    Ok(format!(
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}Z",
-        t.year(),
-        u8::from(t.month()),
-        t.day(),
-        t.hour(),
-        t.minute(),
-        t.second(),
-        t.microsecond()
-    ))
+        ;
+    // The store compares times as text in the audit events' own format.
+    Ok(format_ts(t))
 }
 
 /// `GET /api/v1/audit/verify` answer.

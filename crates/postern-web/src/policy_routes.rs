@@ -105,17 +105,16 @@ pub async fn check(
     // Parsing is CPU work: keep it off the async threads.
     let analysis = tokio::task::spawn_blocking(move || {
         let a = analyse(&sql, lex);
-        let split = pg_statement_texts(&sql);
         let raw: Vec<String> = split_statements(&sql)
             .into_iter()
             .map(str::to_string)
             .collect();
         let comment_terminated = ends_with_line_comment(&sql);
-        (a, split, raw, comment_terminated, sql)
+        (a, raw, comment_terminated, sql)
     })
     .await
     .map_err(|e| ApiError::internal(format!("analysis task failed: {e}")))?;
-    let (analysis, texts, raw_texts, comment_terminated, sql) = analysis;
+    let (analysis, raw_texts, comment_terminated, sql) = analysis;
     let analysis =
         analysis.map_err(|e| ApiError::bad_request(format!("the SQL does not parse: {e}")))?;
     let firewall = if mode == Mode::Passthrough {
@@ -175,7 +174,7 @@ pub async fn check(
                 ),
             };
             StatementVerdict {
-                statement: texts.get(i).cloned().unwrap_or_default(),
+                statement: log_text(raw, lex).masked.into_owned(),
                 decision,
                 analysis: s,
             }
@@ -187,12 +186,4 @@ pub async fn check(
         allowed: statements.iter().all(|s| s.decision.allowed()),
         statements,
     }))
-}
-
-/// The statements of `sql`, each with its literals masked.
-fn pg_statement_texts(sql: &str) -> Vec<String> {
-    split_statements(sql)
-        .into_iter()
-        .map(|s| log_text(s, LexSettings::default()).masked)
-        .collect()
 }
