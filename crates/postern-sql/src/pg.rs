@@ -296,6 +296,14 @@ fn statement(v: &Value) -> Statement {
     if let Some(reason) = w.unanalysable {
         return Statement::Unanalysable { command, reason };
     }
+    // A definition or maintenance statement whose object the walk could not name (DROP CAST,
+    // VACUUM of every table, REINDEX DATABASE…) must still need DDL rights: on the whole
+    // database, never on nothing.
+    if matches!(kind, StatementKind::Ddl | StatementKind::Maintenance)
+        && !w.accesses.iter().any(|a| a.action == Action::Ddl)
+    {
+        w.access(ObjectName::whole_database(), Action::Ddl);
+    }
     w.accesses.sort();
     w.accesses.dedup();
     w.functions.sort();
