@@ -17,7 +17,7 @@ fuzz_target!(|data: &[u8]| {
     while let Ok(Some((ty, total))) = codec::complete_frame(rest, 1 << 20) {
         let body = &rest[5..total];
         if ty.is_ascii_uppercase() {
-            let _ = t.client_message(ty, body);
+            let _ = t.client_message(ty, body, None);
         } else {
             t.server_message(ty.to_ascii_uppercase(), body);
         }

@@ -44,6 +44,16 @@ impl EventKind {
     }
 }
 
+/// Postern's ruling on a statement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Decision {
+    /// It went upstream.
+    Allow,
+    /// It was refused; the upstream never saw it.
+    Deny,
+}
+
 /// Which front door the event came through.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -112,6 +122,20 @@ pub struct AuditEvent {
     /// SQLSTATE of the error, when it came from or went to a SQL client.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sqlstate: Option<String>,
+    /// Postern's ruling on a statement, when the session's statements are checked (absent
+    /// in PASSTHROUGH mode).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decision: Option<Decision>,
+    /// The rule that decided: `firewall: NAME`, or `ROLE: PATTERN` for a privilege rule.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rule: Option<String>,
+    /// Why a statement was refused (the full reason, also when the client was told less),
+    /// or why it passed unchecked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// An allow-and-alert firewall rule let the statement through.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub alert: bool,
     /// Extra structured detail (admin changes, counters).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub detail: Option<serde_json::Value>,
@@ -176,6 +200,10 @@ impl AuditEvent {
             duration_us: None,
             error: None,
             sqlstate: None,
+            decision: None,
+            rule: None,
+            reason: None,
+            alert: false,
             detail: None,
             prev_hash: String::new(),
             hash: String::new(),

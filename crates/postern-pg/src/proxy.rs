@@ -56,6 +56,8 @@ pub(crate) struct PgMetrics {
     pub active: Gauge,
     pub login_failures: Counter,
     pub statements: Counter,
+    pub refusals: Counter,
+    pub alerts: Counter,
 }
 
 pub(crate) struct Inner {
@@ -106,6 +108,16 @@ impl PgProxy {
             "postern_pg_statements",
             "Statements relayed and audited on the PostgreSQL port",
             metrics.statements.clone(),
+        );
+        registry.register(
+            "postern_pg_statements_refused",
+            "Statements refused by Postern's policy (privileges, mode, firewall)",
+            metrics.refusals.clone(),
+        );
+        registry.register(
+            "postern_pg_statements_alerted",
+            "Statements let through by an allow-and-alert firewall rule",
+            metrics.alerts.clone(),
         );
         let mut decoy_key = [0u8; 32];
         rand::rngs::OsRng.fill_bytes(&mut decoy_key);

@@ -16,6 +16,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_util::io::poll_read_buf;
 
 use crate::codec::{frame_header, CodecError, MAX_MESSAGE};
+use crate::gate::{Gate, GateOut};
 use crate::tracker::Tracker;
 
 /// Stop reading from a peer once this much is waiting to be written to the other.
@@ -106,8 +107,21 @@ impl Direction {
         }
     }
 
+    /// Replaces the `len` bytes at `fwd` (one message) with `with`. Only refusals take
+    /// this path, so the copy of what follows does not matter.
+    fn splice(&mut self, len: usize, with: &[u8]) {
+        let tail = self.buf.split_off(self.fwd + len);
+        self.buf.truncate(self.fwd);
+        self.buf.extend_from_slice(with);
+        self.buf.extend_from_slice(&tail);
+    }
+
     /// Advances `fwd` over every message (or streamed part of one) now available.
-    fn process(&mut self, tracker: &mut Tracker) -> Result<(), CodecError> {
+    fn process(
+        &mut self,
+        tracker: &mut Tracker,
+        gate: &mut Option<Gate>,
+    ) -> Result<(), CodecError> {
         loop {
             let avail = self.buf.len() - self.fwd;
             if self.pass > 0 {
@@ -130,10 +144,47 @@ impl Direction {
                 }
                 self.need = 0;
                 let body = &rest[5..total];
-                match self.side {
-                    Side::Client => tracker.client_message(ty, body)?,
-                    Side::Server => tracker.server_message(ty, body),
-                }
+                let replacement = match (self.side, gate.as_mut()) {
+                    (Side::Client, None) => {
+                        tracker.client_message(ty, body, None)?;
+                        None
+                    }
+                    (Side::Client, Some(g)) => {
+                        let scs = tracker.standard_conforming_strings;
+                        match g.client_message(ty, body, tracker.in_flight(), scs)? {
+                            GateOut::Forward(ruling) => {
+                                tracker.client_message(ty, body, ruling)?;
+                                None
+                            }
+                            GateOut::Replace(with, ruling) => {
+                                // The audit trail records what the client sent.
+                                tracker.client_message(ty, body, Some(ruling))?;
+                                Some(with)
+                            }
+                        }
+                    }
+                    (Side::Server, None) => {
+                        tracker.server_message(ty, body);
+                        None
+                    }
+                    (Side::Server, Some(g)) => match g.server_message(ty, body) {
+                        Some(with) => {
+                            tracker.server_message(ty, &with[5..]);
+                            Some(with)
+                        }
+                        None => {
+                            tracker.server_message(ty, body);
+                            None
+                        }
+                    },
+                };
+                let total = match replacement {
+                    Some(with) => {
+                        self.splice(total, &with);
+                        with.len()
+                    }
+                    None => total,
+                };
                 self.fwd += total;
             } else {
                 let n = total.min(rest.len());
@@ -153,6 +204,8 @@ pub struct Relay<'a, C, U> {
     s2c: Direction,
     /// Statement tracking; `completed` is filled as outcomes arrive.
     pub tracker: Tracker,
+    /// The statement gate, unless the session is in PASSTHROUGH mode.
+    pub gate: Option<Gate>,
 }
 
 impl<'a, C, U> Relay<'a, C, U>
@@ -174,6 +227,7 @@ where
             c2s: Direction::new(Side::Client, from_client),
             s2c: Direction::new(Side::Server, from_upstream),
             tracker: Tracker::new(),
+            gate: None,
         }
     }
 
@@ -189,6 +243,7 @@ where
                 self.client,
                 self.upstream,
                 &mut self.tracker,
+                &mut self.gate,
                 cx,
             )?;
             progress |= pump(
@@ -196,6 +251,7 @@ where
                 self.upstream,
                 self.client,
                 &mut self.tracker,
+                &mut self.gate,
                 cx,
             )?;
             let done = self.tracker.completed.len();
@@ -220,6 +276,7 @@ fn pump<S, D>(
     src: &mut S,
     dst: &mut D,
     tracker: &mut Tracker,
+    gate: &mut Option<Gate>,
     cx: &mut Context<'_>,
 ) -> Result<bool, RelayError>
 where
@@ -254,7 +311,7 @@ where
             Poll::Ready(Err(e)) => return Err(read_err(e)),
             Poll::Pending => {}
         }
-        dir.process(tracker).map_err(proto_err)?;
+        dir.process(tracker, gate).map_err(proto_err)?;
     }
     while dir.fwd > 0 {
         match Pin::new(&mut *dst).poll_write(cx, &dir.buf[..dir.fwd]) {

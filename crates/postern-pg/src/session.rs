@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::BytesMut;
-use postern_audit::{AuditEvent, EventKind, Protocol};
+use postern_audit::{AuditEvent, Decision, EventKind, Protocol};
 use postern_auth::{ScramServer, ScramVerifier};
 use postern_core::{choose_credential, split_login, DatasourceType};
 use tokio::io::AsyncWriteExt;
@@ -17,6 +17,7 @@ use crate::codec::{
     self, parse_first_packet, parse_sasl_initial, FirstPacket, Severity, MAX_AUTH_MESSAGE,
 };
 use crate::frame_io::{read_first_packet, read_frame, ReadError};
+use crate::gate::Gate;
 use crate::proxy::Inner;
 use crate::relay::{Relay, RelayEnd, Step};
 use crate::stream::PgStream;
@@ -33,6 +34,13 @@ struct Ident {
 }
 
 impl Ident {
+    fn client_ip(&self) -> std::net::IpAddr {
+        self.client
+            .parse::<SocketAddr>()
+            .map(|a| a.ip())
+            .unwrap_or(std::net::IpAddr::from([0, 0, 0, 0]))
+    }
+
     fn event(&self, kind: EventKind) -> AuditEvent {
         let mut e = AuditEvent::new(kind);
         e.protocol = Some(Protocol::Postgres);
@@ -130,6 +138,8 @@ struct Established<'a> {
     client: PgStream,
     client_buf: BytesMut,
     upstream: upstream::UpstreamSession,
+    /// The statement gate (absent in PASSTHROUGH mode).
+    gate: Option<Gate>,
     /// Keeps the cancel key routable exactly as long as the session lives.
     _cancel: Option<crate::cancel::CancelGuard<'a>>,
 }
@@ -445,6 +455,13 @@ async fn handshake<'a>(
             return None;
         }
     };
+    let policy = match store.session_policy(&target.user, &ds).await {
+        Ok(p) => Arc::new(p),
+        Err(e) => {
+            deny(inner, &mut stream, ident, internal(&e)).await;
+            return None;
+        }
+    };
     ident.db_user = Some(cred.username.as_str().into());
     let mut success = ident.event(EventKind::LoginSuccess);
     success.detail = Some(serde_json::json!({ "auth": method, "tls": stream.is_tls() }));
@@ -461,7 +478,23 @@ async fn handshake<'a>(
         password: &cred.password,
         salted: &inner.salted,
     };
-    let upstream = match upstream::connect(&up_target, &params, inner.cfg.upstream_timeout).await {
+    let opened = async {
+        let mut up = upstream::connect(&up_target, &params, inner.cfg.upstream_timeout).await?;
+        if policy.mode == postern_policy::Mode::Passthrough {
+            return Ok((up, None));
+        }
+        // Statements are checked: learn what unqualified names resolve to first.
+        let facts = upstream::session_facts(&mut up, inner.cfg.upstream_timeout).await?;
+        let gate = Gate::new(
+            policy.clone(),
+            facts.search_path,
+            facts.user_schema,
+            ident.client_ip(),
+            up.ready_status == b'I',
+        );
+        Ok::<_, upstream::UpstreamError>((up, Some(gate)))
+    };
+    let (upstream, gate) = match opened.await {
         Ok(u) => u,
         Err(e) => {
             let r = Refusal::new(
@@ -497,6 +530,7 @@ async fn handshake<'a>(
         client: stream,
         client_buf: buf,
         upstream,
+        gate,
         _cancel: guard,
     })
 }
@@ -632,6 +666,7 @@ async fn relay(inner: &Inner, est: Established<'_>, ident: &Ident, span: &tracin
         mut client,
         client_buf,
         upstream,
+        gate,
         _cancel,
     } = est;
     let mut up_stream = upstream.stream;
@@ -645,6 +680,7 @@ async fn relay(inner: &Inner, est: Established<'_>, ident: &Ident, span: &tracin
     let mut texts = LogTexts::default();
     let mut relay = Relay::new(&mut client, &mut up_stream, client_buf, upstream.leftover);
     relay.tracker.standard_conforming_strings = upstream.standard_conforming_strings;
+    relay.gate = gate;
     let end: Result<RelayEnd, String> = loop {
         match relay.step().await {
             Ok(Step::Statements) => {
@@ -661,6 +697,9 @@ async fn relay(inner: &Inner, est: Established<'_>, ident: &Ident, span: &tracin
                     }
                     e.rows = done.rows;
                     e.duration_us = Some(done.duration.as_micros() as u64);
+                    if let Some(r) = &done.ruling {
+                        rule_on(inner, &mut e, r);
+                    }
                     if let Some((code, msg)) = done.error {
                         if !code.is_empty() {
                             e.sqlstate = Some(code);
@@ -689,6 +728,9 @@ async fn relay(inner: &Inner, est: Established<'_>, ident: &Ident, span: &tracin
         e.statement_clear = clear;
         e.error = done.error.map(|(_, m)| m);
         e.duration_us = Some(done.duration.as_micros() as u64);
+        if let Some(r) = &done.ruling {
+            rule_on(inner, &mut e, r);
+        }
         let _ = inner.audit.record(e).await;
     }
     drop(relay);
@@ -706,6 +748,25 @@ async fn relay(inner: &Inner, est: Established<'_>, ident: &Ident, span: &tracin
     }
     let _ = inner.audit.record(e).await;
     tracing::info!(parent: span, statements, end = ?end, "session closed");
+}
+
+/// Puts Postern's ruling on a statement into its audit event.
+fn rule_on(inner: &Inner, e: &mut AuditEvent, r: &crate::gate::Ruling) {
+    e.decision = Some(if r.allowed {
+        Decision::Allow
+    } else {
+        Decision::Deny
+    });
+    e.rule = r.rule.clone();
+    e.reason = r.reason.clone();
+    e.alert = r.alert;
+    if r.alert {
+        inner.metrics.alerts.inc();
+        tracing::warn!(session = %e.session.as_deref().unwrap_or(""), user = %e.user.as_deref().unwrap_or(""), rule = %r.rule.as_deref().unwrap_or(""), "statement let through by an allow-and-alert firewall rule");
+    }
+    if !r.allowed {
+        inner.metrics.refusals.inc();
+    }
 }
 
 fn serde_json_detail(statements: u64, end: &Result<RelayEnd, String>) -> serde_json::Value {

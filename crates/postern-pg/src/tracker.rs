@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::codec::{cstr, error_summary, rows_of_tag, CodecError};
+use crate::gate::Ruling;
 
 /// Upper bound on statements in flight (pipelined and not yet answered).
 pub const MAX_IN_FLIGHT: usize = 100_000;
@@ -31,11 +32,14 @@ pub struct Completed {
     /// The session's `standard_conforming_strings` when the statement was sent (how its
     /// string literals are lexed), as last reported by the server.
     pub standard_conforming_strings: bool,
+    /// Postern's ruling, when the session's statements are checked.
+    pub ruling: Option<Arc<Ruling>>,
 }
 
 #[derive(Debug)]
 struct Open {
     text: Arc<str>,
+    ruling: Option<Arc<Ruling>>,
     standard_conforming_strings: bool,
     start: Instant,
     tags: String,
@@ -47,6 +51,7 @@ impl Open {
     fn new(text: Arc<str>, standard_conforming_strings: bool) -> Self {
         Self {
             text,
+            ruling: None,
             standard_conforming_strings,
             start: Instant::now(),
             tags: String::new(),
@@ -63,9 +68,14 @@ impl Open {
             self.rows = Some(self.rows.unwrap_or(0) + n);
         }
     }
+    fn ruled(mut self, ruling: Option<Arc<Ruling>>) -> Self {
+        self.ruling = ruling;
+        self
+    }
     fn done(self) -> Completed {
         Completed {
             statement: self.text,
+            ruling: self.ruling,
             tags: self.tags,
             rows: self.rows,
             error: self.error,
@@ -87,11 +97,11 @@ enum Pending {
 /// The statement tracker of one session.
 #[derive(Debug, Default)]
 pub struct Tracker {
-    named_stmts: HashMap<Box<str>, Arc<str>>,
-    unnamed_stmt: Option<Arc<str>>,
-    named_portals: HashMap<Box<str>, Arc<str>>,
-    unnamed_portal: Option<Arc<str>>,
-    last_parse: Option<Arc<str>>,
+    named_stmts: HashMap<Box<str>, Named>,
+    unnamed_stmt: Option<Named>,
+    named_portals: HashMap<Box<str>, Named>,
+    unnamed_portal: Option<Named>,
+    last_parse: Option<Named>,
     queue: VecDeque<Pending>,
     /// The server is in copy-in mode and the client has not yet sent CopyDone/CopyFail:
     /// the server ignores Sync messages meanwhile, so they must not be queued.
@@ -104,6 +114,9 @@ pub struct Tracker {
 }
 
 const UNKNOWN: &str = "<unknown prepared statement>";
+
+/// A statement or portal's text and the ruling it was prepared or bound under.
+type Named = (Arc<str>, Option<Arc<Ruling>>);
 
 impl Tracker {
     /// A tracker for a new session.
@@ -124,58 +137,69 @@ impl Tracker {
         Ok(())
     }
 
-    fn statement(&self, name: &str) -> Arc<str> {
+    fn statement(&self, name: &str) -> Named {
         let s = if name.is_empty() {
             self.unnamed_stmt.clone()
         } else {
             self.named_stmts.get(name).cloned()
         };
-        s.unwrap_or_else(|| Arc::from(UNKNOWN))
+        s.unwrap_or_else(|| (Arc::from(UNKNOWN), None))
     }
 
-    /// Feeds a message the client sent (type byte and body).
-    pub fn client_message(&mut self, ty: u8, body: &[u8]) -> Result<(), CodecError> {
+    /// Whether statements sent earlier still await their outcome.
+    pub fn in_flight(&self) -> bool {
+        !self.queue.is_empty()
+    }
+
+    /// Feeds a message the client sent (type byte and body), with the gate's ruling on it
+    /// when statements are checked.
+    pub fn client_message(
+        &mut self,
+        ty: u8,
+        body: &[u8],
+        ruling: Option<Arc<Ruling>>,
+    ) -> Result<(), CodecError> {
         match ty {
             b'Q' => {
                 let (text, _) = cstr(body).ok_or(CodecError::Malformed("Query"))?;
-                self.push(Pending::Query(Open::new(
-                    Arc::from(text),
-                    self.standard_conforming_strings,
-                )))?;
+                self.push(Pending::Query(
+                    Open::new(Arc::from(text), self.standard_conforming_strings).ruled(ruling),
+                ))?;
             }
             b'P' => {
                 let (name, rest) = cstr(body).ok_or(CodecError::Malformed("Parse"))?;
                 let (text, _) = cstr(rest).ok_or(CodecError::Malformed("Parse"))?;
-                let text: Arc<str> = Arc::from(text);
-                self.last_parse = Some(text.clone());
+                let named: Named = (Arc::from(text), ruling);
+                self.last_parse = Some(named.clone());
                 if name.is_empty() {
-                    self.unnamed_stmt = Some(text);
+                    self.unnamed_stmt = Some(named);
                 } else {
-                    self.named_stmts.insert(name.into(), text);
+                    self.named_stmts.insert(name.into(), named);
                 }
             }
             b'B' => {
                 let (portal, rest) = cstr(body).ok_or(CodecError::Malformed("Bind"))?;
                 let (stmt, _) = cstr(rest).ok_or(CodecError::Malformed("Bind"))?;
-                let text = self.statement(stmt);
+                let (text, prepared) = self.statement(stmt);
+                // A refusal at Bind (or a judgement made again) outranks the Parse's.
+                let named = (text, ruling.or(prepared));
                 if portal.is_empty() {
-                    self.unnamed_portal = Some(text);
+                    self.unnamed_portal = Some(named);
                 } else {
-                    self.named_portals.insert(portal.into(), text);
+                    self.named_portals.insert(portal.into(), named);
                 }
             }
             b'E' => {
                 let (portal, _) = cstr(body).ok_or(CodecError::Malformed("Execute"))?;
-                let text = if portal.is_empty() {
+                let (text, ruling) = if portal.is_empty() {
                     self.unnamed_portal.clone()
                 } else {
                     self.named_portals.get(portal).cloned()
                 }
-                .unwrap_or_else(|| Arc::from(UNKNOWN));
-                self.push(Pending::Execute(Open::new(
-                    text,
-                    self.standard_conforming_strings,
-                )))?;
+                .unwrap_or_else(|| (Arc::from(UNKNOWN), None));
+                self.push(Pending::Execute(
+                    Open::new(text, self.standard_conforming_strings).ruled(ruling),
+                ))?;
             }
             b'C' => {
                 let (&kind, rest) = body.split_first().ok_or(CodecError::Malformed("Close"))?;
@@ -202,10 +226,9 @@ impl Tracker {
                     .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
                     .ok_or(CodecError::Malformed("FunctionCall"))?;
                 let text = Arc::from(format!("<function call oid={oid}>"));
-                self.push(Pending::Query(Open::new(
-                    text,
-                    self.standard_conforming_strings,
-                )))?;
+                self.push(Pending::Query(
+                    Open::new(text, self.standard_conforming_strings).ruled(ruling),
+                ))?;
             }
             _ => {}
         }
@@ -283,11 +306,11 @@ impl Tracker {
                     Some(Pending::Sync) | Some(Pending::CopyEnd) | None => {
                         // A Parse or Bind failed with no Execute queued behind it (or the server
                         // ended the session): still on record, against the last parsed text.
-                        let text = self
+                        let (text, ruling) = self
                             .last_parse
                             .clone()
-                            .unwrap_or_else(|| Arc::from("<no statement>"));
-                        let mut o = Open::new(text, self.standard_conforming_strings);
+                            .unwrap_or_else(|| (Arc::from("<no statement>"), None));
+                        let mut o = Open::new(text, self.standard_conforming_strings).ruled(ruling);
                         o.error = Some(err);
                         self.completed.push(o.done());
                     }
@@ -356,7 +379,7 @@ mod tests {
     fn statements_remember_how_strings_were_lexed() {
         let mut t = Tracker::new();
         assert!(t.standard_conforming_strings);
-        t.client_message(b'Q', &c("set standard_conforming_strings = off"))
+        t.client_message(b'Q', &c("set standard_conforming_strings = off"), None)
             .unwrap();
         let mut status = c("standard_conforming_strings");
         status.extend(c("off"));
@@ -364,7 +387,7 @@ mod tests {
         t.server_message(b'C', &c("SET"));
         t.server_message(b'Z', b"I");
         assert!(!t.standard_conforming_strings);
-        t.client_message(b'Q', &c("select 'a\\'")).unwrap();
+        t.client_message(b'Q', &c("select 'a\\'"), None).unwrap();
         t.server_message(b'C', &c("SELECT 1"));
         t.server_message(b'Z', b"I");
         assert!(t.completed[0].standard_conforming_strings);
@@ -379,7 +402,7 @@ mod tests {
     #[test]
     fn simple_multi_statement_query() {
         let mut t = Tracker::new();
-        t.client_message(b'Q', &c("select 1; insert into t values (1)"))
+        t.client_message(b'Q', &c("select 1; insert into t values (1)"), None)
             .unwrap();
         t.server_message(b'C', &c("SELECT 1"));
         t.server_message(b'C', &c("INSERT 0 1"));
@@ -396,7 +419,7 @@ mod tests {
     #[test]
     fn simple_query_error() {
         let mut t = Tracker::new();
-        t.client_message(b'Q', &c("selec 1")).unwrap();
+        t.client_message(b'Q', &c("selec 1"), None).unwrap();
         t.server_message(b'E', &err_body("42601", "syntax error"));
         t.server_message(b'Z', b"I");
         assert_eq!(
@@ -426,11 +449,12 @@ mod tests {
     #[test]
     fn extended_pipeline_with_named_statement() {
         let mut t = Tracker::new();
-        t.client_message(b'P', &parse("s1", "select $1")).unwrap();
+        t.client_message(b'P', &parse("s1", "select $1"), None)
+            .unwrap();
         for _ in 0..3 {
-            t.client_message(b'B', &bind("", "s1")).unwrap();
-            t.client_message(b'E', &exec("")).unwrap();
-            t.client_message(b'S', &[]).unwrap();
+            t.client_message(b'B', &bind("", "s1"), None).unwrap();
+            t.client_message(b'E', &exec(""), None).unwrap();
+            t.client_message(b'S', &[], None).unwrap();
         }
         for _ in 0..3 {
             t.server_message(b'2', &[]);
@@ -449,13 +473,15 @@ mod tests {
     #[test]
     fn error_skips_rest_of_batch() {
         let mut t = Tracker::new();
-        t.client_message(b'P', &parse("", "select 1/0")).unwrap();
-        t.client_message(b'B', &bind("", "")).unwrap();
-        t.client_message(b'E', &exec("")).unwrap();
-        t.client_message(b'P', &parse("", "select 2")).unwrap();
-        t.client_message(b'B', &bind("", "")).unwrap();
-        t.client_message(b'E', &exec("")).unwrap();
-        t.client_message(b'S', &[]).unwrap();
+        t.client_message(b'P', &parse("", "select 1/0"), None)
+            .unwrap();
+        t.client_message(b'B', &bind("", ""), None).unwrap();
+        t.client_message(b'E', &exec(""), None).unwrap();
+        t.client_message(b'P', &parse("", "select 2"), None)
+            .unwrap();
+        t.client_message(b'B', &bind("", ""), None).unwrap();
+        t.client_message(b'E', &exec(""), None).unwrap();
+        t.client_message(b'S', &[], None).unwrap();
         t.server_message(b'E', &err_body("22012", "division by zero"));
         t.server_message(b'Z', b"I");
         assert_eq!(t.completed.len(), 2);
@@ -473,8 +499,8 @@ mod tests {
     #[test]
     fn parse_error_without_execute_is_recorded() {
         let mut t = Tracker::new();
-        t.client_message(b'P', &parse("x", "selec")).unwrap();
-        t.client_message(b'S', &[]).unwrap();
+        t.client_message(b'P', &parse("x", "selec"), None).unwrap();
+        t.client_message(b'S', &[], None).unwrap();
         t.server_message(b'E', &err_body("42601", "syntax error"));
         t.server_message(b'Z', b"I");
         assert_eq!(t.completed.len(), 1);
@@ -486,26 +512,27 @@ mod tests {
     #[test]
     fn copy_in_with_pipelined_sync() {
         let mut t = Tracker::new();
-        t.client_message(b'P', &parse("s0", "COPY t FROM STDIN"))
+        t.client_message(b'P', &parse("s0", "COPY t FROM STDIN"), None)
             .unwrap();
-        t.client_message(b'S', &[]).unwrap();
+        t.client_message(b'S', &[], None).unwrap();
         t.server_message(b'1', &[]);
         t.server_message(b'Z', b"I");
-        t.client_message(b'B', &bind("", "s0")).unwrap();
-        t.client_message(b'E', &exec("")).unwrap();
-        t.client_message(b'S', &[]).unwrap();
+        t.client_message(b'B', &bind("", "s0"), None).unwrap();
+        t.client_message(b'E', &exec(""), None).unwrap();
+        t.client_message(b'S', &[], None).unwrap();
         t.server_message(b'2', &[]);
         t.server_message(b'G', &[0, 0, 0]);
-        t.client_message(b'd', b"1\n").unwrap();
-        t.client_message(b'c', &[]).unwrap();
-        t.client_message(b'S', &[]).unwrap();
+        t.client_message(b'd', b"1\n", None).unwrap();
+        t.client_message(b'c', &[], None).unwrap();
+        t.client_message(b'S', &[], None).unwrap();
         t.server_message(b'C', &c("COPY 1"));
         t.server_message(b'Z', b"I");
         assert_eq!(t.completed.len(), 1);
         assert_eq!(t.completed[0].tags, "COPY 1");
         assert!(t.queue.is_empty(), "{:?}", t.queue);
         // The next simple query is matched with its own outcome.
-        t.client_message(b'Q', &c("select pg_sleep(1)")).unwrap();
+        t.client_message(b'Q', &c("select pg_sleep(1)"), None)
+            .unwrap();
         t.server_message(b'E', &err_body("57014", "canceling statement"));
         t.server_message(b'Z', b"I");
         assert_eq!(t.completed[1].error.as_ref().unwrap().0, "57014");
@@ -515,10 +542,11 @@ mod tests {
     #[test]
     fn copy_in_simple_query() {
         let mut t = Tracker::new();
-        t.client_message(b'Q', &c("COPY t FROM STDIN")).unwrap();
+        t.client_message(b'Q', &c("COPY t FROM STDIN"), None)
+            .unwrap();
         t.server_message(b'G', &[0, 0, 0]);
-        t.client_message(b'd', b"1\n").unwrap();
-        t.client_message(b'c', &[]).unwrap();
+        t.client_message(b'd', b"1\n", None).unwrap();
+        t.client_message(b'c', &[], None).unwrap();
         t.server_message(b'C', &c("COPY 1"));
         t.server_message(b'Z', b"I");
         assert_eq!(t.completed.len(), 1);
@@ -529,7 +557,8 @@ mod tests {
     #[test]
     fn unfinished_reported() {
         let mut t = Tracker::new();
-        t.client_message(b'Q', &c("select pg_sleep(10)")).unwrap();
+        t.client_message(b'Q', &c("select pg_sleep(10)"), None)
+            .unwrap();
         let u = t.drain_unfinished();
         assert_eq!(u.len(), 1);
         assert!(u[0].error.as_ref().unwrap().1.contains("interrupted"));
@@ -538,9 +567,9 @@ mod tests {
     #[test]
     fn malformed_bodies() {
         let mut t = Tracker::new();
-        assert!(t.client_message(b'Q', b"no nul").is_err());
-        assert!(t.client_message(b'P', b"").is_err());
-        assert!(t.client_message(b'C', b"Xname\0").is_err());
-        assert!(t.client_message(b'F', b"").is_err());
+        assert!(t.client_message(b'Q', b"no nul", None).is_err());
+        assert!(t.client_message(b'P', b"", None).is_err());
+        assert!(t.client_message(b'C', b"Xname\0", None).is_err());
+        assert!(t.client_message(b'F', b"", None).is_err());
     }
 }

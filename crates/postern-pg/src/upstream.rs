@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::BytesMut;
+use bytes::{BufMut, BytesMut};
 use postern_auth::{SaltedPasswordCache, ScramClient};
 use postern_core::UpstreamTls;
 use postgres_protocol::authentication::md5_hash;
@@ -483,4 +483,99 @@ impl ServerCertVerifier for ChainOnly {
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.0.supported_verify_schemes()
     }
+}
+
+/// What the statement decisions need to know of a fresh upstream session.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SessionFacts {
+    /// The effective search_path: existing schemas, in order (`current_schemas(false)`).
+    pub search_path: Vec<String>,
+    /// The upstream user's own schema, when one exists (what `$user` means).
+    pub user_schema: Option<String>,
+}
+
+/// One query, answered before the client's first byte reaches the upstream. Ordered so the
+/// search_path rows come first and in path order.
+const SESSION_FACTS_QUERY: &str = "SELECT k, v FROM (\
+     SELECT 1 AS k, n::text AS v, i FROM unnest(current_schemas(false)) WITH ORDINALITY AS t(n, i) \
+     UNION ALL SELECT 2, nspname::text, 0 FROM pg_catalog.pg_namespace WHERE nspname = current_user\
+     ) q ORDER BY k, i";
+
+/// Asks the upstream for [`SessionFacts`] on the freshly opened session (before relaying).
+pub async fn session_facts(
+    up: &mut UpstreamSession,
+    timeout: Duration,
+) -> Result<SessionFacts, UpstreamError> {
+    tokio::time::timeout(timeout, session_facts_inner(up))
+        .await
+        .map_err(|_| UpstreamError::Timeout(timeout))?
+}
+
+async fn session_facts_inner(up: &mut UpstreamSession) -> Result<SessionFacts, UpstreamError> {
+    let mut out = BytesMut::with_capacity(SESSION_FACTS_QUERY.len() + 8);
+    let at = out.len();
+    out.put_u8(b'Q');
+    out.put_i32(0);
+    out.put_slice(SESSION_FACTS_QUERY.as_bytes());
+    out.put_u8(0);
+    let len = (out.len() - at - 1) as i32;
+    out[at + 1..at + 5].copy_from_slice(&len.to_be_bytes());
+    up.stream.write_all(&out).await?;
+    up.stream.flush().await?;
+    let mut facts = SessionFacts::default();
+    let mut failure = None;
+    loop {
+        let (ty, msg) = read_frame(&mut up.stream, &mut up.leftover, MAX_AUTH_MESSAGE).await?;
+        let body = &msg[5..];
+        match ty {
+            b'D' => {
+                let cols = data_row_texts(body).ok_or_else(|| {
+                    UpstreamError::Protocol("malformed DataRow in the session query".into())
+                })?;
+                match cols.as_slice() {
+                    [Some("1"), Some(v)] => facts.search_path.push(v.to_string()),
+                    [Some("2"), Some(v)] => facts.user_schema = Some(v.to_string()),
+                    _ => {
+                        return Err(UpstreamError::Protocol(
+                            "unexpected row in the session query".into(),
+                        ))
+                    }
+                }
+            }
+            b'E' => {
+                let (sqlstate, message) = error_summary(body);
+                failure = Some(UpstreamError::Server { sqlstate, message });
+            }
+            b'Z' => {
+                if let Some(&status) = body.first() {
+                    up.ready_status = status;
+                }
+                return match failure {
+                    Some(e) => Err(e),
+                    None => Ok(facts),
+                };
+            }
+            // RowDescription, CommandComplete, notices, parameter changes.
+            _ => {}
+        }
+    }
+}
+
+/// The columns of a text-format DataRow (`None` for NULL); `None` when malformed.
+fn data_row_texts(body: &[u8]) -> Option<Vec<Option<&str>>> {
+    let n = u16::from_be_bytes([*body.first()?, *body.get(1)?]) as usize;
+    let mut rest = &body[2..];
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        let len = i32::from_be_bytes(rest.get(..4)?.try_into().ok()?);
+        rest = &rest[4..];
+        if len < 0 {
+            out.push(None);
+        } else {
+            let len = len as usize;
+            out.push(Some(std::str::from_utf8(rest.get(..len)?).ok()?));
+            rest = &rest[len..];
+        }
+    }
+    Some(out)
 }

@@ -229,6 +229,12 @@ fn holds(c: Condition, i: &FirewallInput<'_>) -> bool {
 }
 
 impl FirewallRule {
+    /// Whether the rule's verdict can change with the time of day (so a statement prepared
+    /// earlier must be judged again when it runs).
+    pub fn depends_on_time(&self) -> bool {
+        self.hours.is_some() || !self.days.is_empty()
+    }
+
     fn applies(&self, i: &FirewallInput<'_>) -> bool {
         if !self.datasources.is_empty() && !self.datasources.iter().any(|d| d == i.datasource) {
             return false;

@@ -1,16 +1,22 @@
 //! Postern's statement decisions, free of I/O: object privileges (A1) with wildcard
 //! patterns and deny-overrides-allow, passthrough modes (A2), the SQL firewall (A3,
-//! [`firewall`]), and the decision on an analysed statement ([`decide`]).
+//! [`firewall`]), the decision on an analysed statement ([`decide`]), and the verdict on a
+//! whole message of SQL that the proxies and `postern policy check` share ([`judge`]).
 
 pub mod builtins;
 pub mod decide;
 pub mod firewall;
+pub mod judge;
 pub mod privilege;
 pub mod spec;
 
 pub use decide::{decide, Context, Decision, Mode};
 pub use firewall::{
     evaluate, FirewallAction, FirewallInput, FirewallRule, FirewallRuleSpec, FirewallVerdict,
+};
+pub use judge::{
+    allow_list_form, apply_effects, decide_in, judge, Arrival, Judgement, Policy, Refusal,
+    SessionView,
 };
 pub use privilege::{
     check, Check, Effect, ObjectPattern, PatternError, Privilege, PrivilegeRule, ResolvedObject,

@@ -39,10 +39,7 @@ fn from_row(
 
 /// A datasource's allow-list entry in the form it is compared in: trimmed, without a
 /// final `;`.
-pub fn allow_list_form(sql: &str) -> &str {
-    let t = sql.trim();
-    t.strip_suffix(';').map(str::trim_end).unwrap_or(t)
-}
+pub use postern_policy::allow_list_form;
 
 /// Reads one datasource (inside a transaction or not).
 pub(crate) async fn fetch(

@@ -2,8 +2,10 @@
 
 use std::collections::BTreeMap;
 
-use postern_core::{PrivilegeSpec, RoleSpec};
-use postern_policy::{compile_rules, parse_mode, Mode, PrivilegeRule};
+use postern_core::{DatasourceSpec, PrivilegeSpec, RoleSpec};
+use postern_policy::{
+    allow_list_form, compile_rules, parse_mode, FirewallRule, Mode, Policy, PrivilegeRule,
+};
 
 use crate::users::parse_permissions;
 use crate::{Store, StoreError};
@@ -74,6 +76,44 @@ impl Store {
             }
         }
         Ok((rules, Mode::effective(modes)))
+    }
+}
+
+impl Store {
+    /// Everything the statement decisions need about `user` on datasource `ds`: privilege
+    /// rules, mode, roles, the datasource's firewall and allow-list.
+    pub async fn session_policy(
+        &self,
+        user: &str,
+        ds: &DatasourceSpec,
+    ) -> Result<Policy, StoreError> {
+        let (rules, mode) = self.statement_policy(user, &ds.name).await?;
+        let roles = self
+            .role_grants(user)
+            .await?
+            .into_iter()
+            .map(|g| g.role)
+            .collect();
+        let firewall = ds
+            .firewall
+            .iter()
+            .map(FirewallRule::compile)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| StoreError::corrupt(format_args!("datasource {}: {e}", ds.name)))?;
+        Ok(Policy {
+            datasource: ds.name.clone(),
+            database: ds.database.clone(),
+            mode,
+            rules,
+            firewall,
+            roles,
+            allow_list: ds
+                .allow_list
+                .iter()
+                .map(|s| allow_list_form(s).to_string())
+                .collect(),
+            catalog_read: true,
+        })
     }
 }
 

@@ -1,16 +1,11 @@
 //! `POST /api/v1/policy/check`: what Postern decides for a user's SQL on a datasource,
 //! without running anything.
 
-use std::collections::HashMap;
-
 use axum::extract::State;
 use axum::Json;
 use postern_core::Permission;
-use postern_policy::{
-    decide, evaluate, Context, Decision, FirewallAction, FirewallInput, FirewallRule,
-    FirewallVerdict, Mode,
-};
-use postern_sql::mask::{ends_with_line_comment, log_text};
+use postern_policy::{judge, Arrival, Decision, FirewallVerdict, Mode, SessionView};
+use postern_sql::mask::log_text;
 use postern_sql::pg::{analyse, split_statements, LexSettings};
 use postern_sql::Statement;
 use serde::{Deserialize, Serialize};
@@ -86,93 +81,48 @@ pub async fn check(
             req.user
         )));
     }
-    let (rules, mode) = st.store.statement_policy(&req.user, &ds.name).await?;
-    let roles: Vec<String> = st
-        .store
-        .role_grants(&req.user)
-        .await?
-        .into_iter()
-        .map(|g| g.role)
-        .collect();
-    let firewall_rules = ds
-        .firewall
-        .iter()
-        .map(FirewallRule::compile)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(ApiError::internal)?;
+    let policy = st.store.session_policy(&req.user, &ds).await?;
+    let mode = policy.mode;
     let lex = LexSettings::default();
     let sql = req.sql;
     // Parsing is CPU work: keep it off the async threads.
-    let analysis = tokio::task::spawn_blocking(move || {
+    let (analysis, raw_texts, sql) = tokio::task::spawn_blocking(move || {
         let a = analyse(&sql, lex);
         let raw: Vec<String> = split_statements(&sql)
             .into_iter()
             .map(str::to_string)
             .collect();
-        let comment_terminated = ends_with_line_comment(&sql);
-        (a, raw, comment_terminated, sql)
+        (a, raw, sql)
     })
     .await
     .map_err(|e| ApiError::internal(format!("analysis task failed: {e}")))?;
-    let (analysis, raw_texts, comment_terminated, sql) = analysis;
-    let analysis =
-        analysis.map_err(|e| ApiError::bad_request(format!("the SQL does not parse: {e}")))?;
-    let firewall = if mode == Mode::Passthrough {
-        None
-    } else {
-        evaluate(
-            &firewall_rules,
-            &FirewallInput {
-                datasource: &ds.name,
-                roles: &roles,
-                client: req.client.unwrap_or(std::net::IpAddr::from([127, 0, 0, 1])),
-                now: time::OffsetDateTime::now_utc(),
-                text: &sql,
-                analysis: &analysis,
-                comment_terminated,
-            },
-        )
-    };
-    let firewall_denial = firewall.as_ref().and_then(|v| match v.action {
-        FirewallAction::Deny => Some(Decision::Deny {
-            reason: format!("refused by firewall rule {}", v.rule),
-            rule: Some(format!("firewall: {}", v.rule)),
-        }),
-        // The check shows admins which rule decided; the client would see only this.
-        FirewallAction::DenySilently => Some(Decision::Deny {
-            reason: "refused by Postern's policy".into(),
-            rule: Some(format!("firewall: {}", v.rule)),
-        }),
-        FirewallAction::Allow | FirewallAction::AllowAndAlert => None,
-    });
-    let allow_list: Vec<&str> = ds.allow_list.iter().map(String::as_str).collect();
     let path = req
         .search_path
         .unwrap_or_else(|| vec!["public".to_string()]);
-    let prepared = HashMap::new();
+    let session = SessionView {
+        search_path: Some(path.clone()),
+        initial_search_path: path,
+        ..SessionView::default()
+    };
+    let judgement = judge(
+        &policy,
+        &session,
+        &sql,
+        &analysis,
+        Arrival {
+            client: req.client.unwrap_or(std::net::IpAddr::from([127, 0, 0, 1])),
+            now: time::OffsetDateTime::now_utc(),
+        },
+    );
+    let analysis =
+        analysis.map_err(|e| ApiError::bad_request(format!("the SQL does not parse: {e}")))?;
     let statements: Vec<StatementVerdict> = analysis
         .statements
         .into_iter()
+        .zip(judgement.decisions)
         .enumerate()
-        .map(|(i, s)| {
+        .map(|(i, (s, decision))| {
             let raw = raw_texts.get(i).map(String::as_str).unwrap_or_default();
-            let decision = match &firewall_denial {
-                Some(d) => d.clone(),
-                None => decide(
-                    &s,
-                    &Context {
-                        datasource: &ds.name,
-                        database: &ds.database,
-                        search_path: Some(&path),
-                        existing_schemas: None,
-                        mode,
-                        rules: &rules,
-                        catalog_read: true,
-                        prepared: &prepared,
-                        allow_listed: allow_list.contains(&postern_store::allow_list_form(raw)),
-                    },
-                ),
-            };
             StatementVerdict {
                 statement: log_text(raw, lex).masked.into_owned(),
                 decision,
@@ -180,6 +130,7 @@ pub async fn check(
             }
         })
         .collect();
+    let firewall = judgement.firewall;
     Ok(Json(CheckResponse {
         mode,
         firewall,

@@ -30,6 +30,8 @@ pub struct TestPg {
     pub ca: PathBuf,
     /// Directory of psql, pgbench…
     pub bin: PathBuf,
+    /// The server's log file (statements of roles set to log them land here).
+    pub log: PathBuf,
 }
 
 fn env(name: &str) -> String {
@@ -47,6 +49,7 @@ pub fn pg() -> TestPg {
         superuser: env("POSTERN_TEST_PG_SUPERUSER"),
         ca: PathBuf::from(env("POSTERN_TEST_PG_CA")),
         bin: PathBuf::from(env("POSTERN_TEST_PG_BIN")),
+        log: PathBuf::from(env("POSTERN_TEST_PG_LOG")),
     }
 }
 
@@ -191,16 +194,38 @@ impl Postern {
         self.handle.store.apply(&doc).await.expect("apply");
     }
 
-    /// Provisions `user` (with `password`) reaching datasource `alias` on `up` as its role.
+    /// Provisions `user` (with `password`) reaching datasource `alias` on `up` as its role,
+    /// in PASSTHROUGH mode (these tests are about the protocol, not statement checks).
     pub async fn grant(&self, up: &Upstream, alias: &str, user: &str, password: &str, tls: &str) {
+        let role = serde_json::json!({ "modes": { alias: "passthrough" } });
+        self.grant_role(up, alias, user, password, tls, role).await
+    }
+
+    /// Like [`Postern::grant`], with the role's statement policy given as JSON
+    /// (`{"modes": {...}, "privileges": [...]}`).
+    pub async fn grant_role(
+        &self,
+        up: &Upstream,
+        alias: &str,
+        user: &str,
+        password: &str,
+        tls: &str,
+        policy: serde_json::Value,
+    ) {
         let pg = pg();
+        let mut role = serde_json::json!({"name": format!("{alias}-role"), "credentials": [format!("{alias}-cred")]});
+        if let (Some(r), Some(p)) = (role.as_object_mut(), policy.as_object()) {
+            for (k, v) in p {
+                r.insert(k.clone(), v.clone());
+            }
+        }
         let ca = std::fs::read_to_string(&pg.ca).unwrap_or_default();
         let doc = serde_json::json!({
             "datasource": [{"name": alias, "type": "postgres", "host": pg.host, "port": pg.port,
                             "database": up.db, "tls": tls, "tls_ca": ca}],
             "credential": [{"name": format!("{alias}-cred"), "datasource": alias,
                             "username": up.role, "password": up.password}],
-            "role": [{"name": format!("{alias}-role"), "credentials": [format!("{alias}-cred")]}],
+            "role": [role],
             "user": [{"name": user, "roles": [format!("{alias}-role")]}],
         });
         let doc: ApplyDocument = serde_json::from_value(doc).unwrap();

@@ -289,7 +289,7 @@ async fn policy_check_cli() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "{text}");
     assert!(
-        text.contains("refused by firewall rule no-tautologies"),
+        text.contains("DENY: firewall rule no-tautologies"),
         "{text}"
     );
     // PROTECTED mode refuses what it cannot analyse, unless the exact text is allow-listed.
@@ -367,7 +367,7 @@ async fn policy_check_cli() {
     assert!(office.contains("no role of yours grants DDL"), "{office}");
     let elsewhere = ddl(None);
     assert!(
-        elsewhere.contains("refused by firewall rule no-ddl-elsewhere"),
+        elsewhere.contains("DENY: firewall rule no-ddl-elsewhere"),
         "{elsewhere}"
     );
 

@@ -1,0 +1,536 @@
+//! The statement gate: decides every statement a client sends before a byte of it goes
+//! upstream (pure, no I/O; the relay feeds it complete messages).
+//!
+//! A refused message is not dropped: it is *replaced* by a harmless one that makes the
+//! server fail at the same point of the protocol — `SELECT "<token>"` (an unknown column)
+//! for a Query, Parse or FunctionCall, a Bind of an unknown statement named `<token>`. The
+//! server then does what it does for any failed statement: aborts the transaction, skips
+//! the rest of an extended-protocol batch up to Sync, answers ReadyForQuery with the right
+//! status. Its ErrorResponse, recognised by the session-random token, is replaced on the
+//! way back by Postern's own (SQLSTATE 42501, naming the rule). The upstream never sees the
+//! refused text, and the client's view of the session stays exactly PostgreSQL's.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use bytes::{BufMut, BytesMut};
+use postern_policy::{
+    apply_effects, decide_in, judge, Arrival, Decision, Judgement, Policy, Refusal, SessionView,
+};
+use postern_sql::cache::{AnalysisCache, Cached};
+use postern_sql::pg::LexSettings;
+use postern_sql::{Statement, StatementKind};
+
+use crate::codec::{self, cstr, error_fields, CodecError, Severity};
+
+/// Analyses kept per session.
+const CACHE_ENTRIES: usize = 512;
+/// Refusals waiting for the server's answer (older ones are forgotten: the server skipped
+/// them, e.g. after an earlier error of the same batch).
+const MAX_PENDING_REFUSALS: usize = 1024;
+/// Texts remembered for one statement name (see [`Gate::stmts`]).
+const MAX_CANDIDATES: usize = 8;
+
+/// How Postern ruled on a statement, for its audit event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ruling {
+    /// Whether it went upstream.
+    pub allowed: bool,
+    /// Why it was refused, or a note on why it passed unchecked.
+    pub reason: Option<String>,
+    /// The rule that decided, when one did.
+    pub rule: Option<String>,
+    /// An allow-and-alert firewall rule let it through.
+    pub alert: bool,
+}
+
+/// What to do with a message.
+#[derive(Debug)]
+pub enum GateOut {
+    /// Forward it as it is.
+    Forward(Option<Arc<Ruling>>),
+    /// Send these bytes upstream instead.
+    Replace(BytesMut, Arc<Ruling>),
+}
+
+/// A statement prepared under a name, as Postern judged it.
+#[derive(Debug, Clone)]
+enum Prepared {
+    /// By a protocol Parse: its text and analysis.
+    Parsed { text: Arc<str>, analysis: Cached },
+    /// By SQL PREPARE: the PREPARE statement.
+    Sql(Statement),
+}
+
+#[derive(Debug)]
+struct Named {
+    /// Every text that may be what the server holds under this name: a Parse of a name
+    /// already in use fails on the server, and Postern does not see which one did, so a
+    /// later Bind must be allowed for all of them.
+    candidates: Vec<Prepared>,
+    /// The session generation they were last judged in.
+    judged: u64,
+    ruling: Arc<Ruling>,
+}
+
+/// The gate of one session.
+pub struct Gate {
+    policy: Arc<Policy>,
+    view: SessionView,
+    /// Bumped whenever the session context changes (search_path, prepared statements):
+    /// statements prepared before are judged again when bound, as the server re-resolves
+    /// names in a prepared statement whose search_path changed.
+    generation: u64,
+    /// Some firewall rule depends on the time: judge prepared statements at every Bind.
+    timed: bool,
+    cache: AnalysisCache,
+    client: IpAddr,
+    /// `postern_refused_<random>_`: marks Postern's replacement statements.
+    token: String,
+    next_refusal: u64,
+    refusals: BTreeMap<u64, Refusal>,
+    /// Statements prepared in the session, by name (`""`: the unnamed statement).
+    stmts: HashMap<Box<str>, Named>,
+    allowed: Arc<Ruling>,
+    /// The last ReadyForQuery said: not in a transaction block.
+    idle: bool,
+    /// A lone `SET search_path` sent while idle with nothing in flight: once it succeeds
+    /// the path is exactly this (until then, the union of old and new is assumed).
+    exact_path: Option<Vec<String>>,
+}
+
+impl std::fmt::Debug for Gate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gate")
+            .field("mode", &self.policy.mode)
+            .field("search_path", &self.view.search_path)
+            .field("generation", &self.generation)
+            .finish()
+    }
+}
+
+impl Gate {
+    /// A gate for a session of a user under `policy`, whose upstream session started with
+    /// `search_path` (existing schemas) and `user_schema` (what `$user` names).
+    pub fn new(
+        policy: Arc<Policy>,
+        search_path: Vec<String>,
+        user_schema: Option<String>,
+        client: IpAddr,
+        idle: bool,
+    ) -> Self {
+        let timed = policy.firewall.iter().any(|r| r.depends_on_time());
+        let random = uuid::Uuid::new_v4().simple().to_string();
+        Self {
+            view: SessionView {
+                search_path: Some(search_path.clone()),
+                prepared: HashMap::new(),
+                initial_search_path: search_path,
+                user_schema,
+            },
+            policy,
+            generation: 0,
+            timed,
+            cache: AnalysisCache::new(CACHE_ENTRIES),
+            client,
+            token: format!("postern_refused_{}_", &random[..12]),
+            next_refusal: 0,
+            refusals: BTreeMap::new(),
+            stmts: HashMap::new(),
+            allowed: Arc::new(Ruling {
+                allowed: true,
+                reason: None,
+                rule: None,
+                alert: false,
+            }),
+            idle,
+            exact_path: None,
+        }
+    }
+
+    /// The schemas unqualified names may currently resolve to (`None`: unknown).
+    pub fn search_path(&self) -> Option<&[String]> {
+        self.view.search_path.as_deref()
+    }
+
+    fn arrival(&self) -> Arrival {
+        Arrival {
+            client: self.client,
+            now: time::OffsetDateTime::now_utc(),
+        }
+    }
+
+    fn ruling(&self, j: &Judgement) -> Arc<Ruling> {
+        let note = j.decisions.iter().find_map(|d| match d {
+            Decision::Allow { note: Some(n) } => Some(n.clone()),
+            _ => None,
+        });
+        let alert = j.alert();
+        if note.is_none() && j.firewall.is_none() {
+            return self.allowed.clone();
+        }
+        Arc::new(Ruling {
+            allowed: true,
+            reason: note,
+            rule: j.firewall.as_ref().map(|f| format!("firewall: {}", f.rule)),
+            alert,
+        })
+    }
+
+    /// Records a refusal; returns the token the replacement carries and the audit ruling.
+    fn refuse(&mut self, r: Refusal) -> (String, Arc<Ruling>) {
+        let n = self.next_refusal;
+        self.next_refusal += 1;
+        let ruling = Arc::new(Ruling {
+            allowed: false,
+            reason: Some(r.reason.clone()),
+            rule: r.rule.clone(),
+            alert: false,
+        });
+        self.refusals.insert(n, r);
+        while self.refusals.len() > MAX_PENDING_REFUSALS {
+            self.refusals.pop_first();
+        }
+        (format!("{}{n}", self.token), ruling)
+    }
+
+    fn analyse(&mut self, text: &str, scs: bool) -> Cached {
+        self.cache
+            .analyse(
+                text,
+                LexSettings {
+                    standard_conforming_strings: scs,
+                },
+            )
+            .0
+    }
+
+    /// Applies an allowed text's session effects; bumps the generation when they change
+    /// what names resolve to.
+    fn apply(&mut self, analysis: &Cached) {
+        let Ok(a) = analysis.as_ref() else { return };
+        let mut touched = false;
+        for s in &a.statements {
+            if let Statement::Analysed(f) = s {
+                if !f.session.is_empty() {
+                    touched = true;
+                }
+                match f.kind {
+                    StatementKind::Prepare => {
+                        touched = true;
+                        if let Some(name) = &f.prepared {
+                            self.add_named(name, Prepared::Sql(s.clone()));
+                        }
+                    }
+                    StatementKind::Deallocate => {
+                        touched = true;
+                        match &f.prepared {
+                            Some(name) => {
+                                self.stmts.remove(name.as_str());
+                            }
+                            // DEALLOCATE ALL leaves the unnamed protocol statement alone.
+                            None => self.stmts.retain(|k, _| k.is_empty()),
+                        }
+                    }
+                    _ if f.command == "DISCARD"
+                        && f.session
+                            .contains(&postern_sql::SessionEffect::SearchPathDefault) =>
+                    {
+                        self.stmts.retain(|k, _| k.is_empty());
+                    }
+                    _ => {}
+                }
+            }
+        }
+        if touched {
+            apply_effects(&mut self.view, a);
+            self.generation += 1;
+        }
+    }
+
+    fn add_named(&mut self, name: &str, p: Prepared) {
+        if name.is_empty() {
+            // A new unnamed statement replaces the old one, even when it then fails.
+            self.stmts.insert(
+                "".into(),
+                Named {
+                    candidates: vec![p],
+                    judged: self.generation,
+                    ruling: self.allowed.clone(),
+                },
+            );
+            return;
+        }
+        match self.stmts.get_mut(name) {
+            Some(n) => {
+                if n.candidates.len() < MAX_CANDIDATES {
+                    n.candidates.push(p);
+                }
+                n.judged = u64::MAX;
+            }
+            None => {
+                self.stmts.insert(
+                    name.into(),
+                    Named {
+                        candidates: vec![p],
+                        judged: self.generation,
+                        ruling: self.allowed.clone(),
+                    },
+                );
+            }
+        }
+    }
+
+    /// Judges a complete client message. `in_flight`: statements sent earlier still await
+    /// their outcome. `scs`: the session's standard_conforming_strings.
+    pub fn client_message(
+        &mut self,
+        ty: u8,
+        body: &[u8],
+        in_flight: bool,
+        scs: bool,
+    ) -> Result<GateOut, CodecError> {
+        self.exact_path = None;
+        match ty {
+            b'Q' => {
+                let (text, _) = cstr(body).ok_or(CodecError::Malformed("Query"))?;
+                if text.trim().is_empty() {
+                    return Ok(GateOut::Forward(None));
+                }
+                let analysis = self.analyse(text, scs);
+                let j = judge(&self.policy, &self.view, text, &analysis, self.arrival());
+                if let Some(r) = j.refusal {
+                    let (token, ruling) = self.refuse(r);
+                    return Ok(GateOut::Replace(query_message(&token), ruling));
+                }
+                let ruling = self.ruling(&j);
+                let exact = (self.idle && !in_flight)
+                    .then(|| lone_search_path(&analysis, &self.view))
+                    .flatten();
+                self.apply(&analysis);
+                self.exact_path = exact;
+                Ok(GateOut::Forward(Some(ruling)))
+            }
+            b'P' => {
+                let (name, rest) = cstr(body).ok_or(CodecError::Malformed("Parse"))?;
+                let (text, _) = cstr(rest).ok_or(CodecError::Malformed("Parse"))?;
+                let analysis = self.analyse(text, scs);
+                let j = judge(&self.policy, &self.view, text, &analysis, self.arrival());
+                if let Some(r) = j.refusal {
+                    if name.is_empty() {
+                        self.stmts.remove("");
+                    }
+                    let (token, ruling) = self.refuse(r);
+                    return Ok(GateOut::Replace(parse_message(name, &token), ruling));
+                }
+                let ruling = self.ruling(&j);
+                self.apply(&analysis);
+                if let (false, Ok(a)) = (name.is_empty(), analysis.as_ref()) {
+                    // Protocol statements share SQL EXECUTE's namespace.
+                    if let [Statement::Analysed(f)] = a.statements.as_slice() {
+                        self.view.prepared.insert(name.to_string(), f.clone());
+                    }
+                }
+                self.add_named(
+                    name,
+                    Prepared::Parsed {
+                        text: text.into(),
+                        analysis,
+                    },
+                );
+                if let Some(n) = self.stmts.get_mut(name) {
+                    n.ruling = ruling.clone();
+                }
+                Ok(GateOut::Forward(Some(ruling)))
+            }
+            b'B' => {
+                let (portal, rest) = cstr(body).ok_or(CodecError::Malformed("Bind"))?;
+                let (stmt, _) = cstr(rest).ok_or(CodecError::Malformed("Bind"))?;
+                match self.bind(stmt) {
+                    Ok(ruling) => Ok(GateOut::Forward(Some(ruling))),
+                    Err(r) => {
+                        let (token, ruling) = self.refuse(r);
+                        Ok(GateOut::Replace(bind_message(portal, &token), ruling))
+                    }
+                }
+            }
+            b'F' => {
+                let (token, ruling) = self.refuse(Refusal {
+                    sqlstate: postern_policy::judge::SQLSTATE_REFUSED,
+                    message: "Postern refused a fast-path function call: it names the function \
+                              by OID, which Postern cannot check; call it with SELECT instead"
+                        .into(),
+                    reason: "fast-path function call (not checkable)".into(),
+                    rule: None,
+                });
+                Ok(GateOut::Replace(query_message(&token), ruling))
+            }
+            b'C' => {
+                if let Some((b'S', rest)) = body.split_first().map(|(k, r)| (*k, r)) {
+                    if let Some((name, _)) = cstr(rest) {
+                        self.stmts.remove(name);
+                        if !name.is_empty() && self.view.prepared.remove(name).is_some() {
+                            self.generation += 1;
+                        }
+                    }
+                }
+                Ok(GateOut::Forward(None))
+            }
+            _ => Ok(GateOut::Forward(None)),
+        }
+    }
+
+    /// The ruling for binding statement `name` now; judges it again when the session
+    /// changed since it was prepared.
+    fn bind(&mut self, name: &str) -> Result<Arc<Ruling>, Refusal> {
+        let generation = self.generation;
+        let Some(named) = self.stmts.get(name) else {
+            return Err(Refusal {
+                sqlstate: "26000",
+                message: format!("prepared statement \"{name}\" does not exist"),
+                reason: format!("Bind of statement {name:?}, which Postern did not see prepared"),
+                rule: None,
+            });
+        };
+        if named.judged == generation && !self.timed {
+            return Ok(named.ruling.clone());
+        }
+        let candidates = named.candidates.clone();
+        let mut ruling = None;
+        for c in &candidates {
+            match c {
+                Prepared::Parsed { text, analysis } => {
+                    let j = judge(&self.policy, &self.view, text, analysis, self.arrival());
+                    if let Some(r) = j.refusal {
+                        return Err(r);
+                    }
+                    ruling.get_or_insert_with(|| self.ruling(&j));
+                }
+                Prepared::Sql(s) => {
+                    if let Decision::Deny { reason, rule } = decide_in(&self.policy, &self.view, s)
+                    {
+                        return Err(Refusal {
+                            sqlstate: postern_policy::judge::SQLSTATE_REFUSED,
+                            message: format!("Postern refused this statement: {reason}"),
+                            reason,
+                            rule,
+                        });
+                    }
+                }
+            }
+        }
+        let ruling = ruling.unwrap_or_else(|| self.allowed.clone());
+        if let Some(n) = self.stmts.get_mut(name) {
+            n.judged = generation;
+            n.ruling = ruling.clone();
+        }
+        Ok(ruling)
+    }
+
+    /// Looks at a server message; returns a replacement when it is the server's answer to
+    /// one of Postern's replacement statements.
+    pub fn server_message(&mut self, ty: u8, body: &[u8]) -> Option<BytesMut> {
+        match ty {
+            b'E' => {
+                self.exact_path = None;
+                let n = refusal_number(body, &self.token)?;
+                let r = self.refusals.remove(&n)?;
+                let mut out = BytesMut::with_capacity(64 + r.message.len());
+                codec::error_response(&mut out, Severity::Error, r.sqlstate, &r.message, None);
+                Some(out)
+            }
+            b'Z' => {
+                self.idle = body.first() == Some(&b'I');
+                if let Some(p) = self.exact_path.take() {
+                    if self.idle {
+                        self.view.search_path = Some(p);
+                        self.generation += 1;
+                    }
+                }
+                None
+            }
+            _ => None,
+        }
+    }
+}
+
+/// The path after `text` when it is exactly one session-level `SET search_path` or
+/// `RESET search_path` (and nothing else).
+fn lone_search_path(analysis: &Cached, view: &SessionView) -> Option<Vec<String>> {
+    let a = analysis.as_ref().as_ref().ok()?;
+    let [Statement::Analysed(f)] = a.statements.as_slice() else {
+        return None;
+    };
+    match f.session.as_slice() {
+        [postern_sql::SessionEffect::SearchPath(p)] => Some(postern_policy::judge::expand_path(
+            p,
+            view.user_schema.as_deref(),
+        )),
+        [postern_sql::SessionEffect::SearchPathDefault] if f.command != "DISCARD" => {
+            Some(view.initial_search_path.clone())
+        }
+        _ => None,
+    }
+}
+
+/// The number in `<token><n>` inside an ErrorResponse's message, if there is one.
+fn refusal_number(body: &[u8], token: &str) -> Option<u64> {
+    let (_, msg) = error_fields(body).find(|(k, _)| *k == b'M')?;
+    let at = msg.find(token)? + token.len();
+    let digits: &str = &msg[at..];
+    let end = digits
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(digits.len());
+    digits[..end].parse().ok()
+}
+
+fn message(ty: u8, parts: &[&[u8]]) -> BytesMut {
+    let len: usize = 4 + parts.iter().map(|p| p.len()).sum::<usize>();
+    let mut out = BytesMut::with_capacity(1 + len);
+    out.put_u8(ty);
+    out.put_i32(len as i32);
+    for p in parts {
+        out.put_slice(p);
+    }
+    out
+}
+
+/// `SELECT "<token>"`: fails in parse analysis (no such column), so at Query or Parse.
+fn failing_select(token: &str) -> String {
+    format!("SELECT \"{token}\"")
+}
+
+fn query_message(token: &str) -> BytesMut {
+    message(b'Q', &[failing_select(token).as_bytes(), b"\0"])
+}
+
+fn parse_message(name: &str, token: &str) -> BytesMut {
+    message(
+        b'P',
+        &[
+            name.as_bytes(),
+            b"\0",
+            failing_select(token).as_bytes(),
+            b"\0",
+            &0i16.to_be_bytes(),
+        ],
+    )
+}
+
+/// A Bind of the statement named `<token>`, which does not exist.
+fn bind_message(portal: &str, token: &str) -> BytesMut {
+    message(
+        b'B',
+        &[
+            portal.as_bytes(),
+            b"\0",
+            token.as_bytes(),
+            b"\0",
+            &[0, 0, 0, 0, 0, 0],
+        ],
+    )
+}
+
+#[cfg(test)]
+mod tests;
