@@ -13,7 +13,9 @@
 #      reused cluster already holds it);
 #   3. starts bench-relay and Postern (own data dir, full audit, API and PG on free ports),
 #      both in front of the PostgreSQL cluster; provisions Postern with `postern admin login`
-#      + `postern apply` (datasource "bench", credential, role, user "bencher");
+#      + `postern apply` (datasource "bench", credential, role, user "bencher" in PASSTHROUGH
+#      mode, and user "bencher_masked" in MASKED PASSTHROUGH mode with SELECT on the pgbench
+#      tables: every statement analysed and checked; target "masked");
 #   4. throughput: `pgbench -n -S` in simple and prepared query mode with 1, 8 and 32 clients
 #      (-j = min(clients, 2)) against every target, interleaved; reports TPS, average latency
 #      and the proxy's CPU time per statement (utime+stime of the proxy process from
@@ -36,7 +38,8 @@
 # stopped only when this script started it.
 #
 # Environment (defaults in brackets):
-#   BENCH_TARGETS          comma list of direct, relay, postern   [direct,relay,postern]
+#   BENCH_TARGETS          comma list of direct, relay, postern, masked
+#                                                          [direct,relay,postern,masked]
 #   BENCH_SECONDS          duration of each throughput run          [10]
 #   BENCH_REPEAT           rounds of every throughput run (targets interleaved within a
 #                          round); the report shows medians and, over rounds, the range
@@ -58,7 +61,7 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/../../scripts/lib/common.sh"
 cd "$POSTERN_ROOT"
 
-IFS=',' read -r -a TARGETS <<<"${BENCH_TARGETS:-direct,relay,postern}"
+IFS=',' read -r -a TARGETS <<<"${BENCH_TARGETS:-direct,relay,postern,masked}"
 DURATION="${BENCH_SECONDS:-10}"
 REPEAT="${BENCH_REPEAT:-1}"
 read -r -a CLIENTS <<<"${BENCH_CLIENTS:-1 8 32}"
@@ -83,8 +86,8 @@ has_target() {
 }
 for t in "${TARGETS[@]}"; do
     case "$t" in
-    direct | relay | postern) ;;
-    *) die "unknown target '$t' in BENCH_TARGETS (direct, relay, postern)" ;;
+    direct | relay | postern | masked) ;;
+    *) die "unknown target '$t' in BENCH_TARGETS (direct, relay, postern, masked)" ;;
     esac
 done
 for m in "${MODES[@]}"; do
@@ -138,7 +141,7 @@ rss_kb() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status"; }
 proxy_pid() {
     case "$1" in
     relay) printf '%s\n' "$RELAY_PID" ;;
-    postern) printf '%s\n' "$POSTERN_PID" ;;
+    postern | masked) printf '%s\n' "$POSTERN_PID" ;;
     *) printf '\n' ;;
     esac
 }
@@ -168,6 +171,7 @@ POSTERN_PG_PORT=""
 POSTERN_DATA="$WORK/postern-data"
 POSTERN_USER="bencher"
 POSTERN_USER_PASS="bench-$(openssl rand -hex 12)"
+POSTERN_MASKED_USER="bencher_masked"
 POSTERN_DATASOURCE="bench"
 # The line Postern prints once, on stdout, on first start.
 POSTERN_BOOTSTRAP_RE='bootstrap admin password: '
@@ -222,9 +226,19 @@ credential:
 role:
   - name: bench
     credentials: [bench]
+    modes: {$POSTERN_DATASOURCE: passthrough}
+  - name: bench_masked
+    credentials: [bench]
+    modes: {$POSTERN_DATASOURCE: masked}
+    privileges:
+      - allow: [SELECT]
+        on: "$POSTERN_DATASOURCE.*.public.pgbench_*"
 user:
   - name: $POSTERN_USER
     roles: [bench]
+    password: "$POSTERN_USER_PASS"
+  - name: $POSTERN_MASKED_USER
+    roles: [bench_masked]
     password: "$POSTERN_USER_PASS"
 EOF
     postern_cli apply -f "$WORK/apply.yaml" || die "postern apply failed"
@@ -234,6 +248,10 @@ EOF
     T_USER[postern]="$POSTERN_USER"
     T_PASS[postern]="$POSTERN_USER_PASS"
     T_DB[postern]="$POSTERN_DATASOURCE"
+    T_PORT[masked]="$POSTERN_PG_PORT"
+    T_USER[masked]="$POSTERN_MASKED_USER"
+    T_PASS[masked]="$POSTERN_USER_PASS"
+    T_DB[masked]="$POSTERN_DATASOURCE"
     log "postern: pid $POSTERN_PID, API 127.0.0.1:$POSTERN_API_PORT, PG 127.0.0.1:$POSTERN_PG_PORT"
 }
 # =============================================================================================
@@ -308,7 +326,7 @@ T_DB[direct]="$BENCH_DB"
 section "proxies"
 # (Not `has_target x && start_x`: `set -e` would be off inside start_x.)
 if has_target relay; then start_relay; fi
-if has_target postern; then start_postern; fi
+if has_target postern || has_target masked; then start_postern; fi
 for t in "${TARGETS[@]}"; do
     with_target "$t" "$PSQL" -X -q -At -c "select count(*) from pgbench_branches" >/dev/null 2>"$OUT/logs/check-$t.log" ||
         die "cannot query through target '$t' (see $OUT/logs/check-$t.log)"
@@ -501,9 +519,10 @@ def spread(vals):
 
 rounds = max((len(v) for v in runs.values()), default=1)
 print(f"Throughput: pgbench -S (select only), {duration}s per run, {rounds} round(s); medians over rounds")
-print("  ratios: TPS and latency of a target divided by those of direct / relay in the same round (TPS > 1 is faster, latency < 1 is faster)")
+print("  ratios: TPS and latency of a target divided by those of direct / relay in the same round (TPS > 1 is faster, latency < 1 is faster);")
+print("  masked = Postern in MASKED PASSTHROUGH mode (every statement analysed and checked); TPS/passthru = masked / postern")
 hdr = f"{'mode':<9}{'clients':>8}  {'target':<8}{'TPS':>11}{'lat ms':>9}{'CPU us/stmt':>13}" \
-      f"{'TPS/direct':>12}{'lat/direct':>12}{'TPS/relay':>11}{'lat/relay':>11}" + (f"{'TPS/relay range':>17}" if rounds > 1 else "")
+      f"{'TPS/direct':>12}{'lat/direct':>12}{'TPS/relay':>11}{'lat/relay':>11}{'TPS/passthru':>16}" + (f"{'TPS/relay range':>17}" if rounds > 1 else "")
 print(hdr)
 print("-" * len(hdr))
 prev = None
@@ -517,10 +536,12 @@ for k in keys:
     lat = median([num(r["latency_ms"]) for r in rs])
     cpu = median([num(r["proxy_cpu_us_per_stmt"]) for r in rs])
     vs_d = (show(round_ratios(k, "direct", "tps")), show(round_ratios(k, "direct", "latency_ms"))) if t != "direct" else ("", "")
-    rel = round_ratios(k, "relay", "tps") if t == "postern" else []
-    vs_r = (show(rel), show(round_ratios(k, "relay", "latency_ms"))) if t == "postern" else ("", "")
+    proxied = t in ("postern", "masked")
+    rel = round_ratios(k, "relay", "tps") if proxied else []
+    vs_r = (show(rel), show(round_ratios(k, "relay", "latency_ms"))) if proxied else ("", "")
+    vs_p = show(round_ratios(k, "postern", "tps")) if t == "masked" else ""
     line = (f"{mode:<9}{clients:>8}  {t:<8}{fmt(tps, '.0f'):>11}{fmt(lat, '.3f'):>9}"
-            f"{fmt(cpu, '.1f'):>13}{vs_d[0]:>12}{vs_d[1]:>12}{vs_r[0]:>11}{vs_r[1]:>11}")
+            f"{fmt(cpu, '.1f'):>13}{vs_d[0]:>12}{vs_d[1]:>12}{vs_r[0]:>11}{vs_r[1]:>11}{vs_p:>16}")
     if rounds > 1:
         line += f"{spread(rel):>17}"
     print(line)

@@ -122,6 +122,20 @@ pub fn cstr(b: &[u8]) -> Option<(&str, &[u8])> {
     Some((s, &b[nul + 1..]))
 }
 
+/// Splits a NUL-terminated string off the front of `b`, as bytes (no encoding assumed).
+pub fn cstr_bytes(b: &[u8]) -> Option<(&[u8], &[u8])> {
+    let nul = b.iter().position(|&c| c == 0)?;
+    Some((&b[..nul], &b[nul + 1..]))
+}
+
+/// Whether text in this `client_encoding` means to the server's lexer what its bytes mean
+/// as UTF-8. In the other encodings (LATIN1, SJIS…) the server converts the text first;
+/// in some (SJIS, BIG5, GBK…) a `\` byte can even be half of a character.
+pub fn encoding_reads_as_utf8(client_encoding: &str) -> bool {
+    client_encoding.eq_ignore_ascii_case("UTF8")
+        || client_encoding.eq_ignore_ascii_case("SQL_ASCII")
+}
+
 /// The header of a typed message: (type byte, total length including the type byte).
 /// `None` when fewer than 5 bytes are available.
 pub fn frame_header(buf: &[u8], max: usize) -> Result<Option<(u8, usize)>, CodecError> {

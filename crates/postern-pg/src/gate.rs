@@ -22,7 +22,7 @@ use postern_sql::cache::{AnalysisCache, Cached};
 use postern_sql::pg::LexSettings;
 use postern_sql::{Statement, StatementKind};
 
-use crate::codec::{self, cstr, error_fields, CodecError, Severity};
+use crate::codec::{self, cstr_bytes, error_fields, CodecError, Severity};
 
 /// Analyses kept per session.
 const CACHE_ENTRIES: usize = 512;
@@ -43,6 +43,18 @@ pub struct Ruling {
     pub rule: Option<String>,
     /// An allow-and-alert firewall rule let it through.
     pub alert: bool,
+    /// For a lone `SET search_path`: the path it sets, and the gate's path-change count
+    /// after it (see [`Gate::confirm_search_path`]).
+    pub search_path: Option<(Vec<String>, u64)>,
+}
+
+/// How the session's text is to be read, as the server last reported it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lexing {
+    /// `standard_conforming_strings`.
+    pub standard_conforming_strings: bool,
+    /// `client_encoding` reads as UTF-8 ([`codec::encoding_reads_as_utf8`]).
+    pub utf8_client: bool,
 }
 
 /// What to do with a message.
@@ -93,11 +105,8 @@ pub struct Gate {
     /// Statements prepared in the session, by name (`""`: the unnamed statement).
     stmts: HashMap<Box<str>, Named>,
     allowed: Arc<Ruling>,
-    /// The last ReadyForQuery said: not in a transaction block.
-    idle: bool,
-    /// A lone `SET search_path` sent while idle with nothing in flight: once it succeeds
-    /// the path is exactly this (until then, the union of old and new is assumed).
-    exact_path: Option<Vec<String>>,
+    /// Counts changes to the search_path Postern assumes (see [`Gate::confirm_search_path`]).
+    path_changes: u64,
 }
 
 impl std::fmt::Debug for Gate {
@@ -118,7 +127,6 @@ impl Gate {
         search_path: Vec<String>,
         user_schema: Option<String>,
         client: IpAddr,
-        idle: bool,
     ) -> Self {
         let timed = policy.firewall.iter().any(|r| r.depends_on_time());
         let random = uuid::Uuid::new_v4().simple().to_string();
@@ -143,9 +151,9 @@ impl Gate {
                 reason: None,
                 rule: None,
                 alert: false,
+                search_path: None,
             }),
-            idle,
-            exact_path: None,
+            path_changes: 0,
         }
     }
 
@@ -175,6 +183,7 @@ impl Gate {
             reason: note,
             rule: j.firewall.as_ref().map(|f| format!("firewall: {}", f.rule)),
             alert,
+            search_path: None,
         })
     }
 
@@ -187,6 +196,7 @@ impl Gate {
             reason: Some(r.reason.clone()),
             rule: r.rule.clone(),
             alert: false,
+            search_path: None,
         });
         self.refusals.insert(n, r);
         while self.refusals.len() > MAX_PENDING_REFUSALS {
@@ -244,6 +254,22 @@ impl Gate {
             }
         }
         if touched {
+            // Any statement that sets the path makes earlier confirmations stale, even when
+            // the assumed path (a union) does not grow.
+            let sets_path = a.statements.iter().any(|s| match s {
+                Statement::Analysed(f) => f.session.iter().any(|e| {
+                    matches!(
+                        e,
+                        postern_sql::SessionEffect::SearchPath(_)
+                            | postern_sql::SessionEffect::SearchPathDefault
+                            | postern_sql::SessionEffect::SearchPathUnknown
+                    )
+                }),
+                Statement::Unanalysable { .. } => false,
+            });
+            if sets_path {
+                self.path_changes += 1;
+            }
             apply_effects(&mut self.view, a);
             self.generation += 1;
         }
@@ -282,19 +308,47 @@ impl Gate {
         }
     }
 
-    /// Judges a complete client message. `in_flight`: statements sent earlier still await
-    /// their outcome. `scs`: the session's standard_conforming_strings.
+    /// Refuses SQL text Postern would not read as the server does: not UTF-8, or non-ASCII
+    /// in a client encoding the server converts from.
+    fn readable<'t>(&mut self, text: &'t [u8], lex: Lexing) -> Result<&'t str, Refusal> {
+        let refusal = |why: &str| Refusal {
+            sqlstate: "22021",
+            message: format!(
+                "Postern refused this statement: {why}; Postern checks statements as UTF-8 \
+                 (SET client_encoding = 'UTF8', or PGCLIENTENCODING=UTF8)"
+            ),
+            reason: why.to_string(),
+            rule: None,
+        };
+        let Ok(t) = std::str::from_utf8(text) else {
+            return Err(refusal("its text is not valid UTF-8"));
+        };
+        if !lex.utf8_client && !t.is_ascii() {
+            return Err(refusal(
+                "it holds non-ASCII characters and the session's client_encoding is not UTF8",
+            ));
+        }
+        Ok(t)
+    }
+
+    /// Judges a complete client message.
     pub fn client_message(
         &mut self,
         ty: u8,
         body: &[u8],
-        in_flight: bool,
-        scs: bool,
+        lex: Lexing,
     ) -> Result<GateOut, CodecError> {
-        self.exact_path = None;
+        let scs = lex.standard_conforming_strings;
         match ty {
             b'Q' => {
-                let (text, _) = cstr(body).ok_or(CodecError::Malformed("Query"))?;
+                let (text, _) = cstr_bytes(body).ok_or(CodecError::Malformed("Query"))?;
+                let text = match self.readable(text, lex) {
+                    Ok(t) => t,
+                    Err(r) => {
+                        let (token, ruling) = self.refuse(r);
+                        return Ok(GateOut::Replace(query_message(&token), ruling));
+                    }
+                };
                 if text.trim().is_empty() {
                     return Ok(GateOut::Forward(None));
                 }
@@ -304,17 +358,41 @@ impl Gate {
                     let (token, ruling) = self.refuse(r);
                     return Ok(GateOut::Replace(query_message(&token), ruling));
                 }
-                let ruling = self.ruling(&j);
-                let exact = (self.idle && !in_flight)
-                    .then(|| lone_search_path(&analysis, &self.view))
-                    .flatten();
+                let mut ruling = self.ruling(&j);
+                let exact = lone_search_path(&analysis, &self.view);
                 self.apply(&analysis);
-                self.exact_path = exact;
+                if let Some(path) = exact {
+                    // Confirmed (or not) when the server has answered this very message.
+                    let mut r = (*ruling).clone();
+                    r.search_path = Some((path, self.path_changes));
+                    ruling = Arc::new(r);
+                }
                 Ok(GateOut::Forward(Some(ruling)))
             }
             b'P' => {
-                let (name, rest) = cstr(body).ok_or(CodecError::Malformed("Parse"))?;
-                let (text, _) = cstr(rest).ok_or(CodecError::Malformed("Parse"))?;
+                let (name, rest) = cstr_bytes(body).ok_or(CodecError::Malformed("Parse"))?;
+                let (text, _) = cstr_bytes(rest).ok_or(CodecError::Malformed("Parse"))?;
+                let checked = self.readable(text, lex).and_then(|t| {
+                    std::str::from_utf8(name)
+                        .map(|n| (n, t))
+                        .map_err(|_| Refusal {
+                            sqlstate: "22021",
+                            message: "Postern refused this statement: its name is not valid UTF-8"
+                                .into(),
+                            reason: "statement name not valid UTF-8".into(),
+                            rule: None,
+                        })
+                });
+                let (name, text) = match checked {
+                    Ok(nt) => nt,
+                    Err(r) => {
+                        if name.is_empty() {
+                            self.stmts.remove("");
+                        }
+                        let (token, ruling) = self.refuse(r);
+                        return Ok(GateOut::Replace(parse_message(name, &token), ruling));
+                    }
+                };
                 let analysis = self.analyse(text, scs);
                 let j = judge(&self.policy, &self.view, text, &analysis, self.arrival());
                 if let Some(r) = j.refusal {
@@ -322,7 +400,10 @@ impl Gate {
                         self.stmts.remove("");
                     }
                     let (token, ruling) = self.refuse(r);
-                    return Ok(GateOut::Replace(parse_message(name, &token), ruling));
+                    return Ok(GateOut::Replace(
+                        parse_message(name.as_bytes(), &token),
+                        ruling,
+                    ));
                 }
                 let ruling = self.ruling(&j);
                 self.apply(&analysis);
@@ -345,8 +426,10 @@ impl Gate {
                 Ok(GateOut::Forward(Some(ruling)))
             }
             b'B' => {
-                let (portal, rest) = cstr(body).ok_or(CodecError::Malformed("Bind"))?;
-                let (stmt, _) = cstr(rest).ok_or(CodecError::Malformed("Bind"))?;
+                let (portal, rest) = cstr_bytes(body).ok_or(CodecError::Malformed("Bind"))?;
+                let (stmt, _) = cstr_bytes(rest).ok_or(CodecError::Malformed("Bind"))?;
+                // Every statement Postern let through has a UTF-8 name.
+                let stmt = std::str::from_utf8(stmt).unwrap_or("\u{fffd}");
                 match self.bind(stmt) {
                     Ok(ruling) => Ok(GateOut::Forward(Some(ruling))),
                     Err(r) => {
@@ -368,7 +451,9 @@ impl Gate {
             }
             b'C' => {
                 if let Some((b'S', rest)) = body.split_first().map(|(k, r)| (*k, r)) {
-                    if let Some((name, _)) = cstr(rest) {
+                    if let Some((name, _)) =
+                        cstr_bytes(rest).and_then(|(n, r)| Some((std::str::from_utf8(n).ok()?, r)))
+                    {
                         self.stmts.remove(name);
                         if !name.is_empty() && self.view.prepared.remove(name).is_some() {
                             self.generation += 1;
@@ -433,24 +518,25 @@ impl Gate {
     pub fn server_message(&mut self, ty: u8, body: &[u8]) -> Option<BytesMut> {
         match ty {
             b'E' => {
-                self.exact_path = None;
                 let n = refusal_number(body, &self.token)?;
                 let r = self.refusals.remove(&n)?;
                 let mut out = BytesMut::with_capacity(64 + r.message.len());
                 codec::error_response(&mut out, Severity::Error, r.sqlstate, &r.message, None);
                 Some(out)
             }
-            b'Z' => {
-                self.idle = body.first() == Some(&b'I');
-                if let Some(p) = self.exact_path.take() {
-                    if self.idle {
-                        self.view.search_path = Some(p);
-                        self.generation += 1;
-                    }
-                }
-                None
-            }
             _ => None,
+        }
+    }
+
+    /// A lone `SET search_path` (or `RESET`) completed without error and the server then
+    /// reported no open transaction block: the path is now exactly what it set (until
+    /// then Postern assumed old and new together) — unless the assumed path changed again
+    /// since (`at`, from [`Ruling::search_path`]).
+    pub fn confirm_search_path(&mut self, path: &[String], at: u64) {
+        if self.path_changes == at {
+            self.view.search_path = Some(path.to_vec());
+            self.path_changes += 1;
+            self.generation += 1;
         }
     }
 }
@@ -505,11 +591,11 @@ fn query_message(token: &str) -> BytesMut {
     message(b'Q', &[failing_select(token).as_bytes(), b"\0"])
 }
 
-fn parse_message(name: &str, token: &str) -> BytesMut {
+fn parse_message(name: &[u8], token: &str) -> BytesMut {
     message(
         b'P',
         &[
-            name.as_bytes(),
+            name,
             b"\0",
             failing_select(token).as_bytes(),
             b"\0",
@@ -519,16 +605,10 @@ fn parse_message(name: &str, token: &str) -> BytesMut {
 }
 
 /// A Bind of the statement named `<token>`, which does not exist.
-fn bind_message(portal: &str, token: &str) -> BytesMut {
+fn bind_message(portal: &[u8], token: &str) -> BytesMut {
     message(
         b'B',
-        &[
-            portal.as_bytes(),
-            b"\0",
-            token.as_bytes(),
-            b"\0",
-            &[0, 0, 0, 0, 0, 0],
-        ],
+        &[portal, b"\0", token.as_bytes(), b"\0", &[0, 0, 0, 0, 0, 0]],
     )
 }
 

@@ -16,7 +16,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_util::io::poll_read_buf;
 
 use crate::codec::{frame_header, CodecError, MAX_MESSAGE};
-use crate::gate::{Gate, GateOut};
+use crate::gate::{Gate, GateOut, Lexing};
 use crate::tracker::Tracker;
 
 /// Stop reading from a peer once this much is waiting to be written to the other.
@@ -150,8 +150,11 @@ impl Direction {
                         None
                     }
                     (Side::Client, Some(g)) => {
-                        let scs = tracker.standard_conforming_strings;
-                        match g.client_message(ty, body, tracker.in_flight(), scs)? {
+                        let lex = Lexing {
+                            standard_conforming_strings: tracker.standard_conforming_strings,
+                            utf8_client: tracker.utf8_client,
+                        };
+                        match g.client_message(ty, body, lex)? {
                             GateOut::Forward(ruling) => {
                                 tracker.client_message(ty, body, ruling)?;
                                 None
@@ -173,7 +176,11 @@ impl Direction {
                             Some(with)
                         }
                         None => {
+                            let before = tracker.completed.len();
                             tracker.server_message(ty, body);
+                            if ty == b'Z' {
+                                confirm_search_path(g, &tracker.completed[before..]);
+                            }
                             None
                         }
                     },
@@ -190,6 +197,21 @@ impl Direction {
                 let n = total.min(rest.len());
                 self.fwd += n;
                 self.pass = total - n;
+            }
+        }
+    }
+}
+
+/// Tells the gate which lone `SET search_path` statements the server has now confirmed:
+/// completed without error, outside a transaction block. Done before the next client
+/// message is judged, so a client that waits for ReadyForQuery sees the exact path.
+fn confirm_search_path(gate: &mut Gate, just_completed: &[crate::tracker::Completed]) {
+    for done in just_completed {
+        if let Some(r) = &done.ruling {
+            if let (Some((path, at)), None, Some(b'I')) =
+                (&r.search_path, &done.error, done.ready_status)
+            {
+                gate.confirm_search_path(path, *at);
             }
         }
     }

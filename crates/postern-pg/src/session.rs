@@ -490,7 +490,6 @@ async fn handshake<'a>(
             facts.search_path,
             facts.user_schema,
             ident.client_ip(),
-            up.ready_status == b'I',
         );
         Ok::<_, upstream::UpstreamError>((up, Some(gate)))
     };
@@ -680,6 +679,7 @@ async fn relay(inner: &Inner, est: Established<'_>, ident: &Ident, span: &tracin
     let mut texts = LogTexts::default();
     let mut relay = Relay::new(&mut client, &mut up_stream, client_buf, upstream.leftover);
     relay.tracker.standard_conforming_strings = upstream.standard_conforming_strings;
+    relay.tracker.utf8_client = crate::codec::encoding_reads_as_utf8(&upstream.client_encoding);
     relay.gate = gate;
     let end: Result<RelayEnd, String> = loop {
         match relay.step().await {

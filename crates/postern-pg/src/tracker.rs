@@ -10,7 +10,9 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::codec::{cstr, error_summary, rows_of_tag, CodecError};
+use crate::codec::{
+    cstr, cstr_bytes, encoding_reads_as_utf8, error_summary, rows_of_tag, CodecError,
+};
 use crate::gate::Ruling;
 
 /// Upper bound on statements in flight (pipelined and not yet answered).
@@ -34,6 +36,8 @@ pub struct Completed {
     pub standard_conforming_strings: bool,
     /// Postern's ruling, when the session's statements are checked.
     pub ruling: Option<Arc<Ruling>>,
+    /// For a simple query: the transaction status of the ReadyForQuery that ended it.
+    pub ready_status: Option<u8>,
 }
 
 #[derive(Debug)]
@@ -76,6 +80,7 @@ impl Open {
         Completed {
             statement: self.text,
             ruling: self.ruling,
+            ready_status: None,
             tags: self.tags,
             rows: self.rows,
             error: self.error,
@@ -111,9 +116,21 @@ pub struct Tracker {
     /// The server's `standard_conforming_strings`, from its ParameterStatus messages (set
     /// from the startup parameters by the session; on by default since PostgreSQL 9.1).
     pub standard_conforming_strings: bool,
+    /// Whether the session's `client_encoding` reads as UTF-8
+    /// ([`crate::codec::encoding_reads_as_utf8`]), from ParameterStatus like the above.
+    pub utf8_client: bool,
 }
 
 const UNKNOWN: &str = "<unknown prepared statement>";
+
+/// Statement text for the audit trail: bytes that are not UTF-8 (a client in LATIN1…)
+/// are shown as U+FFFD rather than ending the session.
+fn lossy(text: &[u8]) -> Arc<str> {
+    match std::str::from_utf8(text) {
+        Ok(t) => Arc::from(t),
+        Err(_) => Arc::from(String::from_utf8_lossy(text).as_ref()),
+    }
+}
 
 /// A statement or portal's text and the ruling it was prepared or bound under.
 type Named = (Arc<str>, Option<Arc<Ruling>>);
@@ -123,6 +140,7 @@ impl Tracker {
     pub fn new() -> Self {
         Self {
             standard_conforming_strings: true,
+            utf8_client: true,
             ..Self::default()
         }
     }
@@ -146,11 +164,6 @@ impl Tracker {
         s.unwrap_or_else(|| (Arc::from(UNKNOWN), None))
     }
 
-    /// Whether statements sent earlier still await their outcome.
-    pub fn in_flight(&self) -> bool {
-        !self.queue.is_empty()
-    }
-
     /// Feeds a message the client sent (type byte and body), with the gate's ruling on it
     /// when statements are checked.
     pub fn client_message(
@@ -161,15 +174,16 @@ impl Tracker {
     ) -> Result<(), CodecError> {
         match ty {
             b'Q' => {
-                let (text, _) = cstr(body).ok_or(CodecError::Malformed("Query"))?;
+                let (text, _) = cstr_bytes(body).ok_or(CodecError::Malformed("Query"))?;
                 self.push(Pending::Query(
-                    Open::new(Arc::from(text), self.standard_conforming_strings).ruled(ruling),
+                    Open::new(lossy(text), self.standard_conforming_strings).ruled(ruling),
                 ))?;
             }
             b'P' => {
-                let (name, rest) = cstr(body).ok_or(CodecError::Malformed("Parse"))?;
-                let (text, _) = cstr(rest).ok_or(CodecError::Malformed("Parse"))?;
-                let named: Named = (Arc::from(text), ruling);
+                let (name, rest) = cstr_bytes(body).ok_or(CodecError::Malformed("Parse"))?;
+                let (text, _) = cstr_bytes(rest).ok_or(CodecError::Malformed("Parse"))?;
+                let name = String::from_utf8_lossy(name);
+                let named: Named = (lossy(text), ruling);
                 self.last_parse = Some(named.clone());
                 if name.is_empty() {
                     self.unnamed_stmt = Some(named);
@@ -178,8 +192,13 @@ impl Tracker {
                 }
             }
             b'B' => {
-                let (portal, rest) = cstr(body).ok_or(CodecError::Malformed("Bind"))?;
-                let (stmt, _) = cstr(rest).ok_or(CodecError::Malformed("Bind"))?;
+                let (portal, rest) = cstr_bytes(body).ok_or(CodecError::Malformed("Bind"))?;
+                let (stmt, _) = cstr_bytes(rest).ok_or(CodecError::Malformed("Bind"))?;
+                let (portal, stmt) = (
+                    String::from_utf8_lossy(portal),
+                    String::from_utf8_lossy(stmt),
+                );
+                let (portal, stmt) = (portal.as_ref(), stmt.as_ref());
                 let (text, prepared) = self.statement(stmt);
                 // A refusal at Bind (or a judgement made again) outranks the Parse's.
                 let named = (text, ruling.or(prepared));
@@ -190,7 +209,9 @@ impl Tracker {
                 }
             }
             b'E' => {
-                let (portal, _) = cstr(body).ok_or(CodecError::Malformed("Execute"))?;
+                let (portal, _) = cstr_bytes(body).ok_or(CodecError::Malformed("Execute"))?;
+                let portal = String::from_utf8_lossy(portal);
+                let portal = portal.as_ref();
                 let (text, ruling) = if portal.is_empty() {
                     self.unnamed_portal.clone()
                 } else {
@@ -203,7 +224,9 @@ impl Tracker {
             }
             b'C' => {
                 let (&kind, rest) = body.split_first().ok_or(CodecError::Malformed("Close"))?;
-                let (name, _) = cstr(rest).ok_or(CodecError::Malformed("Close"))?;
+                let (name, _) = cstr_bytes(rest).ok_or(CodecError::Malformed("Close"))?;
+                let name = String::from_utf8_lossy(name);
+                let name = name.as_ref();
                 match (kind, name.is_empty()) {
                     (b'S', true) => self.unnamed_stmt = None,
                     (b'S', false) => {
@@ -265,10 +288,18 @@ impl Tracker {
             }
             b'S' => {
                 // The server reports this setting whenever it changes (it is GUC_REPORT).
-                if let Some(("standard_conforming_strings", rest)) = cstr(body) {
-                    if let Some((value, _)) = cstr(rest) {
-                        self.standard_conforming_strings = value == "on";
+                match cstr(body) {
+                    Some(("standard_conforming_strings", rest)) => {
+                        if let Some((value, _)) = cstr(rest) {
+                            self.standard_conforming_strings = value == "on";
+                        }
                     }
+                    Some(("client_encoding", rest)) => {
+                        if let Some((value, _)) = cstr(rest) {
+                            self.utf8_client = encoding_reads_as_utf8(value);
+                        }
+                    }
+                    _ => {}
                 }
             }
             b'C' | b'I' | b's' => {
@@ -320,7 +351,9 @@ impl Tracker {
                 while let Some(p) = self.queue.pop_front() {
                     match p {
                         Pending::Query(o) => {
-                            self.completed.push(o.done());
+                            let mut done = o.done();
+                            done.ready_status = body.first().copied();
+                            self.completed.push(done);
                             break;
                         }
                         Pending::Sync => break,

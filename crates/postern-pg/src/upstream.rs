@@ -46,6 +46,8 @@ pub struct UpstreamSession {
     pub parameter_status: BytesMut,
     /// The server's `standard_conforming_strings` at start-up.
     pub standard_conforming_strings: bool,
+    /// The session's `client_encoding` at start-up.
+    pub client_encoding: String,
     /// The server's (pid, secret) for cancel requests.
     pub backend_key: Option<(i32, i32)>,
     /// Transaction status byte of the first ReadyForQuery.
@@ -156,14 +158,23 @@ async fn connect_inner(
 
     let mut parameter_status = BytesMut::new();
     let mut standard_conforming_strings = true;
+    let mut client_encoding = String::from("UTF8");
     let mut backend_key = None;
     loop {
         let (ty, msg) = read_frame(&mut stream, &mut buf, MAX_AUTH_MESSAGE).await?;
         let body = &msg[5..];
         match ty {
             b'S' => {
-                if let Some(("standard_conforming_strings", rest)) = cstr(body) {
-                    standard_conforming_strings = cstr(rest).is_some_and(|(v, _)| v == "on");
+                match cstr(body) {
+                    Some(("standard_conforming_strings", rest)) => {
+                        standard_conforming_strings = cstr(rest).is_some_and(|(v, _)| v == "on");
+                    }
+                    Some(("client_encoding", rest)) => {
+                        if let Some((v, _)) = cstr(rest) {
+                            client_encoding = v.to_string();
+                        }
+                    }
+                    _ => {}
                 }
                 parameter_status.extend_from_slice(&msg)
             }
@@ -179,6 +190,7 @@ async fn connect_inner(
                     stream,
                     parameter_status,
                     standard_conforming_strings,
+                    client_encoding,
                     backend_key,
                     ready_status: body.first().copied().unwrap_or(b'I'),
                     leftover: buf,

@@ -163,6 +163,11 @@ impl Fixture {
     }
 
     fn psql(&self, commands: &[String]) -> std::process::Output {
+        let commands: Vec<std::ffi::OsString> = commands.iter().map(Into::into).collect();
+        self.psql_raw(&commands, "UTF8")
+    }
+
+    fn psql_raw(&self, commands: &[std::ffi::OsString], encoding: &str) -> std::process::Output {
         let port = self.postern.pg_port().to_string();
         let mut cmd = pg().tool("psql");
         cmd.args([
@@ -184,6 +189,7 @@ impl Fixture {
         }
         cmd.env("PGPASSWORD", PASSWORD)
             .env("PGSSLMODE", "disable")
+            .env("PGCLIENTENCODING", encoding)
             .output()
             .unwrap()
     }
@@ -397,6 +403,25 @@ async fn bypass_suite_masked_mode() {
     extended_protocol_corners(&f).await;
     assert_upstream_log(&f, &never, &seen);
     refusals_are_audited(&f).await;
+    // A client in LATIN1: ASCII statements are read as the server reads them and pass;
+    // non-ASCII text would be converted by the server first, so it is refused (the session
+    // goes on).
+    use std::os::unix::ffi::OsStrExt;
+    let latin1 = |sql: &[u8]| std::ffi::OsStr::from_bytes(sql).to_os_string();
+    let out = f.psql_raw(
+        &[
+            latin1(b"select name from products where name <> '\xe9' order by id"),
+            latin1(b"select count(*) from products"),
+        ],
+        "LATIN1",
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("ERROR:  22021: Postern refused"),
+        "{stderr}"
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "2\n", "{stderr}");
+
     // MASKED lets through what it cannot analyse.
     let c = f.client().await;
     c.batch_execute("begin; set constraints all deferred; commit")

@@ -85,6 +85,33 @@ async fn psql_query_describe_and_refusals() {
         "{text}"
     );
 
+    // A client in LATIN1 (PASSTHROUGH): non-UTF-8 statement text is relayed, converted by
+    // the server, and audited as well as it can be.
+    use std::os::unix::ffi::OsStrExt;
+    let out = pg
+        .tool("psql")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port,
+            "-U",
+            &user,
+            "-d",
+            &alias,
+            "-At",
+            "-c",
+        ])
+        .arg(std::ffi::OsStr::from_bytes(
+            b"SELECT count(*) FROM customers WHERE name <> '\xe9t\xe9'",
+        ))
+        .env("PGPASSWORD", "alice-password-1")
+        .env("PGCLIENTENCODING", "LATIN1")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", psql_output(&out));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "5\n");
+
     // A statement that sets a password never leaves the secret in the audit trail, in
     // either form, in the store or in the JSON-lines file.
     let out = pg

@@ -33,7 +33,6 @@ fn gate(mode: Mode) -> Gate {
         vec!["public".into()],
         None,
         IpAddr::from([127, 0, 0, 1]),
-        true,
     )
 }
 
@@ -69,8 +68,13 @@ fn server_error(code: &str, msg: &str) -> Vec<u8> {
     v
 }
 
+const UTF8: Lexing = Lexing {
+    standard_conforming_strings: true,
+    utf8_client: true,
+};
+
 fn send(g: &mut Gate, ty: u8, body: &[u8]) -> GateOut {
-    g.client_message(ty, body, false, true).unwrap()
+    g.client_message(ty, body, UTF8).unwrap()
 }
 
 fn allowed(out: &GateOut) -> bool {
@@ -156,30 +160,34 @@ fn prepared_statements_are_judged_again_after_search_path_changes() {
         &parse("s", "select * from products")
     )));
     assert!(allowed(&send(&mut g, b'B', &bind("", "s"))));
-    // Pipelined SET (not idle): the path widens to public + secret.
-    let out = g
-        .client_message(b'Q', &z("set search_path = secret"), true, true)
-        .unwrap();
-    assert!(allowed(&out));
+    // A SET widens the path to old + new until the server confirms it.
+    let set = send(&mut g, b'Q', &z("set search_path = secret"));
+    let GateOut::Forward(Some(set)) = set else {
+        panic!("{set:?}")
+    };
     assert_eq!(
         g.search_path(),
         Some(&["public".to_string(), "secret".to_string()][..])
     );
     let (_, _, r) = replaced(send(&mut g, b'B', &bind("", "s")));
     assert!(r.reason.as_deref().unwrap().contains("secret.products"));
-    // A lone SET while idle is exact once the server confirms it.
-    assert!(allowed(&send(&mut g, b'Q', &z("set search_path = public"))));
-    assert!(g.server_message(b'Z', b"I").is_none());
+    // Two SETs in flight: confirming the first must not forget the second.
+    let back = send(&mut g, b'Q', &z("set search_path = public"));
+    let GateOut::Forward(Some(back)) = back else {
+        panic!("{back:?}")
+    };
+    let (p1, at1) = set.search_path.clone().unwrap();
+    g.confirm_search_path(&p1, at1);
+    assert_eq!(g.search_path().map(<[String]>::len), Some(2));
+    let (p2, at2) = back.search_path.clone().unwrap();
+    g.confirm_search_path(&p2, at2);
     assert_eq!(g.search_path(), Some(&["public".to_string()][..]));
     assert!(allowed(&send(&mut g, b'B', &bind("", "s"))));
-    // A failed SET leaves the widened path.
-    assert!(allowed(&send(&mut g, b'Q', &z("set search_path = secret"))));
-    g.server_message(
-        b'E',
-        &server_error("25P02", "current transaction is aborted"),
-    );
-    g.server_message(b'Z', b"E");
-    assert_eq!(g.search_path().map(<[String]>::len), Some(2));
+    // Not a lone SET: no confirmation offered.
+    match send(&mut g, b'Q', &z("set search_path = secret; select 1")) {
+        GateOut::Forward(Some(r)) => assert!(r.search_path.is_none()),
+        other => panic!("{other:?}"),
+    }
 }
 
 #[test]
@@ -190,10 +198,9 @@ fn sql_prepare_bound_through_the_protocol_is_judged_too() {
         b'Q',
         &z("prepare p as select * from products")
     )));
-    g.server_message(b'Z', b"I");
     assert!(allowed(&send(&mut g, b'Q', &z("execute p"))));
     assert!(allowed(&send(&mut g, b'B', &bind("", "p"))));
-    g.client_message(b'Q', &z("set search_path = secret, public"), true, true)
+    g.client_message(b'Q', &z("set search_path = secret, public"), UTF8)
         .unwrap();
     replaced(send(&mut g, b'B', &bind("", "p")));
     replaced(send(&mut g, b'Q', &z("execute p")));
@@ -219,7 +226,7 @@ fn a_name_parsed_twice_is_judged_for_every_text() {
     )));
     // The server refuses this one (name in use); Postern cannot tell which text won.
     assert!(allowed(&send(&mut g, b'P', &parse("s", "select 1"))));
-    g.client_message(b'Q', &z("set search_path = secret"), true, true)
+    g.client_message(b'Q', &z("set search_path = secret"), UTF8)
         .unwrap();
     replaced(send(&mut g, b'B', &bind("", "s")));
 }
@@ -256,13 +263,7 @@ fn firewall_rulings_reach_the_audit() {
             ),
         ],
     );
-    let mut g = Gate::new(
-        p,
-        vec!["public".into()],
-        None,
-        IpAddr::from([10, 0, 0, 1]),
-        true,
-    );
+    let mut g = Gate::new(p, vec!["public".into()], None, IpAddr::from([10, 0, 0, 1]));
     match send(
         &mut g,
         b'Q',
@@ -290,6 +291,36 @@ fn firewall_rulings_reach_the_audit() {
         !msg.contains("quiet-multi"),
         "deny-silently must not name the rule: {msg}"
     );
+}
+
+#[test]
+fn text_read_differently_by_the_server_is_refused() {
+    let mut g = gate(Mode::Masked);
+    // Not UTF-8 at all: refused, the session goes on.
+    let (ty, _, r) = replaced(send(&mut g, b'Q', b"select '\xe9' from products\0"));
+    assert_eq!(ty, b'Q');
+    assert!(r.reason.as_deref().unwrap().contains("UTF-8"));
+    // In SJIS, the bytes of "ぁ\" end a string literal UTF-8 says goes on.
+    let sjis = Lexing {
+        standard_conforming_strings: true,
+        utf8_client: false,
+    };
+    let sql = z("select E'ぁ\\' ; select * from orders; --' from products");
+    let out = g.client_message(b'Q', &sql, sjis).unwrap();
+    let (_, _, r) = replaced(out);
+    assert!(r.reason.as_deref().unwrap().contains("client_encoding"));
+    // ASCII means the same in every client encoding.
+    let out = g
+        .client_message(b'Q', &z("select * from products"), sjis)
+        .unwrap();
+    assert!(allowed(&out));
+    // A Parse whose name is not UTF-8 is refused under that name.
+    let mut body = b"s\xff\0".to_vec();
+    body.extend(z("select * from products"));
+    body.extend([0, 0]);
+    let (ty, text, _) = replaced(send(&mut g, b'P', &body));
+    assert_eq!(ty, b'P');
+    assert!(text.contains("postern_refused_"));
 }
 
 #[test]
