@@ -46,7 +46,12 @@ pub struct Ruling {
     /// For a lone `SET search_path`: the path it sets, and the gate's path-change count
     /// after it (see [`Gate::confirm_search_path`]).
     pub search_path: Option<(Vec<String>, u64)>,
+    /// The statement's audit-log forms, when the gate lexed it.
+    pub log: Option<LogForms>,
 }
+
+/// A statement's masked text and, when it differs, its clear text (passwords masked).
+pub type LogForms = (Arc<str>, Option<Arc<str>>);
 
 /// How the session's text is to be read, as the server last reported it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -152,6 +157,7 @@ impl Gate {
                 rule: None,
                 alert: false,
                 search_path: None,
+                log: None,
             }),
             path_changes: 0,
         }
@@ -184,6 +190,7 @@ impl Gate {
             rule: j.firewall.as_ref().map(|f| format!("firewall: {}", f.rule)),
             alert,
             search_path: None,
+            log: None,
         })
     }
 
@@ -197,6 +204,7 @@ impl Gate {
             rule: r.rule.clone(),
             alert: false,
             search_path: None,
+            log: None,
         });
         self.refusals.insert(n, r);
         while self.refusals.len() > MAX_PENDING_REFUSALS {
@@ -205,15 +213,25 @@ impl Gate {
         (format!("{}{n}", self.token), ruling)
     }
 
-    fn analyse(&mut self, text: &str, scs: bool) -> Cached {
-        self.cache
-            .analyse(
-                text,
-                LexSettings {
-                    standard_conforming_strings: scs,
-                },
-            )
-            .0
+    /// The analysis of `text` and its audit-log forms (masked, clear when it differs):
+    /// computed here once, so the audit does not lex the text a second time.
+    fn analyse(&mut self, text: &str, scs: bool) -> (Cached, LogForms) {
+        let (a, log) = self.cache.analyse(
+            text,
+            LexSettings {
+                standard_conforming_strings: scs,
+            },
+        );
+        let masked: Arc<str> = Arc::from(log.masked.as_ref());
+        let clear = (log.clear != log.masked).then(|| Arc::from(log.clear.as_ref()));
+        (a, (masked, clear))
+    }
+
+    /// `ruling` with the statement's audit-log forms attached.
+    fn with_log(ruling: Arc<Ruling>, log: LogForms) -> Arc<Ruling> {
+        let mut r = Arc::unwrap_or_clone(ruling);
+        r.log = Some(log);
+        Arc::new(r)
     }
 
     /// Applies an allowed text's session effects; bumps the generation when they change
@@ -352,22 +370,25 @@ impl Gate {
                 if text.trim().is_empty() {
                     return Ok(GateOut::Forward(None));
                 }
-                let analysis = self.analyse(text, scs);
+                let (analysis, log) = self.analyse(text, scs);
                 let j = judge(&self.policy, &self.view, text, &analysis, self.arrival());
                 if let Some(r) = j.refusal {
                     let (token, ruling) = self.refuse(r);
-                    return Ok(GateOut::Replace(query_message(&token), ruling));
+                    return Ok(GateOut::Replace(
+                        query_message(&token),
+                        Self::with_log(ruling, log),
+                    ));
                 }
-                let mut ruling = self.ruling(&j);
+                let ruling = self.ruling(&j);
                 let exact = lone_search_path(&analysis, &self.view);
                 self.apply(&analysis);
+                let mut r = Arc::unwrap_or_clone(ruling);
+                r.log = Some(log);
                 if let Some(path) = exact {
                     // Confirmed (or not) when the server has answered this very message.
-                    let mut r = (*ruling).clone();
                     r.search_path = Some((path, self.path_changes));
-                    ruling = Arc::new(r);
                 }
-                Ok(GateOut::Forward(Some(ruling)))
+                Ok(GateOut::Forward(Some(Arc::new(r))))
             }
             b'P' => {
                 let (name, rest) = cstr_bytes(body).ok_or(CodecError::Malformed("Parse"))?;
@@ -393,7 +414,7 @@ impl Gate {
                         return Ok(GateOut::Replace(parse_message(name, &token), ruling));
                     }
                 };
-                let analysis = self.analyse(text, scs);
+                let (analysis, log) = self.analyse(text, scs);
                 let j = judge(&self.policy, &self.view, text, &analysis, self.arrival());
                 if let Some(r) = j.refusal {
                     if name.is_empty() {
@@ -402,10 +423,10 @@ impl Gate {
                     let (token, ruling) = self.refuse(r);
                     return Ok(GateOut::Replace(
                         parse_message(name.as_bytes(), &token),
-                        ruling,
+                        Self::with_log(ruling, log),
                     ));
                 }
-                let ruling = self.ruling(&j);
+                let ruling = Self::with_log(self.ruling(&j), log);
                 self.apply(&analysis);
                 if let (false, Ok(a)) = (name.is_empty(), analysis.as_ref()) {
                     // Protocol statements share SQL EXECUTE's namespace.

@@ -688,8 +688,10 @@ async fn relay(inner: &Inner, est: Established<'_>, ident: &Ident, span: &tracin
                 for done in relay.tracker.completed.drain(..) {
                     statements += 1;
                     let mut e = ident.event(EventKind::Statement);
-                    let (masked, clear) =
-                        texts.of(&done.statement, done.standard_conforming_strings);
+                    let (masked, clear) = match done.ruling.as_ref().and_then(|r| r.log.clone()) {
+                        Some(forms) => forms,
+                        None => texts.of(&done.statement, done.standard_conforming_strings),
+                    };
                     e.statement = Some(masked);
                     e.statement_clear = clear;
                     if !done.tags.is_empty() {

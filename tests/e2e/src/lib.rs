@@ -256,14 +256,25 @@ impl Postern {
         Ok(client)
     }
 
-    /// Audit events matching `f`, after waiting briefly for the writer to catch up.
+    /// Audit events matching `f`, once the writer has caught up: polled until two reads
+    /// 200 ms apart agree (sessions hand events over asynchronously, and a loaded machine
+    /// may take a while).
     pub async fn audit(&self, f: AuditFilter) -> Vec<AuditEvent> {
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        self.handle
-            .store
-            .audit_search(&f)
-            .await
-            .expect("audit search")
+        let mut last: Option<Vec<AuditEvent>> = None;
+        for _ in 0..50 {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            let now = self
+                .handle
+                .store
+                .audit_search(&f)
+                .await
+                .expect("audit search");
+            if last.as_ref().is_some_and(|l| l.len() == now.len()) {
+                return now;
+            }
+            last = Some(now);
+        }
+        last.unwrap_or_default()
     }
 
     /// Stops the server.
