@@ -43,7 +43,7 @@ impl Store {
             push(
                 Kind::Datasource,
                 &ds.name,
-                apply_datasource(&mut tx, ds).await?,
+                apply_datasource(&mut tx, &self.key, ds).await?,
             );
         }
         for c in &doc.credential {
@@ -170,6 +170,7 @@ async fn exists(conn: &mut SqliteConnection, sql: &str, name: &str) -> Result<bo
 
 async fn apply_datasource(
     conn: &mut SqliteConnection,
+    key: &MasterKey,
     d: &DatasourceSpec,
 ) -> Result<ApplyOutcome, StoreError> {
     for rule in &d.firewall {
@@ -184,20 +185,34 @@ async fn apply_datasource(
         .filter(|s| !s.is_empty())
         .collect();
     let stored = datasources::fetch(conn, &d.name).await?;
+    let sealed_ok = match &stored {
+        Some(_) => {
+            datasources::sealed_allow_list(conn, key, &d.name).await? == Some(d.allow_list.clone())
+        }
+        None => false,
+    };
     let (sql, outcome) = match stored {
-        Some(s) if s == d => return Ok(ApplyOutcome::Unchanged),
+        Some(s) if s == d && sealed_ok => return Ok(ApplyOutcome::Unchanged),
         Some(_) => (
             "UPDATE datasources SET type = ?2, host = ?3, port = ?4, database = ?5, tls = ?6, \
-             tls_ca = ?7, firewall = ?9, allow_list = ?10, updated_at = ?8 WHERE name = ?1",
+             tls_ca = ?7, firewall = ?9, allow_list = ?10, allow_list_seal = ?11, \
+             updated_at = ?8 WHERE name = ?1",
             ApplyOutcome::Updated,
         ),
         None => (
             "INSERT INTO datasources (name, type, host, port, database, tls, tls_ca, firewall, \
-             allow_list, created_at, updated_at) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?9, ?10, ?8, ?8)",
+             allow_list, allow_list_seal, created_at, updated_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?9, ?10, ?11, ?8, ?8)",
             ApplyOutcome::Created,
         ),
     };
+    let list_json = to_json_text(&d.allow_list)?;
+    let seal = (!d.allow_list.is_empty()).then(|| {
+        key.seal(
+            &datasources::allow_list_context(&d.name),
+            list_json.as_bytes(),
+        )
+    });
     sqlx::query(sql)
         .bind(&d.name)
         .bind(d.kind.as_str())
@@ -208,7 +223,8 @@ async fn apply_datasource(
         .bind(&d.tls_ca)
         .bind(now())
         .bind(to_json_text(&d.firewall)?)
-        .bind(to_json_text(&d.allow_list)?)
+        .bind(&list_json)
+        .bind(seal)
         .execute(conn)
         .await?;
     Ok(outcome)

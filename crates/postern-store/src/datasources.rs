@@ -3,6 +3,8 @@
 use postern_core::{DatasourceSpec, DatasourceType, UpstreamTls};
 use sqlx::SqliteConnection;
 
+use postern_vault::MasterKey;
+
 use crate::{Store, StoreError};
 
 type Row = (
@@ -41,6 +43,41 @@ fn from_row(
 /// final `;`.
 pub use postern_policy::allow_list_form;
 
+/// The sealing context of a datasource's allow-list: a seal copied to another datasource
+/// does not open.
+pub(crate) fn allow_list_context(datasource: &str) -> String {
+    format!("datasource-allow-list:{datasource}")
+}
+
+/// The allow-list as sealed by `postern apply`: `Some(empty)` when none was sealed and the
+/// stored list is empty, `None` when the stored seal is missing for a non-empty list, does
+/// not open, or differs from the list shown to admins (the store was edited by something
+/// else).
+pub(crate) async fn sealed_allow_list(
+    conn: &mut SqliteConnection,
+    key: &MasterKey,
+    alias: &str,
+) -> Result<Option<Vec<String>>, StoreError> {
+    let row: Option<(String, Option<Vec<u8>>)> =
+        sqlx::query_as("SELECT allow_list, allow_list_seal FROM datasources WHERE name = ?")
+            .bind(alias)
+            .fetch_optional(conn)
+            .await?;
+    let Some((plain, seal)) = row else {
+        return Ok(None);
+    };
+    let Some(seal) = seal else {
+        return Ok((plain == "[]").then(Vec::new));
+    };
+    let Ok(json) = key.open_string(&allow_list_context(alias), &seal) else {
+        return Ok(None);
+    };
+    // The list admins see must be the one that is enforced.
+    Ok((*json == plain)
+        .then(|| serde_json::from_str(&json).ok())
+        .flatten())
+}
+
 /// Reads one datasource (inside a transaction or not).
 pub(crate) async fn fetch(
     conn: &mut SqliteConnection,
@@ -55,6 +92,24 @@ pub(crate) async fn fetch(
 }
 
 impl Store {
+    /// The allow-list the proxies may trust for datasource `alias`: what `postern apply`
+    /// sealed. A list that does not match its seal (written into the store by other means)
+    /// counts as empty, so PROTECTED mode refuses more rather than less, and is logged.
+    pub async fn trusted_allow_list(&self, alias: &str) -> Result<Vec<String>, StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        match sealed_allow_list(&mut conn, &self.key, alias).await? {
+            Some(list) => Ok(list),
+            None => {
+                tracing::error!(
+                    datasource = alias,
+                    "the allow-list of this datasource does not match its seal (was the store \
+                     edited by hand?): ignoring it; apply the datasource again to restore it"
+                );
+                Ok(Vec::new())
+            }
+        }
+    }
+
     /// The datasource reached under `alias`.
     pub async fn datasource(&self, alias: &str) -> Result<Option<DatasourceSpec>, StoreError> {
         fetch(&mut *self.pool.acquire().await?, alias).await

@@ -107,8 +107,9 @@ impl Store {
             rules,
             firewall,
             roles,
-            allow_list: ds
-                .allow_list
+            allow_list: self
+                .trusted_allow_list(&ds.name)
+                .await?
                 .iter()
                 .map(|s| allow_list_form(s).to_string())
                 .collect(),

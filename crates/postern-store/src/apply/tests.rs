@@ -360,3 +360,64 @@ async fn datasource_firewall_and_allow_list_round_trip() {
 fn postern_store_allow_form(s: &str) -> &str {
     crate::allow_list_form(s)
 }
+
+/// The proxies trust only the allow-list `apply` sealed: entries written into the store by
+/// other means, a damaged seal, or a seal copied from another datasource count for nothing.
+#[tokio::test]
+async fn allow_list_is_trusted_only_as_sealed() {
+    let (_d, store) = open_temp().await;
+    let mut doc = sample_doc();
+    let mut other = doc.datasource[0].clone();
+    other.name = "shop2".into();
+    other.allow_list = vec!["select two()".into()];
+    doc.datasource.push(other);
+    doc.datasource[0].allow_list = vec!["select one()".into()];
+    store.apply(&doc).await.unwrap();
+    assert_eq!(
+        store.trusted_allow_list("shop").await.unwrap(),
+        ["select one()"]
+    );
+    assert!(store.trusted_allow_list("nope").await.unwrap().is_empty());
+
+    // Hand-edited entries are not trusted: the sealed list still rules.
+    sqlx::query(
+        "UPDATE datasources SET allow_list = '[\"drop table orders\"]' WHERE name = 'shop'",
+    )
+    .execute(&store.pool)
+    .await
+    .unwrap();
+    assert!(store.trusted_allow_list("shop").await.unwrap().is_empty());
+    // Applying again re-seals what the admin wrote (not "unchanged").
+    let report = store.apply(&doc).await.unwrap();
+    assert!(
+        report
+            .iter()
+            .any(|c| c.name == "shop" && c.outcome == Updated),
+        "{report:?}"
+    );
+    assert_eq!(
+        store.trusted_allow_list("shop").await.unwrap(),
+        ["select one()"]
+    );
+
+    // A seal moved to another datasource does not open there.
+    sqlx::query(
+        "UPDATE datasources SET allow_list = (SELECT allow_list FROM datasources WHERE name = 'shop'), \
+         allow_list_seal = (SELECT allow_list_seal FROM datasources WHERE name = 'shop') WHERE name = 'shop2'",
+    )
+    .execute(&store.pool)
+    .await
+    .unwrap();
+    assert!(store.trusted_allow_list("shop2").await.unwrap().is_empty());
+    // A missing seal for a non-empty list, and a damaged one, count as empty too.
+    sqlx::query("UPDATE datasources SET allow_list_seal = NULL WHERE name = 'shop2'")
+        .execute(&store.pool)
+        .await
+        .unwrap();
+    assert!(store.trusted_allow_list("shop2").await.unwrap().is_empty());
+    sqlx::query("UPDATE datasources SET allow_list_seal = x'0102' WHERE name = 'shop'")
+        .execute(&store.pool)
+        .await
+        .unwrap();
+    assert!(store.trusted_allow_list("shop").await.unwrap().is_empty());
+}
