@@ -9,6 +9,7 @@ pub mod analysis;
 pub mod cache;
 pub mod mask;
 pub mod pg;
+pub mod tree;
 
 pub use analysis::{
     Access, Action, Analysis, Flags, ObjectName, SessionEffect, Statement, StatementFacts,

@@ -8,11 +8,11 @@
 //! object of a DDL statement); statement types the analyser does not know are reported as
 //! unanalysable rather than guessed at.
 
+use crate::tree::{to_tree, Map, Value};
 use pg_query::protobuf::{
     AExprKind, BoolExprType, CmdType, DiscardMode, OnConflictAction, TransactionStmtKind as Tx,
     VariableSetKind as Var,
 };
-use serde_json::{Map, Value};
 
 use crate::analysis::{
     Access, Action, Analysis, Flags, ObjectName, SessionEffect, Statement, StatementFacts,
@@ -59,7 +59,7 @@ pub fn analyse(sql: &str, lex: LexSettings) -> Result<Analysis, SyntaxError> {
         let Some(node) = raw.stmt.as_ref().and_then(|n| n.node.as_ref()) else {
             continue;
         };
-        statements.push(match serde_json::to_value(node) {
+        statements.push(match to_tree(node) {
             Ok(v) => statement(&v),
             Err(e) => Statement::Unanalysable {
                 command: String::new(),
@@ -71,7 +71,7 @@ pub fn analyse(sql: &str, lex: LexSettings) -> Result<Analysis, SyntaxError> {
 }
 
 /// `(kind, command)` of the statement types the analyser understands.
-fn classify(tag: &str, n: &Map<String, Value>) -> Option<(StatementKind, String)> {
+fn classify(tag: &str, n: &Map) -> Option<(StatementKind, String)> {
     use StatementKind as K;
     let s = |k: K, c: &str| Some((k, c.to_string()));
     match tag {
@@ -248,11 +248,11 @@ fn database_level(tag: &str) -> bool {
     )
 }
 
-fn kind_of(n: &Map<String, Value>) -> i64 {
+fn kind_of(n: &Map) -> i64 {
     n.get("kind").and_then(Value::as_i64).unwrap_or(0)
 }
 
-fn transaction_command(n: &Map<String, Value>) -> &'static str {
+fn transaction_command(n: &Map) -> &'static str {
     let k = kind_of(n);
     let is = |t: Tx| k == t as i64;
     if is(Tx::TransStmtBegin) || is(Tx::TransStmtStart) {
@@ -320,17 +320,17 @@ fn statement(v: &Value) -> Statement {
 }
 
 /// `{"Tag": {...}}` → (tag, fields).
-fn tagged(v: &Value) -> Option<(&str, &Map<String, Value>)> {
+fn tagged(v: &Value) -> Option<(&str, &Map)> {
     let o = v.as_object()?;
     if o.len() != 1 {
         return None;
     }
     let (k, v) = o.iter().next()?;
-    Some((k.as_str(), v.as_object()?))
+    Some((k, v.as_object()?))
 }
 
 /// `{"node": {"Tag": {...}}}` (a `Node`) → (tag, fields).
-fn node(v: &Value) -> Option<(&str, &Map<String, Value>)> {
+fn node(v: &Value) -> Option<(&str, &Map)> {
     let o = v.as_object()?;
     if o.len() != 1 {
         return None;
@@ -338,18 +338,18 @@ fn node(v: &Value) -> Option<(&str, &Map<String, Value>)> {
     tagged(o.get("node")?)
 }
 
-fn str_field<'a>(n: &'a Map<String, Value>, k: &str) -> &'a str {
+fn str_field<'a>(n: &'a Map, k: &str) -> &'a str {
     n.get(k).and_then(Value::as_str).unwrap_or("")
 }
 
-fn list<'a>(n: &'a Map<String, Value>, k: &str) -> &'a [Value] {
+fn list<'a>(n: &'a Map, k: &str) -> &'a [Value] {
     n.get(k)
         .and_then(Value::as_array)
         .map(Vec::as_slice)
         .unwrap_or(&[])
 }
 
-fn is_present(n: &Map<String, Value>, k: &str) -> bool {
+fn is_present(n: &Map, k: &str) -> bool {
     match n.get(k) {
         None | Some(Value::Null) => false,
         Some(Value::Array(a)) => !a.is_empty(),
@@ -390,15 +390,15 @@ fn const_str(v: &Value) -> Option<&str> {
     }
 }
 
-fn is_range_var(o: &Map<String, Value>) -> bool {
+fn is_range_var(o: &Map) -> bool {
     o.contains_key("relname") && o.contains_key("schemaname") && o.contains_key("catalogname")
 }
 
-fn is_func_call(o: &Map<String, Value>) -> bool {
+fn is_func_call(o: &Map) -> bool {
     o.contains_key("funcname") && o.contains_key("agg_star")
 }
 
-fn is_select(o: &Map<String, Value>) -> bool {
+fn is_select(o: &Map) -> bool {
     o.contains_key("larg") && o.contains_key("rarg") && o.contains_key("values_lists")
 }
 
@@ -452,7 +452,7 @@ impl Walker {
     }
 
     /// A relation reference; `None` when it names a CTE in scope.
-    fn relation(&self, rv: &Map<String, Value>) -> Option<ObjectName> {
+    fn relation(&self, rv: &Map) -> Option<ObjectName> {
         let name = str_field(rv, "relname");
         let schema = str_field(rv, "schemaname");
         let db = str_field(rv, "catalogname");
@@ -475,7 +475,7 @@ impl Walker {
     }
 
     /// The statement at the top of a query string.
-    fn statement(&mut self, tag: &str, n: &Map<String, Value>) {
+    fn statement(&mut self, tag: &str, n: &Map) {
         if ddl_command(tag).is_some() {
             self.ddl(tag, n);
         } else {
@@ -483,7 +483,7 @@ impl Walker {
         }
     }
 
-    fn ddl(&mut self, tag: &str, n: &Map<String, Value>) {
+    fn ddl(&mut self, tag: &str, n: &Map) {
         if database_level(tag) {
             self.access(ObjectName::whole_database(), Action::Ddl);
         }
@@ -561,7 +561,7 @@ impl Walker {
 
     /// Object names held as name lists rather than relation references (COMMENT ON,
     /// ALTER … OWNER, DROP FUNCTION…): each becomes a DDL access.
-    fn walk_ddl_names(&mut self, n: &Map<String, Value>) {
+    fn walk_ddl_names(&mut self, n: &Map) {
         for key in ["object", "objname", "defnames", "type_name"] {
             let Some(v) = n.get(key) else { continue };
             let parts = match (v, node(v)) {
@@ -579,10 +579,10 @@ impl Walker {
     }
 
     /// Walks every field except `skip`, with relation references meaning `action`.
-    fn walk_fields_as(&mut self, n: &Map<String, Value>, skip: &[&str], action: Action) {
+    fn walk_fields_as(&mut self, n: &Map, skip: &[&str], action: Action) {
         let saved = self.rel_action.replace(action);
         for (k, v) in n {
-            if !skip.contains(&k.as_str()) {
+            if !skip.contains(&k) {
                 self.walk(v);
             }
         }
@@ -633,16 +633,16 @@ impl Walker {
         self.depth -= 1;
     }
 
-    fn walk_obj_except(&mut self, o: &Map<String, Value>, skip: &[&str]) {
-        for (k, v) in o {
-            if !skip.contains(&k.as_str()) {
+    fn walk_obj_except(&mut self, o: &Map, skip: &[&str]) {
+        for (k, v) in o.iter() {
+            if !skip.contains(&k) {
                 self.walk(v);
             }
         }
     }
 
     /// A tagged node found inside a statement.
-    fn node(&mut self, tag: &str, n: &Map<String, Value>) {
+    fn node(&mut self, tag: &str, n: &Map) {
         match tag {
             "SelectStmt" => self.select(n),
             "InsertStmt" => self.insert(n),
@@ -764,7 +764,7 @@ impl Walker {
         self.ctes.truncate(mark);
     }
 
-    fn select(&mut self, n: &Map<String, Value>) {
+    fn select(&mut self, n: &Map) {
         self.with_scope(n.get("with_clause"), |w| {
             let saved = w.rel_action.replace(Action::Select);
             for key in ["larg", "rarg"] {
@@ -853,7 +853,7 @@ impl Walker {
         }
     }
 
-    fn returning(&mut self, n: &Map<String, Value>, target: Option<&ObjectName>) {
+    fn returning(&mut self, n: &Map, target: Option<&ObjectName>) {
         if is_present(n, "returning_clause") {
             if let Some(t) = target {
                 self.access(t.clone(), Action::Select);
@@ -862,13 +862,13 @@ impl Walker {
         }
     }
 
-    fn target(&self, n: &Map<String, Value>) -> Option<ObjectName> {
+    fn target(&self, n: &Map) -> Option<ObjectName> {
         n.get("relation")
             .and_then(Value::as_object)
             .and_then(|rv| self.relation(rv))
     }
 
-    fn insert(&mut self, n: &Map<String, Value>) {
+    fn insert(&mut self, n: &Map) {
         self.with_scope(n.get("with_clause"), |w| {
             let target = w.target(n);
             if let Some(t) = &target {
@@ -902,19 +902,19 @@ impl Walker {
         });
     }
 
-    fn update(&mut self, n: &Map<String, Value>) {
+    fn update(&mut self, n: &Map) {
         // Reading the target's columns (WHERE, SET x = x + 1) needs SELECT.
         let reads = is_present(n, "where_clause") || has_column_ref(n.get("target_list"));
         self.modify(n, Action::Update, reads);
     }
 
-    fn delete(&mut self, n: &Map<String, Value>) {
+    fn delete(&mut self, n: &Map) {
         self.modify(n, Action::Delete, is_present(n, "where_clause"));
     }
 
     /// UPDATE or DELETE: the target is written (and read when `reads_target`), a missing
     /// WHERE is flagged, everything else is read.
-    fn modify(&mut self, n: &Map<String, Value>, action: Action, reads_target: bool) {
+    fn modify(&mut self, n: &Map, action: Action, reads_target: bool) {
         self.with_scope(n.get("with_clause"), |w| {
             let target = w.target(n);
             if let Some(t) = &target {
@@ -935,7 +935,7 @@ impl Walker {
         });
     }
 
-    fn merge(&mut self, n: &Map<String, Value>) {
+    fn merge(&mut self, n: &Map) {
         self.with_scope(n.get("with_clause"), |w| {
             let target = w.target(n);
             if let Some(t) = &target {
@@ -968,7 +968,7 @@ impl Walker {
         });
     }
 
-    fn copy(&mut self, n: &Map<String, Value>) {
+    fn copy(&mut self, n: &Map) {
         let from = n.get("is_from").and_then(Value::as_bool).unwrap_or(false);
         self.relation_as(
             n.get("relation"),
@@ -983,7 +983,7 @@ impl Walker {
         self.walk_fields_as(n, &["relation", "query"], Action::Select);
     }
 
-    fn func_call(&mut self, n: &Map<String, Value>, action: Action) {
+    fn func_call(&mut self, n: &Map, action: Action) {
         let parts = name_parts(list(n, "funcname")).unwrap_or_default();
         match object_from_parts(&parts) {
             Some(f) => {
@@ -1030,7 +1030,7 @@ impl Walker {
         }
     }
 
-    fn set(&mut self, n: &Map<String, Value>) {
+    fn set(&mut self, n: &Map) {
         let name = str_field(n, "name");
         let kind = kind_of(n);
         let args: Vec<String> = list(n, "args")
@@ -1044,6 +1044,7 @@ impl Walker {
                         .or_else(|| {
                             v.get("Ival")
                                 .and_then(|i| i.get("ival"))
+                                .and_then(Value::as_i64)
                                 .map(|i| i.to_string())
                         })
                 }),
@@ -1117,12 +1118,12 @@ fn uncast(v: &Value) -> &Value {
 /// A copy of a node without `location` fields (positions differ between equal operands).
 fn strip_location(v: &Value) -> Value {
     match v {
-        Value::Object(o) => Value::Object(
+        Value::Object(o) => Value::Object(Map::from_pairs(
             o.iter()
-                .filter(|(k, _)| k.as_str() != "location")
-                .map(|(k, v)| (k.clone(), strip_location(v)))
+                .filter(|(k, _)| *k != "location")
+                .map(|(k, v)| (k, strip_location(v)))
                 .collect(),
-        ),
+        )),
         Value::Array(a) => Value::Array(a.iter().map(strip_location).collect()),
         other => other.clone(),
     }
