@@ -33,7 +33,8 @@ fuzz_target!(|data: &[u8]| {
     };
     let mut gate = Gate::new(
         Arc::new(policy),
-        vec!["public".into()],
+        (Arc::default(), 0),
+        Some(vec!["public".into()]),
         None,
         std::net::IpAddr::from([127, 0, 0, 1]),
     );

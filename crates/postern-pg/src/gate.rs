@@ -12,6 +12,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use bytes::{BufMut, BytesMut};
@@ -69,6 +70,9 @@ pub enum GateOut {
     Forward(Option<Arc<Ruling>>),
     /// Send these bytes upstream instead.
     Replace(BytesMut, Arc<Ruling>),
+    /// The store changed since the policy was loaded: reload it ([`Gate::set_policy`]),
+    /// then offer the same message again.
+    Stale,
 }
 
 /// A statement prepared under a name, as Postern judged it.
@@ -94,6 +98,9 @@ struct Named {
 /// The gate of one session.
 pub struct Gate {
     policy: Arc<Policy>,
+    /// The store's change counter, and its value when `policy` was loaded.
+    epoch_source: Arc<AtomicU64>,
+    epoch: u64,
     view: SessionView,
     /// Bumped whenever the session context changes (search_path, prepared statements):
     /// statements prepared before are judged again when bound, as the server re-resolves
@@ -126,10 +133,13 @@ impl std::fmt::Debug for Gate {
 
 impl Gate {
     /// A gate for a session of a user under `policy`, whose upstream session started with
-    /// `search_path` (existing schemas) and `user_schema` (what `$user` names).
+    /// `search_path` (existing schemas; `None` when not asked, in PASSTHROUGH mode) and
+    /// `user_schema` (what `$user` names). `epoch` is the store's change counter, `loaded`
+    /// its value when `policy` was read.
     pub fn new(
         policy: Arc<Policy>,
-        search_path: Vec<String>,
+        epoch: (Arc<AtomicU64>, u64),
+        search_path: Option<Vec<String>>,
         user_schema: Option<String>,
         client: IpAddr,
     ) -> Self {
@@ -137,12 +147,14 @@ impl Gate {
         let random = uuid::Uuid::new_v4().simple().to_string();
         Self {
             view: SessionView {
-                search_path: Some(search_path.clone()),
+                initial_search_path: search_path.clone().unwrap_or_default(),
+                search_path,
                 prepared: HashMap::new(),
-                initial_search_path: search_path,
                 user_schema,
             },
             policy,
+            epoch_source: epoch.0,
+            epoch: epoch.1,
             generation: 0,
             timed,
             cache: AnalysisCache::new(CACHE_ENTRIES),
@@ -161,6 +173,20 @@ impl Gate {
             }),
             path_changes: 0,
         }
+    }
+
+    /// Installs a policy reloaded after the store changed (`epoch`: the counter's value
+    /// read before loading it). Prepared statements are judged again at their next Bind.
+    pub fn set_policy(&mut self, policy: Arc<Policy>, epoch: u64) {
+        self.timed = policy.firewall.iter().any(|r| r.depends_on_time());
+        self.policy = policy;
+        self.epoch = epoch;
+        self.generation += 1;
+    }
+
+    /// The user's mode under the current policy.
+    pub fn mode(&self) -> postern_policy::Mode {
+        self.policy.mode
     }
 
     /// The schemas unqualified names may currently resolve to (`None`: unknown).
@@ -356,6 +382,15 @@ impl Gate {
         body: &[u8],
         lex: Lexing,
     ) -> Result<GateOut, CodecError> {
+        let decides = matches!(ty, b'Q' | b'P' | b'B' | b'F');
+        if decides && self.epoch_source.load(Ordering::Acquire) != self.epoch {
+            return Ok(GateOut::Stale);
+        }
+        if self.policy.mode == postern_policy::Mode::Passthrough {
+            // Nothing is checked; statements prepared now are unknown to a later, stricter
+            // policy, whose Bind of them is then refused.
+            return Ok(GateOut::Forward(None));
+        }
         let scs = lex.standard_conforming_strings;
         match ty {
             b'Q' => {

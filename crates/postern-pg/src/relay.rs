@@ -57,6 +57,9 @@ pub enum RelayEnd {
 pub enum Step {
     /// Statements completed: drain [`Relay::tracker`]`.completed`.
     Statements,
+    /// The store changed: reload the gate's policy ([`Gate::set_policy`]) and step again
+    /// (the waiting message is judged then).
+    Reload,
     /// The session is over.
     Done(RelayEnd),
 }
@@ -78,6 +81,8 @@ struct Direction {
     need: usize,
     eof: bool,
     unflushed: bool,
+    /// Processing stopped at a message the gate will judge after a policy reload.
+    held: bool,
 }
 
 impl Direction {
@@ -90,6 +95,7 @@ impl Direction {
             need: 0,
             eof: false,
             unflushed: false,
+            held: false,
         }
     }
 
@@ -116,17 +122,18 @@ impl Direction {
         self.buf.extend_from_slice(&tail);
     }
 
-    /// Advances `fwd` over every message (or streamed part of one) now available.
+    /// Advances `fwd` over every message (or streamed part of one) now available. Returns
+    /// `true` when it stopped at a message the gate can judge only after a policy reload.
     fn process(
         &mut self,
         tracker: &mut Tracker,
         gate: &mut Option<Gate>,
-    ) -> Result<(), CodecError> {
+    ) -> Result<bool, CodecError> {
         loop {
             let avail = self.buf.len() - self.fwd;
             if self.pass > 0 {
                 if avail == 0 {
-                    return Ok(());
+                    return Ok(false);
                 }
                 let n = self.pass.min(avail);
                 self.fwd += n;
@@ -135,12 +142,12 @@ impl Direction {
             }
             let rest = &self.buf[self.fwd..];
             let Some((ty, total)) = frame_header(rest, MAX_MESSAGE)? else {
-                return Ok(());
+                return Ok(false);
             };
             if self.inspected(ty) {
                 if rest.len() < total {
                     self.need = self.fwd + total;
-                    return Ok(());
+                    return Ok(false);
                 }
                 self.need = 0;
                 let body = &rest[5..total];
@@ -164,6 +171,7 @@ impl Direction {
                                 tracker.client_message(ty, body, Some(ruling))?;
                                 Some(with)
                             }
+                            GateOut::Stale => return Ok(true),
                         }
                     }
                     (Side::Server, None) => {
@@ -280,6 +288,10 @@ where
             if done >= STATEMENT_BATCH || (done > 0 && !progress) {
                 return Poll::Ready(Ok(Step::Statements));
             }
+            if self.c2s.held && self.c2s.fwd == 0 {
+                // Everything before the held message has been sent on.
+                return Poll::Ready(Ok(Step::Reload));
+            }
             if self.s2c.eof && self.s2c.fwd == 0 && !self.s2c.unflushed {
                 return Poll::Ready(Ok(Step::Done(RelayEnd::UpstreamClosed)));
             }
@@ -320,7 +332,9 @@ where
             ),
         };
     let mut progress = false;
-    if dir.wants_read() {
+    // A message held for a policy reload is judged again even if nothing new arrives.
+    let reading = dir.wants_read() && !dir.held;
+    if reading {
         if dir.buf.capacity() - dir.buf.len() < READ_CHUNK / 4 {
             dir.buf.reserve(READ_CHUNK);
         }
@@ -333,7 +347,9 @@ where
             Poll::Ready(Err(e)) => return Err(read_err(e)),
             Poll::Pending => {}
         }
-        dir.process(tracker, gate).map_err(proto_err)?;
+    }
+    if reading || dir.held {
+        dir.held = dir.process(tracker, gate).map_err(proto_err)?;
     }
     while dir.fwd > 0 {
         match Pin::new(&mut *dst).poll_write(cx, &dir.buf[..dir.fwd]) {
@@ -388,6 +404,7 @@ mod tests {
             loop {
                 match relay.step().await.unwrap() {
                     Step::Statements => completed.append(&mut relay.tracker.completed),
+                    Step::Reload => unreachable!("no gate"),
                     Step::Done(end) => return (end, completed),
                 }
             }

@@ -138,8 +138,10 @@ struct Established<'a> {
     client: PgStream,
     client_buf: BytesMut,
     upstream: upstream::UpstreamSession,
-    /// The statement gate (absent in PASSTHROUGH mode).
+    /// The statement gate.
     gate: Option<Gate>,
+    /// The credential the upstream session was opened with.
+    credential: String,
     /// Keeps the cancel key routable exactly as long as the session lives.
     _cancel: Option<crate::cancel::CancelGuard<'a>>,
 }
@@ -455,6 +457,9 @@ async fn handshake<'a>(
             return None;
         }
     };
+    // Read before the policy: a change committed meanwhile makes the first statement reload.
+    let epoch = inner.store.policy_epoch();
+    let loaded = epoch.load(std::sync::atomic::Ordering::Acquire);
     let policy = match store.session_policy(&target.user, &ds).await {
         Ok(p) => Arc::new(p),
         Err(e) => {
@@ -480,14 +485,17 @@ async fn handshake<'a>(
     };
     let opened = async {
         let mut up = upstream::connect(&up_target, &params, inner.cfg.upstream_timeout).await?;
-        if policy.mode == postern_policy::Mode::Passthrough {
-            return Ok((up, None));
-        }
         // Statements are checked: learn what unqualified names resolve to first.
-        let facts = upstream::session_facts(&mut up, inner.cfg.upstream_timeout).await?;
+        let facts = if policy.mode == postern_policy::Mode::Passthrough {
+            upstream::SessionFacts::default()
+        } else {
+            upstream::session_facts(&mut up, inner.cfg.upstream_timeout).await?
+        };
+        let path = (policy.mode != postern_policy::Mode::Passthrough).then_some(facts.search_path);
         let gate = Gate::new(
             policy.clone(),
-            facts.search_path,
+            (epoch, loaded),
+            path,
             facts.user_schema,
             ident.client_ip(),
         );
@@ -530,6 +538,7 @@ async fn handshake<'a>(
         client_buf: buf,
         upstream,
         gate,
+        credential: cred_name,
         _cancel: guard,
     })
 }
@@ -666,6 +675,7 @@ async fn relay(inner: &Inner, est: Established<'_>, ident: &Ident, span: &tracin
         client_buf,
         upstream,
         gate,
+        credential,
         _cancel,
     } = est;
     let mut up_stream = upstream.stream;
@@ -719,6 +729,18 @@ async fn relay(inner: &Inner, est: Established<'_>, ident: &Ident, span: &tracin
                     break Err("audit log closed".into());
                 }
             }
+            Ok(Step::Reload) => match reload(inner, ident, &credential).await {
+                Ok((policy, epoch)) => {
+                    if let Some(g) = relay.gate.as_mut() {
+                        let was = g.mode();
+                        g.set_policy(policy, epoch);
+                        if g.mode() != was {
+                            tracing::info!(parent: span, mode = g.mode().name(), "policy changed");
+                        }
+                    }
+                }
+                Err(why) => break Err(format!("access revoked: {why}")),
+            },
             Ok(Step::Done(end)) => break Ok(end),
             Err(e) => break Err(e.to_string()),
         }
@@ -739,6 +761,15 @@ async fn relay(inner: &Inner, est: Established<'_>, ident: &Ident, span: &tracin
     if let Err(reason) = &end {
         if reason.starts_with("client protocol") {
             let _ = refuse(&mut client, "08P01", reason, None).await;
+        } else if let Some(why) = reason.strip_prefix("access revoked: ") {
+            let msg = format!("Postern ended this session: {why}");
+            let _ = refuse(
+                &mut client,
+                "57P01",
+                &msg,
+                Some("ask an admin for access, then reconnect"),
+            )
+            .await;
         }
     }
     let mut e = ident.event(EventKind::SessionClose);
@@ -750,6 +781,45 @@ async fn relay(inner: &Inner, est: Established<'_>, ident: &Ident, span: &tracin
     }
     let _ = inner.audit.record(e).await;
     tracing::info!(parent: span, statements, end = ?end, "session closed");
+}
+
+/// After the store changed: whether the session may go on (user still enabled, datasource
+/// still there, a role still granting the credential it runs with), and the user's policy
+/// now, with the store's change counter read before loading it.
+async fn reload(
+    inner: &Inner,
+    ident: &Ident,
+    credential: &str,
+) -> Result<(Arc<postern_policy::Policy>, u64), String> {
+    let (Some(user), Some(alias)) = (ident.user.as_deref(), ident.datasource.as_deref()) else {
+        return Err("the session has no user".into());
+    };
+    let store = &inner.store;
+    let epoch = store
+        .policy_epoch()
+        .load(std::sync::atomic::Ordering::Acquire);
+    let failed = |e: postern_store::StoreError| format!("Postern could not read its store ({e})");
+    match store.login_info(user).await.map_err(failed)? {
+        Some(i) if !i.disabled => {}
+        Some(_) => return Err(format!("user {user} was disabled")),
+        None => return Err(format!("user {user} was removed")),
+    }
+    let Some(ds) = store.datasource(alias).await.map_err(failed)? else {
+        return Err(format!("datasource {alias} was removed"));
+    };
+    let grants = store.role_grants(user).await.map_err(failed)?;
+    let granted = grants.iter().any(|g| {
+        g.credentials
+            .iter()
+            .any(|(c, d)| c == credential && d == alias)
+    });
+    if !granted {
+        return Err(format!(
+            "no role of yours grants credential {credential} on datasource {alias} any more"
+        ));
+    }
+    let policy = store.session_policy(user, &ds).await.map_err(failed)?;
+    Ok((Arc::new(policy), epoch))
 }
 
 /// Puts Postern's ruling on a statement into its audit event.

@@ -76,7 +76,11 @@ impl Store {
         };
         let done = sqlx::query(sql).bind(name).execute(&mut *tx).await?;
         tx.commit().await?;
-        Ok(done.rows_affected() > 0)
+        let deleted = done.rows_affected() > 0;
+        if deleted {
+            self.changed();
+        }
+        Ok(deleted)
     }
 }
 

@@ -61,6 +61,9 @@ impl Store {
             push(Kind::User, &u.name, outcome);
         }
         tx.commit().await?;
+        if changes.iter().any(|c| c.outcome != ApplyOutcome::Unchanged) {
+            self.changed();
+        }
         Ok(changes)
     }
 

@@ -52,6 +52,8 @@ pub struct Store {
     /// How the pool connects; the audit sink opens its own connection with these.
     opts: SqliteConnectOptions,
     key: Arc<MasterKey>,
+    /// Bumped after every committed change to resources (see [`Store::policy_epoch`]).
+    epoch: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl std::fmt::Debug for Store {
@@ -83,7 +85,24 @@ impl Store {
                 path.display()
             ))
         })?;
-        Ok(Store { pool, opts, key })
+        Ok(Store {
+            pool,
+            opts,
+            key,
+            epoch: Arc::default(),
+        })
+    }
+
+    /// A counter bumped after every committed change to users, roles, credentials or
+    /// datasources: live sessions compare it (a relaxed atomic load per statement) to learn
+    /// that their policy or access may have changed.
+    pub fn policy_epoch(&self) -> Arc<std::sync::atomic::AtomicU64> {
+        self.epoch.clone()
+    }
+
+    fn changed(&self) {
+        self.epoch
+            .fetch_add(1, std::sync::atomic::Ordering::Release);
     }
 
     /// A write transaction that holds SQLite's write lock from its first statement, so a

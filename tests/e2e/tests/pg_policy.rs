@@ -595,3 +595,55 @@ async fn firewall_rules_fire_through_the_proxy() {
     );
     f.finish().await;
 }
+
+/// What an admin changes reaches sessions already open: a revoked privilege refuses the next
+/// statement (prepared ones too), a disabled user's sessions end — also in PASSTHROUGH mode.
+#[tokio::test(flavor = "multi_thread")]
+async fn policy_changes_reach_live_sessions() {
+    let f = fixture("masked", serde_json::json!({})).await;
+    let role = format!("{}-role", f.alias);
+    let apply = |doc: serde_json::Value| async {
+        let doc: postern_core::ApplyDocument = serde_json::from_value(doc).unwrap();
+        f.postern.handle.store.apply(&doc).await.unwrap();
+    };
+    let c = f.client().await;
+    let st = c
+        .prepare("select name from products where id = $1")
+        .await
+        .unwrap();
+    assert_eq!(c.query(&st, &[&1i32]).await.unwrap().len(), 1);
+
+    // The role loses its SELECT: the same session is refused at once.
+    apply(serde_json::json!({ "role": [{
+        "name": role, "credentials": [format!("{}-cred", f.alias)],
+        "modes": { &f.alias: "masked" }, "privileges": [],
+    }]}))
+    .await;
+    assert!(is_refusal(
+        &c.query("select count(*) from products", &[])
+            .await
+            .unwrap_err()
+    ));
+    assert!(is_refusal(&c.query(&st, &[&1i32]).await.unwrap_err()));
+
+    // PASSTHROUGH given back: everything passes again, unchecked.
+    apply(serde_json::json!({ "role": [{
+        "name": role, "credentials": [format!("{}-cred", f.alias)],
+        "modes": { &f.alias: "passthrough" },
+    }]}))
+    .await;
+    assert_eq!(
+        c.query("select count(*) from orders", &[]).await.unwrap()[0].get::<_, i64>(0),
+        1
+    );
+
+    // The user is disabled: the session ends with a message saying why.
+    apply(serde_json::json!({ "user": [{ "name": f.user, "roles": [role], "disabled": true }] }))
+        .await;
+    let e = c.simple_query("select 1").await.unwrap_err();
+    let db = e.as_db_error().expect("a FATAL from Postern");
+    assert_eq!(db.code().code(), "57P01", "{e:?}");
+    assert!(db.message().contains("disabled"), "{}", db.message());
+    assert!(c.is_closed() || c.simple_query("select 1").await.is_err());
+    f.finish().await;
+}

@@ -3,6 +3,8 @@ use std::collections::HashSet;
 use postern_core::PrivilegeSpec;
 use postern_policy::{compile_rules, FirewallAction, FirewallRule, FirewallRuleSpec, Mode};
 
+use std::sync::atomic::AtomicU64;
+
 use super::*;
 use crate::codec::error_summary;
 
@@ -30,7 +32,8 @@ fn policy(mode: Mode, firewall: &[FirewallRuleSpec]) -> Arc<Policy> {
 fn gate(mode: Mode) -> Gate {
     Gate::new(
         policy(mode, &[]),
-        vec!["public".into()],
+        (Arc::default(), 0),
+        Some(vec!["public".into()]),
         None,
         IpAddr::from([127, 0, 0, 1]),
     )
@@ -85,7 +88,7 @@ fn allowed(out: &GateOut) -> bool {
 fn replaced(out: GateOut) -> (u8, String, Arc<Ruling>) {
     match out {
         GateOut::Replace(b, r) => (b[0], String::from_utf8_lossy(&b[5..]).into_owned(), r),
-        GateOut::Forward(_) => panic!("not refused"),
+        GateOut::Forward(_) | GateOut::Stale => panic!("not refused"),
     }
 }
 
@@ -263,7 +266,13 @@ fn firewall_rulings_reach_the_audit() {
             ),
         ],
     );
-    let mut g = Gate::new(p, vec!["public".into()], None, IpAddr::from([10, 0, 0, 1]));
+    let mut g = Gate::new(
+        p,
+        (Arc::default(), 0),
+        Some(vec!["public".into()]),
+        None,
+        IpAddr::from([10, 0, 0, 1]),
+    );
     match send(
         &mut g,
         b'Q',
@@ -330,4 +339,45 @@ fn pending_refusals_are_bounded() {
         replaced(send(&mut g, b'Q', &z("select * from orders")));
     }
     assert_eq!(g.refusals.len(), MAX_PENDING_REFUSALS);
+}
+
+#[test]
+fn a_store_change_holds_statements_until_the_policy_is_reloaded() {
+    let epoch = Arc::new(AtomicU64::new(7));
+    let mut g = Gate::new(
+        policy(Mode::Passthrough, &[]),
+        (epoch.clone(), 7),
+        None,
+        None,
+        IpAddr::from([127, 0, 0, 1]),
+    );
+    // PASSTHROUGH: nothing checked, nothing remembered.
+    assert!(matches!(
+        send(&mut g, b'Q', &z("select * from orders")),
+        GateOut::Forward(None)
+    ));
+    assert!(allowed(&send(
+        &mut g,
+        b'P',
+        &parse("s", "select * from orders")
+    )));
+    epoch.store(8, Ordering::Release);
+    assert!(matches!(send(&mut g, b'Q', &z("select 1")), GateOut::Stale));
+    assert!(matches!(send(&mut g, b'B', &bind("", "s")), GateOut::Stale));
+    // Other messages (Execute, Sync, Describe) are not held.
+    assert!(matches!(send(&mut g, b'S', &[]), GateOut::Forward(None)));
+    g.set_policy(policy(Mode::Masked, &[]), 8);
+    // Now checked; the search_path was never learnt, so unqualified names are refused…
+    let (_, _, r) = replaced(send(&mut g, b'Q', &z("select * from products")));
+    assert!(
+        r.reason.as_deref().unwrap().contains("search_path"),
+        "{r:?}"
+    );
+    assert!(allowed(&send(
+        &mut g,
+        b'Q',
+        &z("select * from public.products")
+    )));
+    // …and a statement prepared while unchecked is unknown, so its Bind is refused.
+    replaced(send(&mut g, b'B', &bind("", "s")));
 }
