@@ -7,6 +7,7 @@ pub mod builtins;
 pub mod decide;
 pub mod firewall;
 pub mod judge;
+pub mod masking;
 pub mod privilege;
 pub mod spec;
 
@@ -18,7 +19,9 @@ pub use judge::{
     allow_list_form, apply_effects, decide_in, judge, Arrival, Judgement, Policy, Refusal,
     SessionView,
 };
+pub use masking::{rule_for, MaskingPolicy, MaskingRule};
 pub use privilege::{
-    check, Check, Effect, ObjectPattern, PatternError, Privilege, PrivilegeRule, ResolvedObject,
+    check, Check, ColumnPattern, ColumnRef, Effect, ObjectPattern, PatternError, Privilege,
+    PrivilegeRule, ResolvedObject,
 };
 pub use spec::{compile_rules, parse_mode, validate_role};

@@ -150,85 +150,97 @@ pub struct PatternError {
     pub problem: String,
 }
 
+/// Parses up to `n` dot-separated levels (`"Quoted.Names"`, globs); fewer are padded with
+/// `*`. Unquoted names are case-folded to lower case, as PostgreSQL folds identifiers.
+/// `Err` carries the problem.
+fn parse_levels(s: &str, n: usize) -> Result<Vec<Segment>, String> {
+    let mut levels: Vec<Segment> = Vec::with_capacity(n);
+    let mut chars = s.trim().chars().peekable();
+    loop {
+        let mut cur = String::new();
+        let mut quoted_any = false;
+        let mut has_star = false;
+        // One level: a mix of quoted and unquoted runs until an unquoted dot.
+        let mut pieces: Vec<String> = Vec::new();
+        loop {
+            match chars.peek().copied() {
+                None | Some('.') => break,
+                Some('"') => {
+                    chars.next();
+                    quoted_any = true;
+                    loop {
+                        match chars.next() {
+                            None => return Err("unterminated quoted name".into()),
+                            Some('"') if chars.peek() == Some(&'"') => {
+                                chars.next();
+                                cur.push('"');
+                            }
+                            Some('"') => break,
+                            Some(c) => cur.push(c),
+                        }
+                    }
+                }
+                Some('*') => {
+                    chars.next();
+                    has_star = true;
+                    pieces.push(std::mem::take(&mut cur));
+                }
+                Some(c) if c.is_whitespace() => {
+                    return Err("spaces are only allowed inside double quotes".into());
+                }
+                Some(c) => {
+                    chars.next();
+                    cur.extend(c.to_lowercase());
+                }
+            }
+        }
+        pieces.push(cur);
+        let seg = if has_star {
+            if pieces.iter().all(String::is_empty) {
+                Segment::Any
+            } else {
+                Segment::Glob(pieces)
+            }
+        } else {
+            let name = pieces.concat();
+            if name.is_empty() && !quoted_any {
+                return Err("empty level".into());
+            }
+            Segment::Exact(name)
+        };
+        levels.push(seg);
+        match chars.next() {
+            Some('.') => {
+                if levels.len() == n {
+                    return Err(format!("more than {n} levels"));
+                }
+            }
+            _ => break,
+        }
+    }
+    while levels.len() < n {
+        levels.push(Segment::Any);
+    }
+    Ok(levels)
+}
+
 impl ObjectPattern {
     /// Parses `ds.db.schema.object`. Fewer than four levels are padded with `*`
     /// (`shop` means everything on datasource shop). Unquoted names are case-folded to
     /// lower case, as PostgreSQL folds identifiers.
     pub fn parse(s: &str) -> Result<ObjectPattern, PatternError> {
-        let err = |problem: &str| PatternError {
+        let err = |problem: String| PatternError {
             pattern: s.to_string(),
-            problem: problem.to_string(),
+            problem: problem.replace("more than 4 levels", "more than four levels"),
         };
-        let mut levels: Vec<Segment> = Vec::with_capacity(4);
-        let mut chars = s.trim().chars().peekable();
-        loop {
-            let mut cur = String::new();
-            let mut quoted_any = false;
-            let mut has_star = false;
-            // One level: a mix of quoted and unquoted runs until an unquoted dot.
-            let mut pieces: Vec<String> = Vec::new();
-            loop {
-                match chars.peek().copied() {
-                    None | Some('.') => break,
-                    Some('"') => {
-                        chars.next();
-                        quoted_any = true;
-                        loop {
-                            match chars.next() {
-                                None => return Err(err("unterminated quoted name")),
-                                Some('"') if chars.peek() == Some(&'"') => {
-                                    chars.next();
-                                    cur.push('"');
-                                }
-                                Some('"') => break,
-                                Some(c) => cur.push(c),
-                            }
-                        }
-                    }
-                    Some('*') => {
-                        chars.next();
-                        has_star = true;
-                        pieces.push(std::mem::take(&mut cur));
-                    }
-                    Some(c) if c.is_whitespace() => {
-                        return Err(err("spaces are only allowed inside double quotes"));
-                    }
-                    Some(c) => {
-                        chars.next();
-                        cur.extend(c.to_lowercase());
-                    }
-                }
-            }
-            pieces.push(cur);
-            let seg = if has_star {
-                if pieces.iter().all(String::is_empty) {
-                    Segment::Any
-                } else {
-                    Segment::Glob(pieces)
-                }
-            } else {
-                let name = pieces.concat();
-                if name.is_empty() && !quoted_any {
-                    return Err(err("empty level"));
-                }
-                Segment::Exact(name)
-            };
-            levels.push(seg);
-            match chars.next() {
-                Some('.') => {
-                    if levels.len() == 4 {
-                        return Err(err("more than four levels"));
-                    }
-                }
-                _ => break,
-            }
-        }
-        while levels.len() < 4 {
-            levels.push(Segment::Any);
-        }
-        let levels: [Segment; 4] = levels
-            .try_into()
-            .map_err(|_| err("more than four levels"))?;
+        let levels: [Segment; 4] =
+            parse_levels(s, 4)
+                .map_err(err)?
+                .try_into()
+                .map_err(|_| PatternError {
+                    pattern: s.to_string(),
+                    problem: "more than four levels".into(),
+                })?;
         Ok(ObjectPattern {
             text: s.trim().to_string(),
             levels,
@@ -245,6 +257,65 @@ impl ObjectPattern {
     pub fn as_str(&self) -> &str {
         &self.text
     }
+}
+
+/// A `datasource.database.schema.table.column` pattern (masking rules), with the same
+/// syntax as [`ObjectPattern`]: `*.*.*.*.*email*` covers every column whose name holds
+/// "email".
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ColumnPattern {
+    text: String,
+    levels: [Segment; 5],
+}
+
+impl ColumnPattern {
+    /// Parses `ds.db.schema.table.column` (fewer levels are padded with `*`).
+    pub fn parse(s: &str) -> Result<ColumnPattern, PatternError> {
+        let err = |problem: String| PatternError {
+            pattern: s.to_string(),
+            problem: format!(
+                "{problem}; a column pattern is datasource.database.schema.table.column"
+            ),
+        };
+        let levels: [Segment; 5] = parse_levels(s, 5)
+            .map_err(err)?
+            .try_into()
+            .map_err(|_| err("more than 5 levels".into()))?;
+        Ok(ColumnPattern {
+            text: s.trim().to_string(),
+            levels,
+        })
+    }
+
+    /// Whether the pattern covers this column.
+    pub fn matches(&self, c: &ColumnRef<'_>) -> bool {
+        let [d, b, s, t, col] = &self.levels;
+        d.matches(c.datasource)
+            && b.matches(c.database)
+            && s.matches(c.schema)
+            && t.matches(c.table)
+            && col.matches(c.column)
+    }
+
+    /// The pattern as written.
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+}
+
+/// A column, fully resolved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ColumnRef<'a> {
+    /// Datasource alias.
+    pub datasource: &'a str,
+    /// Database.
+    pub database: &'a str,
+    /// Schema.
+    pub schema: &'a str,
+    /// Table.
+    pub table: &'a str,
+    /// Column.
+    pub column: &'a str,
 }
 
 /// Allow or deny.
