@@ -573,6 +573,25 @@ impl Gate {
     /// one of Postern's replacement statements.
     pub fn server_message(&mut self, ty: u8, body: &[u8]) -> Option<BytesMut> {
         match ty {
+            b'S' => {
+                // PostgreSQL 18 and later report search_path whenever it changes, also
+                // inside functions Postern cannot see into: from then on the path is exact.
+                let (name, rest) = cstr_bytes(body)?;
+                if name == b"search_path" {
+                    let (value, _) = cstr_bytes(rest)?;
+                    let value = std::str::from_utf8(value).ok()?;
+                    let path = postern_policy::judge::expand_path(
+                        &postern_sql::pg::split_search_path(value),
+                        self.view.user_schema.as_deref(),
+                    );
+                    if self.view.search_path.as_ref() != Some(&path) {
+                        self.view.search_path = Some(path);
+                        self.path_changes += 1;
+                        self.generation += 1;
+                    }
+                }
+                None
+            }
             b'E' => {
                 let n = refusal_number(body, &self.token)?;
                 let r = self.refusals.remove(&n)?;

@@ -381,3 +381,25 @@ fn a_store_change_holds_statements_until_the_policy_is_reloaded() {
     // …and a statement prepared while unchecked is unknown, so its Bind is refused.
     replaced(send(&mut g, b'B', &bind("", "s")));
 }
+
+#[test]
+fn a_reported_search_path_is_taken_as_exact() {
+    let mut g = gate(Mode::Masked);
+    assert!(allowed(&send(
+        &mut g,
+        b'P',
+        &parse("s", "select * from products")
+    )));
+    // As PostgreSQL 18 reports it after a function changed it behind Postern's back.
+    let mut status = z("search_path");
+    status.extend(z("\"$user\", secret"));
+    assert!(g.server_message(b'S', &status).is_none());
+    assert_eq!(g.search_path(), Some(&["secret".to_string()][..]));
+    let (_, _, r) = replaced(send(&mut g, b'B', &bind("", "s")));
+    assert!(r.reason.as_deref().unwrap().contains("secret.products"));
+    // Other parameters change nothing.
+    let mut other = z("TimeZone");
+    other.extend(z("UTC"));
+    g.server_message(b'S', &other);
+    assert_eq!(g.search_path(), Some(&["secret".to_string()][..]));
+}
