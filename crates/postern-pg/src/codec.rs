@@ -167,8 +167,12 @@ fn finish(out: &mut BytesMut, at: usize) {
 }
 
 fn put_cstr(out: &mut BytesMut, s: &str) {
+    put_cbytes(out, s.as_bytes());
+}
+
+fn put_cbytes(out: &mut BytesMut, s: &[u8]) {
     // A NUL inside would end the string early on the peer's side; drop it.
-    for b in s.bytes().filter(|&b| b != 0) {
+    for &b in s.iter().filter(|&&b| b != 0) {
         out.put_u8(b);
     }
     out.put_u8(0);
@@ -251,6 +255,54 @@ pub fn startup_message(out: &mut BytesMut, params: &[(&str, &str)]) {
     out.put_u8(0);
     let len = (out.len() - at) as i32;
     out[at..at + 4].copy_from_slice(&len.to_be_bytes());
+}
+
+/// Appends a simple Query.
+pub fn query(out: &mut BytesMut, sql: &str) {
+    let at = begin(out, b'Q');
+    put_cstr(out, sql);
+    finish(out, at);
+}
+
+/// Appends a Parse of `sql` under statement `name` (raw bytes, as the client sent them),
+/// declaring no parameter types.
+pub fn parse(out: &mut BytesMut, name: &[u8], sql: &str) {
+    let at = begin(out, b'P');
+    put_cbytes(out, name);
+    put_cstr(out, sql);
+    out.put_i16(0);
+    finish(out, at);
+}
+
+/// Appends a Bind of `statement` to `portal` (raw bytes) without parameters, all results
+/// in text.
+pub fn bind(out: &mut BytesMut, portal: &[u8], statement: &str) {
+    let at = begin(out, b'B');
+    put_cbytes(out, portal);
+    put_cstr(out, statement);
+    out.put_i16(0);
+    out.put_i16(0);
+    out.put_i16(0);
+    finish(out, at);
+}
+
+/// The columns of a text-format DataRow body (`None` for NULL); `None` when malformed.
+pub fn data_row_texts(body: &[u8]) -> Option<Vec<Option<&str>>> {
+    let n = u16::from_be_bytes([*body.first()?, *body.get(1)?]) as usize;
+    let mut rest = &body[2..];
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        let len = i32::from_be_bytes(rest.get(..4)?.try_into().ok()?);
+        rest = &rest[4..];
+        if len < 0 {
+            out.push(None);
+        } else {
+            let len = len as usize;
+            out.push(Some(std::str::from_utf8(rest.get(..len)?).ok()?));
+            rest = &rest[len..];
+        }
+    }
+    Some(out)
 }
 
 /// Appends a request packet (SSLRequest or CancelRequest) with an optional body.

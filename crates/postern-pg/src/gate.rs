@@ -15,7 +15,7 @@ use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use bytes::{BufMut, BytesMut};
+use bytes::BytesMut;
 use postern_policy::{
     apply_effects, decide_in, judge, Arrival, Decision, Judgement, Policy, Refusal, SessionView,
 };
@@ -266,54 +266,31 @@ impl Gate {
         let Ok(a) = analysis.as_ref() else { return };
         let mut touched = false;
         for s in &a.statements {
-            if let Statement::Analysed(f) = s {
-                if !f.session.is_empty() {
-                    touched = true;
+            let Statement::Analysed(f) = s else { continue };
+            if !f.changes_session() {
+                continue;
+            }
+            touched = true;
+            // Any statement that sets the path makes earlier confirmations stale, even when
+            // the assumed path (a union) does not grow.
+            if f.sets_search_path() {
+                self.path_changes += 1;
+            }
+            // Protocol and SQL prepared statements share one namespace on the server.
+            match (f.kind, &f.prepared) {
+                (StatementKind::Prepare, Some(name)) => {
+                    self.add_named(name, Prepared::Sql(s.clone()));
                 }
-                match f.kind {
-                    StatementKind::Prepare => {
-                        touched = true;
-                        if let Some(name) = &f.prepared {
-                            self.add_named(name, Prepared::Sql(s.clone()));
-                        }
-                    }
-                    StatementKind::Deallocate => {
-                        touched = true;
-                        match &f.prepared {
-                            Some(name) => {
-                                self.stmts.remove(name.as_str());
-                            }
-                            // DEALLOCATE ALL leaves the unnamed protocol statement alone.
-                            None => self.stmts.retain(|k, _| k.is_empty()),
-                        }
-                    }
-                    _ if f.command == "DISCARD"
-                        && f.session
-                            .contains(&postern_sql::SessionEffect::SearchPathDefault) =>
-                    {
-                        self.stmts.retain(|k, _| k.is_empty());
-                    }
-                    _ => {}
+                (StatementKind::Deallocate, Some(name)) => {
+                    self.stmts.remove(name.as_str());
                 }
+                // DEALLOCATE ALL and DISCARD ALL leave the unnamed protocol statement alone.
+                (StatementKind::Deallocate, None) => self.stmts.retain(|k, _| k.is_empty()),
+                _ if f.discards_all() => self.stmts.retain(|k, _| k.is_empty()),
+                _ => {}
             }
         }
         if touched {
-            // Any statement that sets the path makes earlier confirmations stale, even when
-            // the assumed path (a union) does not grow.
-            let sets_path = a.statements.iter().any(|s| match s {
-                Statement::Analysed(f) => f.session.iter().any(|e| {
-                    matches!(
-                        e,
-                        postern_sql::SessionEffect::SearchPath(_)
-                            | postern_sql::SessionEffect::SearchPathDefault
-                            | postern_sql::SessionEffect::SearchPathUnknown
-                    )
-                }),
-                Statement::Unanalysable { .. } => false,
-            });
-            if sets_path {
-                self.path_changes += 1;
-            }
             apply_effects(&mut self.view, a);
             self.generation += 1;
         }
@@ -354,7 +331,7 @@ impl Gate {
 
     /// Refuses SQL text Postern would not read as the server does: not UTF-8, or non-ASCII
     /// in a client encoding the server converts from.
-    fn readable<'t>(&mut self, text: &'t [u8], lex: Lexing) -> Result<&'t str, Refusal> {
+    fn readable(text: &[u8], lex: Lexing) -> Result<&str, Refusal> {
         let refusal = |why: &str| Refusal {
             sqlstate: "22021",
             message: format!(
@@ -395,7 +372,7 @@ impl Gate {
         match ty {
             b'Q' => {
                 let (text, _) = cstr_bytes(body).ok_or(CodecError::Malformed("Query"))?;
-                let text = match self.readable(text, lex) {
+                let text = match Self::readable(text, lex) {
                     Ok(t) => t,
                     Err(r) => {
                         let (token, ruling) = self.refuse(r);
@@ -428,7 +405,7 @@ impl Gate {
             b'P' => {
                 let (name, rest) = cstr_bytes(body).ok_or(CodecError::Malformed("Parse"))?;
                 let (text, _) = cstr_bytes(rest).ok_or(CodecError::Malformed("Parse"))?;
-                let checked = self.readable(text, lex).and_then(|t| {
+                let checked = Self::readable(text, lex).and_then(|t| {
                     std::str::from_utf8(name)
                         .map(|n| (n, t))
                         .map_err(|_| Refusal {
@@ -537,9 +514,27 @@ impl Gate {
         if named.judged == generation && !self.timed {
             return Ok(named.ruling.clone());
         }
-        let candidates = named.candidates.clone();
+        // Taken out while judging (judging borrows the gate), put back below.
+        let candidates = self
+            .stmts
+            .get_mut(name)
+            .map(|n| std::mem::take(&mut n.candidates))
+            .unwrap_or_default();
+        let verdict = self.judge_candidates(&candidates);
+        if let Some(n) = self.stmts.get_mut(name) {
+            n.candidates = candidates;
+            if let Ok(ruling) = &verdict {
+                n.judged = generation;
+                n.ruling = ruling.clone();
+            }
+        }
+        verdict
+    }
+
+    /// Judges every text a statement name may hold, in the session as it is now.
+    fn judge_candidates(&self, candidates: &[Prepared]) -> Result<Arc<Ruling>, Refusal> {
         let mut ruling = None;
-        for c in &candidates {
+        for c in candidates {
             match c {
                 Prepared::Parsed { text, analysis } => {
                     let j = judge(&self.policy, &self.view, text, analysis, self.arrival());
@@ -561,12 +556,7 @@ impl Gate {
                 }
             }
         }
-        let ruling = ruling.unwrap_or_else(|| self.allowed.clone());
-        if let Some(n) = self.stmts.get_mut(name) {
-            n.judged = generation;
-            n.ruling = ruling.clone();
-        }
-        Ok(ruling)
+        Ok(ruling.unwrap_or_else(|| self.allowed.clone()))
     }
 
     /// Looks at a server message; returns a replacement when it is the server's answer to
@@ -628,7 +618,7 @@ fn lone_search_path(analysis: &Cached, view: &SessionView) -> Option<Vec<String>
             p,
             view.user_schema.as_deref(),
         )),
-        [postern_sql::SessionEffect::SearchPathDefault] if f.command != "DISCARD" => {
+        [postern_sql::SessionEffect::SearchPathDefault] if !f.discards_all() => {
             Some(view.initial_search_path.clone())
         }
         _ => None,
@@ -646,45 +636,28 @@ fn refusal_number(body: &[u8], token: &str) -> Option<u64> {
     digits[..end].parse().ok()
 }
 
-fn message(ty: u8, parts: &[&[u8]]) -> BytesMut {
-    let len: usize = 4 + parts.iter().map(|p| p.len()).sum::<usize>();
-    let mut out = BytesMut::with_capacity(1 + len);
-    out.put_u8(ty);
-    out.put_i32(len as i32);
-    for p in parts {
-        out.put_slice(p);
-    }
-    out
-}
-
 /// `SELECT "<token>"`: fails in parse analysis (no such column), so at Query or Parse.
 fn failing_select(token: &str) -> String {
     format!("SELECT \"{token}\"")
 }
 
 fn query_message(token: &str) -> BytesMut {
-    message(b'Q', &[failing_select(token).as_bytes(), b"\0"])
+    let mut out = BytesMut::new();
+    codec::query(&mut out, &failing_select(token));
+    out
 }
 
 fn parse_message(name: &[u8], token: &str) -> BytesMut {
-    message(
-        b'P',
-        &[
-            name,
-            b"\0",
-            failing_select(token).as_bytes(),
-            b"\0",
-            &0i16.to_be_bytes(),
-        ],
-    )
+    let mut out = BytesMut::new();
+    codec::parse(&mut out, name, &failing_select(token));
+    out
 }
 
 /// A Bind of the statement named `<token>`, which does not exist.
 fn bind_message(portal: &[u8], token: &str) -> BytesMut {
-    message(
-        b'B',
-        &[portal, b"\0", token.as_bytes(), b"\0", &[0, 0, 0, 0, 0, 0]],
-    )
+    let mut out = BytesMut::new();
+    codec::bind(&mut out, portal, token);
+    out
 }
 
 #[cfg(test)]

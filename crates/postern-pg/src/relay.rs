@@ -234,7 +234,7 @@ pub struct Relay<'a, C, U> {
     s2c: Direction,
     /// Statement tracking; `completed` is filled as outcomes arrive.
     pub tracker: Tracker,
-    /// The statement gate, unless the session is in PASSTHROUGH mode.
+    /// The statement gate (every proxied session has one; a bare relay has none).
     pub gate: Option<Gate>,
 }
 

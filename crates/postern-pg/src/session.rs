@@ -28,19 +28,14 @@ use crate::upstream::{self, UpstreamTarget};
 struct Ident {
     session: Arc<str>,
     client: Arc<str>,
+    /// The client's address, for firewall source rules.
+    ip: std::net::IpAddr,
     user: Option<Arc<str>>,
     datasource: Option<Arc<str>>,
     db_user: Option<Arc<str>>,
 }
 
 impl Ident {
-    fn client_ip(&self) -> std::net::IpAddr {
-        self.client
-            .parse::<SocketAddr>()
-            .map(|a| a.ip())
-            .unwrap_or(std::net::IpAddr::from([0, 0, 0, 0]))
-    }
-
     fn event(&self, kind: EventKind) -> AuditEvent {
         let mut e = AuditEvent::new(kind);
         e.protocol = Some(Protocol::Postgres);
@@ -153,6 +148,7 @@ pub(crate) async fn run(inner: Arc<Inner>, tcp: TcpStream, peer: SocketAddr, adm
     let mut ident = Ident {
         session,
         client: peer.to_string().into(),
+        ip: peer.ip(),
         user: None,
         datasource: None,
         db_user: None,
@@ -486,19 +482,13 @@ async fn handshake<'a>(
     let opened = async {
         let mut up = upstream::connect(&up_target, &params, inner.cfg.upstream_timeout).await?;
         // Statements are checked: learn what unqualified names resolve to first.
-        let facts = if policy.mode == postern_policy::Mode::Passthrough {
-            upstream::SessionFacts::default()
+        let (path, user_schema) = if policy.mode == postern_policy::Mode::Passthrough {
+            (None, None)
         } else {
-            upstream::session_facts(&mut up, inner.cfg.upstream_timeout).await?
+            let facts = upstream::session_facts(&mut up, inner.cfg.upstream_timeout).await?;
+            (Some(facts.search_path), facts.user_schema)
         };
-        let path = (policy.mode != postern_policy::Mode::Passthrough).then_some(facts.search_path);
-        let gate = Gate::new(
-            policy.clone(),
-            (epoch, loaded),
-            path,
-            facts.user_schema,
-            ident.client_ip(),
-        );
+        let gate = Gate::new(policy.clone(), (epoch, loaded), path, user_schema, ident.ip);
         Ok::<_, upstream::UpstreamError>((up, Some(gate)))
     };
     let (upstream, gate) = match opened.await {
@@ -691,34 +681,14 @@ async fn relay(inner: &Inner, est: Established<'_>, ident: &Ident, span: &tracin
     relay.tracker.standard_conforming_strings = upstream.standard_conforming_strings;
     relay.tracker.utf8_client = crate::codec::encoding_reads_as_utf8(&upstream.client_encoding);
     relay.gate = gate;
-    let end: Result<RelayEnd, String> = loop {
+    let end: Result<RelayEnd, Stop> = loop {
         match relay.step().await {
             Ok(Step::Statements) => {
                 let mut closed = false;
                 for done in relay.tracker.completed.drain(..) {
                     statements += 1;
-                    let mut e = ident.event(EventKind::Statement);
-                    let (masked, clear) = match done.ruling.as_ref().and_then(|r| r.log.clone()) {
-                        Some(forms) => forms,
-                        None => texts.of(&done.statement, done.standard_conforming_strings),
-                    };
-                    e.statement = Some(masked);
-                    e.statement_clear = clear;
-                    if !done.tags.is_empty() {
-                        e.command_tag = Some(done.tags);
-                    }
-                    e.rows = done.rows;
-                    e.duration_us = Some(done.duration.as_micros() as u64);
-                    if let Some(r) = &done.ruling {
-                        rule_on(inner, &mut e, r);
-                    }
-                    if let Some((code, msg)) = done.error {
-                        if !code.is_empty() {
-                            e.sqlstate = Some(code);
-                        }
-                        e.error = Some(msg);
-                    }
                     inner.metrics.statements.inc();
+                    let e = statement_event(inner, ident, &mut texts, done);
                     if inner.audit.record(e).await.is_err() {
                         closed = true;
                         break;
@@ -726,7 +696,7 @@ async fn relay(inner: &Inner, est: Established<'_>, ident: &Ident, span: &tracin
                 }
                 if closed {
                     // Fail closed: no more statements without an audit trail.
-                    break Err("audit log closed".into());
+                    break Err(Stop::Failed("audit log closed".into()));
                 }
             }
             Ok(Step::Reload) => match reload(inner, ident, &credential).await {
@@ -739,45 +709,37 @@ async fn relay(inner: &Inner, est: Established<'_>, ident: &Ident, span: &tracin
                         }
                     }
                 }
-                Err(why) => break Err(format!("access revoked: {why}")),
+                Err(why) => break Err(Stop::Revoked(why)),
             },
             Ok(Step::Done(end)) => break Ok(end),
-            Err(e) => break Err(e.to_string()),
+            Err(e @ crate::relay::RelayError::ClientProtocol(_)) => {
+                break Err(Stop::Protocol(e.to_string()))
+            }
+            Err(e) => break Err(Stop::Failed(e.to_string())),
         }
     };
     for done in relay.tracker.drain_unfinished() {
-        let mut e = ident.event(EventKind::Statement);
-        let (masked, clear) = texts.of(&done.statement, done.standard_conforming_strings);
-        e.statement = Some(masked);
-        e.statement_clear = clear;
-        e.error = done.error.map(|(_, m)| m);
-        e.duration_us = Some(done.duration.as_micros() as u64);
-        if let Some(r) = &done.ruling {
-            rule_on(inner, &mut e, r);
-        }
+        let e = statement_event(inner, ident, &mut texts, done);
         let _ = inner.audit.record(e).await;
     }
     drop(relay);
-    if let Err(reason) = &end {
-        if reason.starts_with("client protocol") {
+    match &end {
+        Err(Stop::Protocol(reason)) => {
             let _ = refuse(&mut client, "08P01", reason, None).await;
-        } else if let Some(why) = reason.strip_prefix("access revoked: ") {
-            let msg = format!("Postern ended this session: {why}");
-            let _ = refuse(
-                &mut client,
-                "57P01",
-                &msg,
-                Some("ask an admin for access, then reconnect"),
-            )
-            .await;
         }
+        Err(Stop::Revoked(why)) => {
+            let msg = format!("Postern ended this session: {why}");
+            let hint = Some("ask an admin for access, then reconnect");
+            let _ = refuse(&mut client, "57P01", &msg, hint).await;
+        }
+        _ => {}
     }
     let mut e = ident.event(EventKind::SessionClose);
     e.duration_us = Some(started.elapsed().as_micros() as u64);
     e.rows = None;
     e.detail = Some(serde_json_detail(statements, &end));
     if let Err(r) = &end {
-        e.error = Some(r.clone());
+        e.error = Some(r.to_string());
     }
     let _ = inner.audit.record(e).await;
     tracing::info!(parent: span, statements, end = ?end, "session closed");
@@ -841,7 +803,59 @@ fn rule_on(inner: &Inner, e: &mut AuditEvent, r: &crate::gate::Ruling) {
     }
 }
 
-fn serde_json_detail(statements: u64, end: &Result<RelayEnd, String>) -> serde_json::Value {
+/// Why a relayed session ended, when it was not a peer closing its side.
+#[derive(Debug)]
+enum Stop {
+    /// The client broke the protocol (it is told so).
+    Protocol(String),
+    /// The user's access went away while the session was open (they are told why).
+    Revoked(String),
+    /// Anything else: I/O, the audit log closing.
+    Failed(String),
+}
+
+impl std::fmt::Display for Stop {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Stop::Protocol(m) | Stop::Failed(m) => f.write_str(m),
+            Stop::Revoked(why) => write!(f, "access revoked: {why}"),
+        }
+    }
+}
+
+/// The audit event of a statement whose outcome is known (or that the session's end cut off).
+fn statement_event(
+    inner: &Inner,
+    ident: &Ident,
+    texts: &mut LogTexts,
+    done: crate::tracker::Completed,
+) -> AuditEvent {
+    let mut e = ident.event(EventKind::Statement);
+    // The gate lexed checked statements already; the rest are masked here.
+    let (masked, clear) = match done.ruling.as_ref().and_then(|r| r.log.clone()) {
+        Some(forms) => forms,
+        None => texts.of(&done.statement, done.standard_conforming_strings),
+    };
+    e.statement = Some(masked);
+    e.statement_clear = clear;
+    if !done.tags.is_empty() {
+        e.command_tag = Some(done.tags);
+    }
+    e.rows = done.rows;
+    e.duration_us = Some(done.duration.as_micros() as u64);
+    if let Some(r) = &done.ruling {
+        rule_on(inner, &mut e, r);
+    }
+    if let Some((code, msg)) = done.error {
+        if !code.is_empty() {
+            e.sqlstate = Some(code);
+        }
+        e.error = Some(msg);
+    }
+    e
+}
+
+fn serde_json_detail(statements: u64, end: &Result<RelayEnd, Stop>) -> serde_json::Value {
     let ended_by = match end {
         Ok(RelayEnd::ClientClosed) => "client",
         Ok(RelayEnd::UpstreamClosed) => "upstream",

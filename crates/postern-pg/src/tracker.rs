@@ -126,10 +126,7 @@ const UNKNOWN: &str = "<unknown prepared statement>";
 /// Statement text for the audit trail: bytes that are not UTF-8 (a client in LATIN1…)
 /// are shown as U+FFFD rather than ending the session.
 fn lossy(text: &[u8]) -> Arc<str> {
-    match std::str::from_utf8(text) {
-        Ok(t) => Arc::from(t),
-        Err(_) => Arc::from(String::from_utf8_lossy(text).as_ref()),
-    }
+    Arc::from(String::from_utf8_lossy(text).as_ref())
 }
 
 /// A statement or portal's text and the ruling it was prepared or bound under.

@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{BufMut, BytesMut};
+use bytes::BytesMut;
 use postern_auth::{SaltedPasswordCache, ScramClient};
 use postern_core::UpstreamTls;
 use postgres_protocol::authentication::md5_hash;
@@ -525,13 +525,7 @@ pub async fn session_facts(
 
 async fn session_facts_inner(up: &mut UpstreamSession) -> Result<SessionFacts, UpstreamError> {
     let mut out = BytesMut::with_capacity(SESSION_FACTS_QUERY.len() + 8);
-    let at = out.len();
-    out.put_u8(b'Q');
-    out.put_i32(0);
-    out.put_slice(SESSION_FACTS_QUERY.as_bytes());
-    out.put_u8(0);
-    let len = (out.len() - at - 1) as i32;
-    out[at + 1..at + 5].copy_from_slice(&len.to_be_bytes());
+    codec::query(&mut out, SESSION_FACTS_QUERY);
     up.stream.write_all(&out).await?;
     up.stream.flush().await?;
     let mut facts = SessionFacts::default();
@@ -541,7 +535,7 @@ async fn session_facts_inner(up: &mut UpstreamSession) -> Result<SessionFacts, U
         let body = &msg[5..];
         match ty {
             b'D' => {
-                let cols = data_row_texts(body).ok_or_else(|| {
+                let cols = codec::data_row_texts(body).ok_or_else(|| {
                     UpstreamError::Protocol("malformed DataRow in the session query".into())
                 })?;
                 match cols.as_slice() {
@@ -571,23 +565,4 @@ async fn session_facts_inner(up: &mut UpstreamSession) -> Result<SessionFacts, U
             _ => {}
         }
     }
-}
-
-/// The columns of a text-format DataRow (`None` for NULL); `None` when malformed.
-fn data_row_texts(body: &[u8]) -> Option<Vec<Option<&str>>> {
-    let n = u16::from_be_bytes([*body.first()?, *body.get(1)?]) as usize;
-    let mut rest = &body[2..];
-    let mut out = Vec::with_capacity(n);
-    for _ in 0..n {
-        let len = i32::from_be_bytes(rest.get(..4)?.try_into().ok()?);
-        rest = &rest[4..];
-        if len < 0 {
-            out.push(None);
-        } else {
-            let len = len as usize;
-            out.push(Some(std::str::from_utf8(rest.get(..len)?).ok()?));
-            rest = &rest[len..];
-        }
-    }
-    Some(out)
 }

@@ -208,22 +208,10 @@ pub fn judge(
     let mut refusal = None;
     for (i, s) in analysis.statements.iter().enumerate() {
         let view = changed.as_ref().unwrap_or(session);
-        let d = decide(
-            s,
-            &Context {
-                datasource: &policy.datasource,
-                database: &policy.database,
-                search_path: view.search_path.as_deref(),
-                existing_schemas: None,
-                mode: policy.mode,
-                rules: &policy.rules,
-                catalog_read: policy.catalog_read,
-                prepared: &view.prepared,
-                allow_listed: raw
-                    .get(i)
-                    .is_some_and(|r| policy.allow_list.contains(allow_list_form(r))),
-            },
-        );
+        let allow_listed = raw
+            .get(i)
+            .is_some_and(|r| policy.allow_list.contains(allow_list_form(r)));
+        let d = decide(s, &context(policy, view, allow_listed));
         if let (Decision::Deny { reason, rule }, None) = (&d, &refusal) {
             let message = if n > 1 {
                 format!(
@@ -241,7 +229,7 @@ pub fn judge(
             });
         }
         if let Statement::Analysed(f) = s {
-            if i + 1 < n && has_effects(f) {
+            if i + 1 < n && f.changes_session() {
                 apply_statement(changed.get_or_insert_with(|| session.clone()), f);
             }
         }
@@ -258,20 +246,22 @@ pub fn judge(
 /// SQL PREPARE and bound through the protocol later). The firewall is not consulted: it
 /// judged the text that prepared it.
 pub fn decide_in(policy: &Policy, session: &SessionView, statement: &Statement) -> Decision {
-    decide(
-        statement,
-        &Context {
-            datasource: &policy.datasource,
-            database: &policy.database,
-            search_path: session.search_path.as_deref(),
-            existing_schemas: None,
-            mode: policy.mode,
-            rules: &policy.rules,
-            catalog_read: policy.catalog_read,
-            prepared: &session.prepared,
-            allow_listed: false,
-        },
-    )
+    decide(statement, &context(policy, session, false))
+}
+
+/// The decision context of `policy` in `session`.
+fn context<'a>(policy: &'a Policy, session: &'a SessionView, allow_listed: bool) -> Context<'a> {
+    Context {
+        datasource: &policy.datasource,
+        database: &policy.database,
+        search_path: session.search_path.as_deref(),
+        existing_schemas: None,
+        mode: policy.mode,
+        rules: &policy.rules,
+        catalog_read: policy.catalog_read,
+        prepared: &session.prepared,
+        allow_listed,
+    }
 }
 
 /// Applies what an allowed message changes in the session: search_path (widened to
@@ -280,19 +270,11 @@ pub fn decide_in(policy: &Policy, session: &SessionView, statement: &Statement) 
 pub fn apply_effects(session: &mut SessionView, analysis: &Analysis) {
     for s in &analysis.statements {
         if let Statement::Analysed(f) = s {
-            if has_effects(f) {
+            if f.changes_session() {
                 apply_statement(session, f);
             }
         }
     }
-}
-
-fn has_effects(f: &StatementFacts) -> bool {
-    !f.session.is_empty()
-        || matches!(
-            f.kind,
-            postern_sql::StatementKind::Prepare | postern_sql::StatementKind::Deallocate
-        )
 }
 
 fn apply_statement(session: &mut SessionView, f: &StatementFacts) {
@@ -323,10 +305,7 @@ fn apply_statement(session: &mut SessionView, f: &StatementFacts) {
             }
             None => session.prepared.clear(),
         },
-        // DISCARD ALL (the only DISCARD that resets the search_path) also deallocates.
-        _ if f.command == "DISCARD" && f.session.contains(&SessionEffect::SearchPathDefault) => {
-            session.prepared.clear()
-        }
+        _ if f.discards_all() => session.prepared.clear(),
         _ => {}
     }
 }

@@ -226,6 +226,38 @@ pub struct Analysis {
     pub statements: Vec<Statement>,
 }
 
+impl StatementFacts {
+    /// Whether running it changes the session: a setting, the search_path or role, or the
+    /// set of prepared statements.
+    pub fn changes_session(&self) -> bool {
+        !self.session.is_empty()
+            || matches!(
+                self.kind,
+                StatementKind::Prepare | StatementKind::Deallocate
+            )
+            || self.discards_all()
+    }
+
+    /// Whether it sets the search_path (to a value, back to the default, or to something
+    /// not known before it runs).
+    pub fn sets_search_path(&self) -> bool {
+        self.session.iter().any(|e| {
+            matches!(
+                e,
+                SessionEffect::SearchPath(_)
+                    | SessionEffect::SearchPathDefault
+                    | SessionEffect::SearchPathUnknown
+            )
+        })
+    }
+
+    /// `DISCARD ALL`: resets the session, prepared statements included.
+    pub fn discards_all(&self) -> bool {
+        // The only DISCARD that resets the search_path.
+        self.command == "DISCARD" && self.session.contains(&SessionEffect::SearchPathDefault)
+    }
+}
+
 impl Analysis {
     /// Whether every statement was understood.
     pub fn fully_analysed(&self) -> bool {
