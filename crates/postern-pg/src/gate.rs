@@ -568,14 +568,18 @@ impl Gate {
                 // inside functions Postern cannot see into: from then on the path is exact.
                 let (name, rest) = cstr_bytes(body)?;
                 if name == b"search_path" {
-                    let (value, _) = cstr_bytes(rest)?;
-                    let value = std::str::from_utf8(value).ok()?;
-                    let path = postern_policy::judge::expand_path(
-                        &postern_sql::pg::split_search_path(value),
-                        self.view.user_schema.as_deref(),
-                    );
-                    if self.view.search_path.as_ref() != Some(&path) {
-                        self.view.search_path = Some(path);
+                    // A report Postern cannot read leaves the path unknown: unqualified
+                    // names are then refused rather than resolved against a stale guess.
+                    let path = cstr_bytes(rest)
+                        .and_then(|(v, _)| std::str::from_utf8(v).ok())
+                        .map(|v| {
+                            postern_policy::judge::expand_path(
+                                &postern_sql::pg::split_search_path(v),
+                                self.view.user_schema.as_deref(),
+                            )
+                        });
+                    if self.view.search_path != path {
+                        self.view.search_path = path;
                         self.path_changes += 1;
                         self.generation += 1;
                     }

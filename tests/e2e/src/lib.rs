@@ -237,6 +237,17 @@ impl Postern {
             .expect("set password");
     }
 
+    /// `psql` reaching datasource `alias` through this Postern as `user` (no psqlrc); the
+    /// caller adds the TLS mode and the command's own arguments.
+    pub fn psql(&self, user: &str, password: &str, alias: &str) -> Command {
+        let mut cmd = pg().tool("psql");
+        cmd.args(["-X", "-h", "127.0.0.1", "-p"])
+            .arg(self.pg_port().to_string())
+            .args(["-U", user, "-d", alias])
+            .env("PGPASSWORD", password);
+        cmd
+    }
+
     /// A tokio-postgres connection through Postern.
     pub async fn connect(
         &self,

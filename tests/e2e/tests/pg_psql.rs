@@ -35,22 +35,10 @@ async fn psql_query_describe_and_refusals() {
     let port = postern.pg_port().to_string();
 
     // A query returns the right rows.
-    let out = pg
-        .tool("psql")
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &port,
-            "-U",
-            &user,
-            "-d",
-            &alias,
-            "-At",
-            "-c",
-        ])
+    let out = postern
+        .psql(&user, "alice-password-1", &alias)
+        .args(["-At", "-c"])
         .arg("SELECT id, name FROM customers WHERE id <= 3 ORDER BY id")
-        .env("PGPASSWORD", "alice-password-1")
         .env("PGSSLMODE", "disable")
         .output()
         .unwrap();
@@ -61,21 +49,9 @@ async fn psql_query_describe_and_refusals() {
     );
 
     // \d works (catalog queries through the proxy).
-    let out = pg
-        .tool("psql")
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &port,
-            "-U",
-            &user,
-            "-d",
-            &alias,
-            "-c",
-            "\\d customers",
-        ])
-        .env("PGPASSWORD", "alice-password-1")
+    let out = postern
+        .psql(&user, "alice-password-1", &alias)
+        .args(["-c", "\\d customers"])
         .output()
         .unwrap();
     let text = psql_output(&out);
@@ -88,24 +64,12 @@ async fn psql_query_describe_and_refusals() {
     // A client in LATIN1 (PASSTHROUGH): non-UTF-8 statement text is relayed, converted by
     // the server, and audited as well as it can be.
     use std::os::unix::ffi::OsStrExt;
-    let out = pg
-        .tool("psql")
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &port,
-            "-U",
-            &user,
-            "-d",
-            &alias,
-            "-At",
-            "-c",
-        ])
+    let out = postern
+        .psql(&user, "alice-password-1", &alias)
+        .args(["-At", "-c"])
         .arg(std::ffi::OsStr::from_bytes(
             b"SELECT count(*) FROM customers WHERE name <> '\xe9t\xe9'",
         ))
-        .env("PGPASSWORD", "alice-password-1")
         .env("PGCLIENTENCODING", "LATIN1")
         .output()
         .unwrap();
@@ -114,21 +78,10 @@ async fn psql_query_describe_and_refusals() {
 
     // A statement that sets a password never leaves the secret in the audit trail, in
     // either form, in the store or in the JSON-lines file.
-    let out = pg
-        .tool("psql")
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &port,
-            "-U",
-            &user,
-            "-d",
-            &alias,
-            "-c",
-        ])
+    let out = postern
+        .psql(&user, "alice-password-1", &alias)
+        .args(["-c"])
         .arg("ALTER ROLE postern_no_such_role_x PASSWORD 'hunter2-secret-pw'")
-        .env("PGPASSWORD", "alice-password-1")
         .output()
         .unwrap();
     assert!(!out.status.success(), "{}", psql_output(&out));

@@ -402,4 +402,18 @@ fn a_reported_search_path_is_taken_as_exact() {
     other.extend(z("UTC"));
     g.server_message(b'S', &other);
     assert_eq!(g.search_path(), Some(&["secret".to_string()][..]));
+    // A report Postern cannot read makes the path unknown, not stale.
+    let mut bad = z("search_path");
+    bad.extend(b"\xff\0");
+    g.server_message(b'S', &bad);
+    assert_eq!(g.search_path(), None);
+    let (_, _, r) = replaced(send(
+        &mut g,
+        b'Q',
+        &z("select * from public.products; select * from products"),
+    ));
+    assert!(
+        r.reason.as_deref().unwrap().contains("search_path"),
+        "{r:?}"
+    );
 }
