@@ -48,6 +48,10 @@ pub struct Policy {
     pub allow_list: HashSet<String>,
     /// Whether catalog reads need no grant (see [`Context::catalog_read`]).
     pub catalog_read: bool,
+    /// Masking policies of the user's roles (empty: nothing is masked).
+    pub masking: Vec<crate::masking::MaskingPolicy>,
+    /// Masking rules (`policy/rule`) the user's roles REVEAL.
+    pub revealed: HashSet<String>,
 }
 
 /// What Postern knows of the session a statement runs in.
@@ -358,6 +362,8 @@ mod tests {
             roles: vec!["reader".into()],
             allow_list: HashSet::new(),
             catalog_read: true,
+            masking: Vec::new(),
+            revealed: Default::default(),
         }
     }
 

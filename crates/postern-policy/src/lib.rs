@@ -7,6 +7,7 @@ pub mod builtins;
 pub mod decide;
 pub mod firewall;
 pub mod judge;
+pub mod mask_plan;
 pub mod masking;
 pub mod privilege;
 pub mod spec;
@@ -19,9 +20,10 @@ pub use judge::{
     allow_list_form, apply_effects, decide_in, judge, Arrival, Judgement, Policy, Refusal,
     SessionView,
 };
+pub use mask_plan::{CatalogRelation, How, Mask, MaskCatalog, SessionMasking, StatementMask};
 pub use masking::{rule_for, MaskingPolicy, MaskingRule};
 pub use privilege::{
     check, Check, ColumnPattern, ColumnRef, Effect, ObjectPattern, PatternError, Privilege,
     PrivilegeRule, ResolvedObject,
 };
-pub use spec::{compile_rules, parse_mode, validate_role};
+pub use spec::{compile_masking_policy, compile_rules, parse_mode, validate_role};

@@ -301,6 +301,44 @@ impl ColumnPattern {
     pub fn as_str(&self) -> &str {
         &self.text
     }
+
+    /// Whether the pattern may cover columns of this datasource and database.
+    pub fn covers_database(&self, datasource: &str, database: &str) -> bool {
+        self.levels[0].matches(datasource) && self.levels[1].matches(database)
+    }
+
+    /// Anchored regular expressions (PostgreSQL's `~` syntax) for the schema, table and
+    /// column levels, so that the catalog can be asked for candidate columns only.
+    pub fn level_regexes(&self) -> [String; 3] {
+        let re = |s: &Segment| match s {
+            Segment::Any => String::new(),
+            Segment::Exact(e) => format!("^{}$", regex_escape(e)),
+            Segment::Glob(parts) => format!(
+                "^{}$",
+                parts
+                    .iter()
+                    .map(|p| regex_escape(p))
+                    .collect::<Vec<_>>()
+                    .join(".*")
+            ),
+        };
+        [
+            re(&self.levels[2]),
+            re(&self.levels[3]),
+            re(&self.levels[4]),
+        ]
+    }
+}
+
+fn regex_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if "\\.+*?()|[]{}^$".contains(c) {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
 }
 
 /// A column, fully resolved.

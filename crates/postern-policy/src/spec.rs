@@ -86,6 +86,52 @@ pub fn validate_role(r: &RoleSpec) -> Result<(), String> {
     Ok(())
 }
 
+/// Checks and compiles a masking policy as an admin wrote it. Errors read
+/// `rules[1].function: …`.
+pub fn compile_masking_policy(
+    spec: &postern_core::MaskingPolicySpec,
+) -> Result<crate::masking::MaskingPolicy, String> {
+    let mut rules = Vec::with_capacity(spec.rules.len());
+    let mut seen = std::collections::HashSet::new();
+    for (i, r) in spec.rules.iter().enumerate() {
+        let at = |field: &str, msg: String| format!("rules[{i}].{field}: {msg}");
+        if !postern_core::names::valid_name(&r.name) {
+            return Err(at(
+                "name",
+                format!(
+                    "{:?} is invalid: use 1 to 63 ASCII letters, digits, '_', '-' or '.', \
+                     starting with a letter or digit",
+                    r.name
+                ),
+            ));
+        }
+        if !seen.insert(r.name.as_str()) {
+            return Err(at(
+                "name",
+                format!(
+                    "{} appears twice in the policy; keep one rule of that name",
+                    r.name
+                ),
+            ));
+        }
+        let pattern =
+            crate::privilege::ColumnPattern::parse(&r.on).map_err(|e| at("on", e.to_string()))?;
+        let function = postern_masking::MaskFn::parse(&r.function)
+            .map_err(|e| at("function", e.to_string()))?;
+        rules.push(crate::masking::MaskingRule {
+            name: format!("{}/{}", spec.name, r.name),
+            pattern,
+            function,
+            allow_filter: r.allow_filter,
+        });
+    }
+    Ok(crate::masking::MaskingPolicy {
+        name: spec.name.clone(),
+        priority: spec.priority,
+        rules,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -136,5 +182,42 @@ mod tests {
         assert_eq!(parse_mode("masked_passthrough"), Ok(Mode::Masked));
         assert_eq!(parse_mode("Passthrough"), Ok(Mode::Passthrough));
         assert!(parse_mode("open").is_err());
+    }
+
+    #[test]
+    fn masking_policies_compile_and_report_the_rule_at_fault() {
+        use postern_core::{MaskingPolicySpec, MaskingRuleSpec};
+        let rule = |name: &str, on: &str, function: &str| MaskingRuleSpec {
+            name: name.into(),
+            on: on.into(),
+            function: function.into(),
+            allow_filter: false,
+        };
+        let mut p = MaskingPolicySpec {
+            name: "pii".into(),
+            priority: 10,
+            rules: vec![
+                rule("emails", "*.*.*.*.*email*", "email"),
+                rule("ssn", "shop.*.public.customers.ssn", "partial(0, 4)"),
+            ],
+            ..Default::default()
+        };
+        let compiled = compile_masking_policy(&p).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(compiled.priority, 10);
+        let names: Vec<&str> = compiled.rules.iter().map(|r| r.name.as_str()).collect();
+        assert_eq!(names, ["pii/emails", "pii/ssn"]);
+
+        p.rules[1].function = "scramble".into();
+        let e = compile_masking_policy(&p).unwrap_err();
+        assert!(e.starts_with("rules[1].function: "), "{e}");
+        p.rules[1] = rule("emails", "*.*.*.*.x", "null");
+        let e = compile_masking_policy(&p).unwrap_err();
+        assert!(e.starts_with("rules[1].name: emails appears twice"), "{e}");
+        p.rules[1] = rule("x", "shop..t.c", "null");
+        let e = compile_masking_policy(&p).unwrap_err();
+        assert!(e.starts_with("rules[1].on: "), "{e}");
+        p.rules[1] = rule("a b", "*.*.*.*.*", "null");
+        let e = compile_masking_policy(&p).unwrap_err();
+        assert!(e.starts_with("rules[1].name: \"a b\" is invalid"), "{e}");
     }
 }

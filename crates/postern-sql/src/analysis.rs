@@ -201,6 +201,8 @@ pub struct StatementFacts {
     pub prepared: Option<String>,
     /// Firewall-relevant properties.
     pub flags: Flags,
+    /// Where column values go (for data masking).
+    pub flow: Box<crate::flow::ColumnFlow>,
 }
 
 /// One statement of a query string.

@@ -7,6 +7,7 @@
 
 pub mod analysis;
 pub mod cache;
+pub mod flow;
 pub mod mask;
 pub mod pg;
 pub mod tree;
@@ -15,3 +16,4 @@ pub use analysis::{
     Access, Action, Analysis, Flags, ObjectName, SessionEffect, Statement, StatementFacts,
     StatementKind, SyntaxError,
 };
+pub use flow::{ColumnFlow, Output, Refs};

@@ -316,6 +316,7 @@ fn statement(v: &Value) -> Statement {
         session: w.session,
         prepared: w.prepared,
         flags: w.flags,
+        flow: Box::new(crate::flow::column_flow(tag, n)),
     })
 }
 
