@@ -3,8 +3,11 @@
 //! type accepts (so clients and drivers keep working), or NULL where no valid masked value
 //! exists.
 //!
-//! This crate knows nothing of rules' targets, roles or the wire; the proxies decide which
-//! output columns a rule covers and call [`MaskFn::apply_text`] on their values.
+//! This crate knows nothing of rules' targets, roles or connections; the proxies decide
+//! which output columns a rule covers and call [`MaskFn::apply_text`] on their values, or
+//! [`MaskFn::apply_binary`] on values PostgreSQL sent in binary format (or [`MaskFn::apply`],
+//! which picks one). Binary values are decoded to the text PostgreSQL would have sent, masked
+//! as text, and encoded back, so a rule masks a value the same way in either format.
 
 use hmac::{Hmac, Mac};
 use regex::Regex;
@@ -24,8 +27,12 @@ pub enum ColumnClass {
     Int4,
     /// bigint.
     Int8,
-    /// numeric, real, double precision.
+    /// numeric.
     Numeric,
+    /// real. Masked as [`ColumnClass::Numeric`]; only its binary format differs.
+    Float4,
+    /// double precision. Masked as [`ColumnClass::Numeric`]; only its binary format differs.
+    Float8,
     /// date.
     Date,
     /// timestamp, timestamptz.
@@ -34,8 +41,10 @@ pub enum ColumnClass {
     Uuid,
     /// boolean.
     Bool,
-    /// json, jsonb.
+    /// json.
     Json,
+    /// jsonb. Masked as [`ColumnClass::Json`]; its binary format has a version byte.
+    Jsonb,
     /// bytea.
     Bytea,
     /// Anything else: masked to NULL.
@@ -51,14 +60,27 @@ impl ColumnClass {
             21 => ColumnClass::Int2,
             23 => ColumnClass::Int4,
             20 => ColumnClass::Int8,
-            1700 | 700 | 701 => ColumnClass::Numeric,
+            1700 => ColumnClass::Numeric,
+            700 => ColumnClass::Float4,
+            701 => ColumnClass::Float8,
             1082 => ColumnClass::Date,
             1114 | 1184 => ColumnClass::Timestamp,
             2950 => ColumnClass::Uuid,
             16 => ColumnClass::Bool,
-            114 | 3802 => ColumnClass::Json,
+            114 => ColumnClass::Json,
+            3802 => ColumnClass::Jsonb,
             17 => ColumnClass::Bytea,
             _ => ColumnClass::Other,
+        }
+    }
+
+    /// The class whose text-format masking this class shares (the classes that differ only
+    /// in binary format: real and double precision mask as numeric, jsonb as json).
+    fn text_class(self) -> ColumnClass {
+        match self {
+            ColumnClass::Float4 | ColumnClass::Float8 => ColumnClass::Numeric,
+            ColumnClass::Jsonb => ColumnClass::Json,
+            c => c,
         }
     }
 }
@@ -189,6 +211,7 @@ impl MaskFn {
     /// The masked form of `value` (text format) in a column of class `class`; `None` is
     /// NULL. `key` keys [`MaskFn::Hash`].
     pub fn apply_text(&self, value: &str, class: ColumnClass, key: &[u8]) -> Option<String> {
+        let class = class.text_class();
         match self {
             MaskFn::Null => None,
             MaskFn::Full => full(class),
@@ -222,6 +245,49 @@ impl MaskFn {
             MaskFn::DateYearOnly => year_only(value, class),
         }
     }
+
+    /// The masked form of `value` in PostgreSQL's binary format for a column of class
+    /// `class`, also in binary format; `None` is NULL. `key` keys [`MaskFn::Hash`].
+    ///
+    /// The value is decoded to the text PostgreSQL would have sent for it in text format
+    /// (ISO dates, timestamps in UTC without an offset, shortest-exact floats), masked by
+    /// [`MaskFn::apply_text`] and encoded back, so both formats mask alike. A value that is
+    /// not well formed for the class (wrong length, bad header or version byte, digits or
+    /// dates out of range, text that is not UTF-8) masks to the class's full replacement,
+    /// never to anything taken from the input. Columns of class [`ColumnClass::Other`]
+    /// mask to NULL.
+    pub fn apply_binary(&self, value: &[u8], class: ColumnClass, key: &[u8]) -> Option<Vec<u8>> {
+        match self {
+            MaskFn::Null => return None,
+            // The replacement does not depend on the value: skip decoding it.
+            MaskFn::Full => return binary::full(class),
+            _ => {}
+        }
+        let Some(text) = binary::decode(value, class) else {
+            return binary::full(class);
+        };
+        let masked = self.apply_text(&text, class, key)?;
+        binary::encode(&masked, class).or_else(|| binary::full(class))
+    }
+
+    /// The masked form of a column value as it travels in a DataRow: in binary format if
+    /// `binary` (see [`MaskFn::apply_binary`]), else in text format (see
+    /// [`MaskFn::apply_text`]; bytes that are not UTF-8 are read lossily), the result in
+    /// the same format; `None` is NULL.
+    pub fn apply(
+        &self,
+        value: &[u8],
+        binary: bool,
+        class: ColumnClass,
+        key: &[u8],
+    ) -> Option<Vec<u8>> {
+        if binary {
+            self.apply_binary(value, class, key)
+        } else {
+            self.apply_text(&String::from_utf8_lossy(value), class, key)
+                .map(String::into_bytes)
+        }
+    }
 }
 
 /// `'it''s', rest` → ("it's", ", rest").
@@ -247,12 +313,17 @@ fn full(class: ColumnClass) -> Option<String> {
     Some(
         match class {
             ColumnClass::Text => "****",
-            ColumnClass::Int2 | ColumnClass::Int4 | ColumnClass::Int8 | ColumnClass::Numeric => "0",
+            ColumnClass::Int2
+            | ColumnClass::Int4
+            | ColumnClass::Int8
+            | ColumnClass::Numeric
+            | ColumnClass::Float4
+            | ColumnClass::Float8 => "0",
             ColumnClass::Date => "1970-01-01",
             ColumnClass::Timestamp => "1970-01-01 00:00:00",
             ColumnClass::Uuid => "00000000-0000-0000-0000-000000000000",
             ColumnClass::Bool => "f",
-            ColumnClass::Json => "\"****\"",
+            ColumnClass::Json | ColumnClass::Jsonb => "\"****\"",
             ColumnClass::Bytea => "\\x",
             ColumnClass::Other => return None,
         }
@@ -323,7 +394,9 @@ fn hash(value: &str, class: ColumnClass, key: &[u8]) -> Option<String> {
         ColumnClass::Text => d[..8].iter().map(|b| format!("{b:02x}")).collect(),
         ColumnClass::Int2 => (word % 32_768).to_string(),
         ColumnClass::Int4 => (word % 2_147_483_648).to_string(),
-        ColumnClass::Int8 | ColumnClass::Numeric => (word >> 1).to_string(),
+        ColumnClass::Int8 | ColumnClass::Numeric | ColumnClass::Float4 | ColumnClass::Float8 => {
+            (word >> 1).to_string()
+        }
         ColumnClass::Uuid => {
             let h: String = d[..16].iter().map(|b| format!("{b:02x}")).collect();
             format!(
@@ -335,7 +408,7 @@ fn hash(value: &str, class: ColumnClass, key: &[u8]) -> Option<String> {
                 &h[20..]
             )
         }
-        ColumnClass::Json => {
+        ColumnClass::Json | ColumnClass::Jsonb => {
             let h: String = d[..8].iter().map(|b| format!("{b:02x}")).collect();
             format!("\"{h}\"")
         }
@@ -343,25 +416,39 @@ fn hash(value: &str, class: ColumnClass, key: &[u8]) -> Option<String> {
     })
 }
 
-/// `YYYY-…` → `YYYY-01-01` (and midnight for timestamps, keeping a time zone suffix).
+/// `YYYY-…` → `YYYY-01-01` (and midnight for timestamps, keeping a time zone suffix; dates
+/// and timestamps keep their era, ` BC`).
 fn year_only(value: &str, class: ColumnClass) -> Option<String> {
     let year = value.get(..4).filter(|y| {
         y.bytes().all(|b| b.is_ascii_digit()) && value.as_bytes().get(4) == Some(&b'-')
     });
+    let (value, era) = match value.strip_suffix(" BC") {
+        Some(v) => (v, " BC"),
+        None => (value, ""),
+    };
+    // PostgreSQL's dates begin on 4714-11-24 BC: January 1st of that year does not exist.
+    if matches!(class, ColumnClass::Date | ColumnClass::Timestamp)
+        && !era.is_empty()
+        && year.and_then(|y| y.parse::<u32>().ok()) >= Some(4714)
+    {
+        return full(class);
+    }
     match (class, year) {
-        (ColumnClass::Date, Some(y)) => Some(format!("{y}-01-01")),
+        (ColumnClass::Date, Some(y)) => Some(format!("{y}-01-01{era}")),
         (ColumnClass::Timestamp, Some(y)) => {
             // A timestamptz in text form ends in an offset such as +02 or -05:30.
             let zone = value
                 .get(19..)
                 .and_then(|t| t.find(['+', '-']).map(|i| &t[i..]))
                 .unwrap_or("");
-            Some(format!("{y}-01-01 00:00:00{zone}"))
+            Some(format!("{y}-01-01 00:00:00{zone}{era}"))
         }
         (ColumnClass::Text, Some(y)) => Some(format!("{y}-01-01")),
         _ => full(class),
     }
 }
+
+mod binary;
 
 #[cfg(test)]
 mod tests;

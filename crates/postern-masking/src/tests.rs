@@ -118,6 +118,51 @@ fn column_classes_from_type_oids() {
     assert_eq!(ColumnClass::of_pg_type(2950), ColumnClass::Uuid);
     assert_eq!(ColumnClass::of_pg_type(1184), ColumnClass::Timestamp);
     assert_eq!(ColumnClass::of_pg_type(600), ColumnClass::Other);
+    // Classes that mask alike in text but differ in binary format.
+    assert_eq!(ColumnClass::of_pg_type(700), ColumnClass::Float4);
+    assert_eq!(ColumnClass::of_pg_type(701), ColumnClass::Float8);
+    assert_eq!(ColumnClass::of_pg_type(114), ColumnClass::Json);
+    assert_eq!(ColumnClass::of_pg_type(3802), ColumnClass::Jsonb);
+    for (class, like) in [
+        (ColumnClass::Float4, ColumnClass::Numeric),
+        (ColumnClass::Float8, ColumnClass::Numeric),
+        (ColumnClass::Jsonb, ColumnClass::Json),
+    ] {
+        for f in ["full", "hash", "partial(1,1)", "date_year_only"] {
+            assert_eq!(m(f, "1.5", class), m(f, "1.5", like), "{f} {class:?}");
+        }
+    }
+}
+
+#[test]
+fn year_only_keeps_the_era() {
+    use ColumnClass::*;
+    assert_eq!(
+        m("date_year_only", "0044-03-15 BC", Date).as_deref(),
+        Some("0044-01-01 BC")
+    );
+    assert_eq!(
+        m("date_year_only", "0044-03-15 10:11:12 BC", Timestamp).as_deref(),
+        Some("0044-01-01 00:00:00 BC")
+    );
+    assert_eq!(
+        m(
+            "date_year_only",
+            "0044-03-15 09:53:28+00:53:28 BC",
+            Timestamp
+        )
+        .as_deref(),
+        Some("0044-01-01 00:00:00+00:53:28 BC")
+    );
+    // January 1st, 4714 BC is before PostgreSQL's first date.
+    assert_eq!(
+        m("date_year_only", "4714-11-24 BC", Date).as_deref(),
+        Some("1970-01-01")
+    );
+    assert_eq!(
+        m("date_year_only", "4713-11-24 BC", Date).as_deref(),
+        Some("4713-01-01 BC")
+    );
 }
 
 #[test]
