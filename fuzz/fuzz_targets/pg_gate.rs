@@ -30,6 +30,8 @@ fuzz_target!(|data: &[u8]| {
         roles: vec!["r".into()],
         allow_list: HashSet::new(),
         catalog_read: true,
+        masking: Vec::new(),
+        revealed: Default::default(),
     };
     let mut gate = Gate::new(
         Arc::new(policy),

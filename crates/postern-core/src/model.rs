@@ -8,12 +8,14 @@ use serde::{Deserialize, Serialize};
 
 /// The kinds of resources, in the order `postern apply` creates them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "kebab-case")]
 pub enum Kind {
     /// A real database behind an alias.
     Datasource,
     /// An upstream account (user + encrypted password) for one datasource.
     Credential,
+    /// A named, prioritised group of data-masking rules (granted to roles).
+    MaskingPolicy,
     /// A named set of grants.
     Role,
     /// A person.
@@ -22,13 +24,20 @@ pub enum Kind {
 
 impl Kind {
     /// All kinds, in dependency order.
-    pub const ALL: [Kind; 4] = [Kind::Datasource, Kind::Credential, Kind::Role, Kind::User];
+    pub const ALL: [Kind; 5] = [
+        Kind::Datasource,
+        Kind::Credential,
+        Kind::MaskingPolicy,
+        Kind::Role,
+        Kind::User,
+    ];
 
     /// The plural path segment used by the API (`/api/v1/users`).
     pub fn plural(self) -> &'static str {
         match self {
             Kind::Datasource => "datasources",
             Kind::Credential => "credentials",
+            Kind::MaskingPolicy => "masking-policies",
             Kind::Role => "roles",
             Kind::User => "users",
         }
@@ -36,7 +45,13 @@ impl Kind {
 
     /// Parses a kind as a person types it: singular or plural, any case.
     pub fn parse(s: &str) -> Option<Kind> {
-        let s = s.to_ascii_lowercase();
+        let s = s.to_ascii_lowercase().replace('_', "-");
+        if matches!(
+            s.as_str(),
+            "masking-policy" | "masking-policies" | "maskingpolicy" | "maskingpolicies" | "mp"
+        ) {
+            return Some(Kind::MaskingPolicy);
+        }
         let s = s.strip_suffix('s').unwrap_or(&s);
         match s {
             "datasource" | "ds" => Some(Kind::Datasource),
@@ -53,6 +68,7 @@ impl std::fmt::Display for Kind {
         f.write_str(match self {
             Kind::Datasource => "datasource",
             Kind::Credential => "credential",
+            Kind::MaskingPolicy => "masking-policy",
             Kind::Role => "role",
             Kind::User => "user",
         })
@@ -258,6 +274,48 @@ pub struct RoleSpec {
     /// gets the most restrictive of their modes.
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub modes: std::collections::BTreeMap<String, String>,
+    /// Masking policies whose rules apply to members (in MASKED and PROTECTED modes).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub masking: Vec<String>,
+    /// Masking rules members are exempt from, as `policy/rule`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reveal: Vec<String>,
+}
+
+/// A masking policy: rules that say what values of which columns become, with a priority
+/// (when policies a user holds both cover a column, the higher priority decides).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct MaskingPolicySpec {
+    /// Policy name.
+    pub name: String,
+    /// Free text.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub description: String,
+    /// Higher wins.
+    #[serde(default)]
+    pub priority: i32,
+    /// Rules, in order: the first that covers a column is this policy's answer.
+    #[serde(default)]
+    pub rules: Vec<MaskingRuleSpec>,
+}
+
+/// One masking rule as written in admin files.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct MaskingRuleSpec {
+    /// Rule name (REVEAL grants name it as `policy/rule`).
+    pub name: String,
+    /// Columns covered: `datasource.database.schema.table.column`, each level a name or a
+    /// glob (`*.*.*.*.*email*`).
+    pub on: String,
+    /// `full`, `partial(keep_first, keep_last)`, `hash`, `null`, `email`, `credit_card`,
+    /// `regex('pattern', 'replacement')` or `date_year_only`.
+    pub function: String,
+    /// Whether the columns may be used in WHERE / JOIN / ORDER BY / GROUP BY / HAVING /
+    /// window clauses (filtering on a masked column can reveal it by bisection).
+    #[serde(default)]
+    pub allow_filter: bool,
 }
 
 /// One privilege rule of a role: `allow` or `deny` some privileges `on` objects.
@@ -363,6 +421,15 @@ pub struct ApplyDocument {
     /// Credentials.
     #[serde(default, alias = "credentials")]
     pub credential: Vec<CredentialSpec>,
+    /// Masking policies.
+    #[serde(
+        default,
+        rename = "masking-policy",
+        alias = "masking_policy",
+        alias = "masking-policies",
+        alias = "masking_policies"
+    )]
+    pub masking_policy: Vec<MaskingPolicySpec>,
     /// Roles.
     #[serde(default, alias = "roles")]
     pub role: Vec<RoleSpec>,
@@ -392,6 +459,44 @@ mod tests {
         assert_eq!(Kind::parse("Datasource"), Some(Kind::Datasource));
         assert_eq!(Kind::parse("creds"), Some(Kind::Credential));
         assert_eq!(Kind::parse("tables"), None);
+        for s in [
+            "masking-policy",
+            "masking-policies",
+            "Masking_Policies",
+            "mp",
+        ] {
+            assert_eq!(Kind::parse(s), Some(Kind::MaskingPolicy), "{s}");
+        }
+        assert_eq!(Kind::MaskingPolicy.to_string(), "masking-policy");
+        assert_eq!(Kind::MaskingPolicy.plural(), "masking-policies");
+        assert_eq!(
+            serde_json::to_value(Kind::MaskingPolicy).unwrap(),
+            "masking-policy"
+        );
+        for k in Kind::ALL {
+            assert_eq!(Kind::parse(&k.to_string()), Some(k));
+            assert_eq!(Kind::parse(k.plural()), Some(k));
+        }
+    }
+
+    #[test]
+    fn masking_policies_in_documents() {
+        let doc: ApplyDocument = serde_json::from_str(
+            r#"{"masking-policy": [{"name": "pii", "priority": 10, "rules": [
+                   {"name": "ssn", "on": "*.*.*.*.ssn", "function": "partial(0, 4)"}]}],
+                "role": [{"name": "r", "masking": ["pii"], "reveal": ["pii/ssn"]}]}"#,
+        )
+        .unwrap();
+        assert_eq!(doc.masking_policy[0].rules[0].name, "ssn");
+        assert!(!doc.masking_policy[0].rules[0].allow_filter);
+        assert_eq!(doc.role[0].reveal, ["pii/ssn"]);
+        let v = serde_json::to_value(&doc).unwrap();
+        assert_eq!(v["masking-policy"][0]["priority"], 10);
+        let again: ApplyDocument = serde_json::from_value(v).unwrap();
+        assert_eq!(again, doc);
+        let r: Result<MaskingRuleSpec, _> =
+            serde_json::from_str(r#"{"name": "a", "on": "x", "function": "null", "fn": 1}"#);
+        assert!(r.is_err());
     }
 
     #[test]

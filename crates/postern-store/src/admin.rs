@@ -38,6 +38,12 @@ impl Store {
                 .iter()
                 .map(to_json)
                 .collect(),
+            Kind::MaskingPolicy => self
+                .masking_policy_views(name)
+                .await?
+                .iter()
+                .map(to_json)
+                .collect(),
             Kind::Role => self.role_views(name).await?.iter().map(to_json).collect(),
             Kind::User => self.user_views(name).await?.iter().map(to_json).collect(),
         }
@@ -47,6 +53,8 @@ impl Store {
     ///
     /// * A datasource that credentials still open is not deleted (conflict naming them).
     /// * A credential is removed from the roles that granted it.
+    /// * A masking policy that roles still grant or reveal rules of is not deleted
+    ///   (conflict naming them).
     /// * A role is removed from its members.
     /// * A user loses their memberships and API tokens.
     pub async fn delete(&self, kind: Kind, name: &str) -> Result<bool, StoreError> {
@@ -71,6 +79,33 @@ impl Store {
                 "DELETE FROM datasources WHERE name = ?"
             }
             Kind::Credential => "DELETE FROM credentials WHERE name = ?",
+            Kind::MaskingPolicy => {
+                let users: Vec<String> = crate::masking::role_references(&mut tx)
+                    .await?
+                    .into_iter()
+                    .filter(|(_, masking, reveal)| {
+                        masking.iter().any(|p| p == name)
+                            || reveal.iter().any(|e| {
+                                crate::masking::split_reveal(e).is_some_and(|(p, _)| p == name)
+                            })
+                    })
+                    .map(|(role, _, _)| role)
+                    .collect();
+                if !users.is_empty() {
+                    return Err(StoreError::Conflict(format!(
+                        "masking-policy {name} is still used by role{} {} (in masking or \
+                         reveal); remove it from {} first",
+                        if users.len() == 1 { "" } else { "s" },
+                        users.join(", "),
+                        if users.len() == 1 {
+                            "that role"
+                        } else {
+                            "those roles"
+                        },
+                    )));
+                }
+                "DELETE FROM masking_policies WHERE name = ?"
+            }
             Kind::Role => "DELETE FROM roles WHERE name = ?",
             Kind::User => "DELETE FROM users WHERE name = ?",
         };

@@ -1,7 +1,7 @@
 //! `postern apply`: make the store hold what a document describes, in one transaction.
 //!
-//! Resources are handled in dependency order (datasources, credentials, roles, users), so a
-//! document may refer to things it defines itself. Each resource is compared with what is
+//! Resources are handled in dependency order (datasources, credentials, masking policies,
+//! roles, users), so a document may refer to things it defines itself. Each resource is compared with what is
 //! stored and written only when it differs, so applying the same document twice reports
 //! every resource `unchanged` the second time. Resources the document does not mention are
 //! left alone.
@@ -10,14 +10,14 @@ use std::collections::{HashMap, HashSet};
 
 use postern_core::names::valid_name;
 use postern_core::{
-    ApplyChange, ApplyDocument, ApplyOutcome, CredentialSpec, DatasourceSpec, Kind, RoleSpec,
-    UserSpec,
+    ApplyChange, ApplyDocument, ApplyOutcome, CredentialSpec, DatasourceSpec, Kind,
+    MaskingPolicySpec, RoleSpec, UserSpec,
 };
 use postern_vault::MasterKey;
 use sqlx::SqliteConnection;
 
 use crate::users::{format_permissions, hash_both, PasswordHashes};
-use crate::{credentials, datasources, name_set, now, Store, StoreError};
+use crate::{credentials, datasources, masking, name_set, now, Store, StoreError};
 
 impl Store {
     /// Creates or updates every resource in `doc`, in one transaction: either all of it is
@@ -26,7 +26,10 @@ impl Store {
     /// A credential's password is required when it is created; when given later it replaces
     /// the stored one (and counts as a change only if it differs). A user's password is used
     /// only when the user is created. Role lists of users and credential lists of roles are
-    /// replaced by the document's (order and repetitions do not matter).
+    /// replaced by the document's (order and repetitions do not matter), and so are the
+    /// masking and reveal lists of roles. A role may grant only masking policies, and reveal
+    /// only rules (`policy/rule`), that exist; a masking policy may not drop a rule some
+    /// role still reveals.
     pub async fn apply(&self, doc: &ApplyDocument) -> Result<Vec<ApplyChange>, StoreError> {
         validate(doc)?;
         let hashes = self.hash_new_user_passwords(&doc.user).await?;
@@ -53,8 +56,17 @@ impl Store {
                 apply_credential(&mut tx, &self.key, c).await?,
             );
         }
+        let mut rules_may_be_gone = false;
+        for p in &doc.masking_policy {
+            let outcome = apply_masking_policy(&mut tx, p).await?;
+            rules_may_be_gone |= outcome == ApplyOutcome::Updated;
+            push(Kind::MaskingPolicy, &p.name, outcome);
+        }
         for r in &doc.role {
             push(Kind::Role, &r.name, apply_role(&mut tx, r).await?);
+        }
+        if rules_may_be_gone {
+            check_reveals(&mut tx).await?;
         }
         for u in &doc.user {
             let outcome = apply_user(&mut tx, u, hashes.get(&u.name)).await?;
@@ -104,6 +116,10 @@ fn validate(doc: &ApplyDocument) -> Result<(), StoreError> {
             Kind::Credential,
             doc.credential.iter().map(|c| &c.name).collect(),
         ),
+        (
+            Kind::MaskingPolicy,
+            doc.masking_policy.iter().map(|p| &p.name).collect(),
+        ),
         (Kind::Role, doc.role.iter().map(|r| &r.name).collect()),
         (Kind::User, doc.user.iter().map(|u| &u.name).collect()),
     ];
@@ -142,6 +158,19 @@ fn validate(doc: &ApplyDocument) -> Result<(), StoreError> {
             }
         }
     }
+    for p in &doc.masking_policy {
+        postern_policy::compile_masking_policy(p)
+            .map_err(|e| StoreError::Invalid(format!("masking-policy {}: {e}", p.name)))?;
+    }
+    for r in &doc.role {
+        if let Some(bad) = r.reveal.iter().find(|e| masking::split_reveal(e).is_none()) {
+            return Err(StoreError::Invalid(format!(
+                "role {}: reveal {bad:?} does not name a masking rule; write it as \
+                 policy/rule (for example pii/ssn)",
+                r.name
+            )));
+        }
+    }
     for c in &doc.credential {
         if c.username.is_empty() {
             return Err(StoreError::Invalid(format!(
@@ -163,6 +192,22 @@ fn missing(from_kind: Kind, from: &str, kind: Kind, name: &str) -> StoreError {
     StoreError::Invalid(format!(
         "{from_kind} {from} refers to {kind} {name}, which does not exist; \
          define it in the same file or create it first"
+    ))
+}
+
+/// The error for a REVEAL of a rule its masking policy does not have.
+fn missing_rule(role: &str, policy: &MaskingPolicySpec, rule: &str) -> StoreError {
+    let rules: Vec<&str> = policy.rules.iter().map(|r| r.name.as_str()).collect();
+    StoreError::Invalid(format!(
+        "role {role} refers to rule {rule} of {} {}, which does not exist; \
+         define it in the same file or create it first (the policy's rules: {})",
+        Kind::MaskingPolicy,
+        policy.name,
+        if rules.is_empty() {
+            "none".to_string()
+        } else {
+            rules.join(", ")
+        }
     ))
 }
 
@@ -307,6 +352,65 @@ async fn apply_credential(
     Ok(ApplyOutcome::Updated)
 }
 
+async fn apply_masking_policy(
+    conn: &mut SqliteConnection,
+    p: &MaskingPolicySpec,
+) -> Result<ApplyOutcome, StoreError> {
+    let p = masking::canonical(p);
+    let stored = masking::fetch_all(conn, Some(&p.name)).await?.pop();
+    let (sql, outcome) = match stored {
+        Some(s) if s == p => return Ok(ApplyOutcome::Unchanged),
+        Some(_) => (
+            "UPDATE masking_policies SET description = ?2, priority = ?3, rules = ?4, \
+             updated_at = ?5 WHERE name = ?1",
+            ApplyOutcome::Updated,
+        ),
+        None => (
+            "INSERT INTO masking_policies (name, description, priority, rules, created_at, \
+             updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?5)",
+            ApplyOutcome::Created,
+        ),
+    };
+    sqlx::query(sql)
+        .bind(&p.name)
+        .bind(&p.description)
+        .bind(p.priority)
+        .bind(to_json_text(&p.rules)?)
+        .bind(now())
+        .execute(conn)
+        .await?;
+    Ok(outcome)
+}
+
+/// Checks that every rule a role reveals still exists, after masking policies were
+/// updated (a rule may have been dropped or renamed while a role not in the document
+/// still reveals it).
+async fn check_reveals(conn: &mut SqliteConnection) -> Result<(), StoreError> {
+    let mut policies = HashMap::new();
+    for (role, _, reveal) in masking::role_references(conn).await? {
+        for entry in reveal {
+            let Some((policy, rule)) = masking::split_reveal(&entry) else {
+                continue;
+            };
+            if !policies.contains_key(policy) {
+                let spec = masking::fetch_all(conn, Some(policy)).await?.pop();
+                policies.insert(policy.to_string(), spec);
+            }
+            let Some(Some(spec)) = policies.get(policy) else {
+                continue;
+            };
+            if !spec.rules.iter().any(|r| r.name == rule) {
+                return Err(StoreError::Invalid(format!(
+                    "masking-policy {policy} no longer has rule {rule}, which role {role} \
+                     reveals; keep the rule, or remove {entry:?} from the role's reveal list \
+                     (in the same file)"
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// A set-valued link between resources: `(table, owner column, member column)`.
 type Link = (&'static str, &'static str, &'static str);
 const ROLE_CREDENTIALS: Link = ("role_credentials", "role", "credential");
@@ -364,11 +468,34 @@ async fn apply_role(conn: &mut SqliteConnection, r: &RoleSpec) -> Result<ApplyOu
             return Err(missing(Kind::Role, &r.name, Kind::Datasource, ds));
         }
     }
+    let masking_list = name_set(&r.masking);
+    for p in &masking_list {
+        if !exists(conn, "SELECT 1 FROM masking_policies WHERE name = ?", p).await? {
+            return Err(missing(Kind::Role, &r.name, Kind::MaskingPolicy, p));
+        }
+    }
+    let reveal_list = name_set(&r.reveal);
+    for entry in &reveal_list {
+        // `validate` checked the form.
+        let Some((policy, rule)) = masking::split_reveal(entry) else {
+            continue;
+        };
+        let Some(spec) = masking::fetch_all(conn, Some(policy)).await?.pop() else {
+            return Err(missing(Kind::Role, &r.name, Kind::MaskingPolicy, policy));
+        };
+        if !spec.rules.iter().any(|x| x.name == rule) {
+            return Err(missing_rule(&r.name, &spec, rule));
+        }
+    }
     let perms = format_permissions(&r.permissions);
     let privileges = crate::roles::privileges_json(&r.privileges)?;
     let modes = crate::roles::modes_json(&r.modes)?;
-    let stored: Option<(String, String, String, String)> = sqlx::query_as(
-        "SELECT description, permissions, privileges, modes FROM roles WHERE name = ?",
+    let masking_json = to_json_text(&masking_list)?;
+    let reveal_json = to_json_text(&reveal_list)?;
+    type Row = (String, String, String, String, String, String);
+    let stored: Option<Row> = sqlx::query_as(
+        "SELECT description, permissions, privileges, modes, masking, reveal FROM roles \
+         WHERE name = ?",
     )
     .bind(&r.name)
     .fetch_optional(&mut *conn)
@@ -377,7 +504,8 @@ async fn apply_role(conn: &mut SqliteConnection, r: &RoleSpec) -> Result<ApplyOu
         None => {
             sqlx::query(
                 "INSERT INTO roles (name, description, permissions, privileges, modes, \
-                 created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)",
+                 masking, reveal, created_at, updated_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?7, ?8, ?6, ?6)",
             )
             .bind(&r.name)
             .bind(&r.description)
@@ -385,23 +513,34 @@ async fn apply_role(conn: &mut SqliteConnection, r: &RoleSpec) -> Result<ApplyOu
             .bind(&privileges)
             .bind(&modes)
             .bind(now())
+            .bind(&masking_json)
+            .bind(&reveal_json)
             .execute(&mut *conn)
             .await?;
             ApplyOutcome::Created
         }
-        Some((description, permissions, stored_privileges, stored_modes)) => {
+        Some((
+            description,
+            permissions,
+            stored_privileges,
+            stored_modes,
+            stored_masking,
+            stored_reveal,
+        )) => {
             let same_creds = linked(conn, ROLE_CREDENTIALS, &r.name).await? == creds;
             if description == r.description
                 && permissions == perms
                 && stored_privileges == privileges
                 && stored_modes == modes
+                && stored_masking == masking_json
+                && stored_reveal == reveal_json
                 && same_creds
             {
                 return Ok(ApplyOutcome::Unchanged);
             }
             sqlx::query(
                 "UPDATE roles SET description = ?2, permissions = ?3, privileges = ?4, \
-                 modes = ?5, updated_at = ?6 WHERE name = ?1",
+                 modes = ?5, masking = ?7, reveal = ?8, updated_at = ?6 WHERE name = ?1",
             )
             .bind(&r.name)
             .bind(&r.description)
@@ -409,6 +548,8 @@ async fn apply_role(conn: &mut SqliteConnection, r: &RoleSpec) -> Result<ApplyOu
             .bind(&privileges)
             .bind(&modes)
             .bind(now())
+            .bind(&masking_json)
+            .bind(&reveal_json)
             .execute(&mut *conn)
             .await?;
             ApplyOutcome::Updated

@@ -1,8 +1,8 @@
 //! Postern's persistent store: an embedded SQLite database, schema managed by migrations.
 //!
-//! It holds the resources an admin manages (datasources, credentials, roles, users), API
-//! tokens and the audit log. Secrets never leave it in a readable form except through
-//! [`Store::upstream_credential`], which the proxies call to log in upstream:
+//! It holds the resources an admin manages (datasources, credentials, masking policies,
+//! roles, users), API tokens and the audit log. Secrets never leave it in a readable form
+//! except through [`Store::upstream_credential`], which the proxies call to log in upstream:
 //!
 //! * credential passwords are sealed with the master key (context `credential:<name>`);
 //! * user passwords are kept only as an argon2id hash and a SCRAM-SHA-256 verifier;
@@ -17,6 +17,7 @@ mod audit;
 mod credentials;
 mod datasources;
 mod error;
+mod masking;
 mod roles;
 mod tokens;
 mod users;
@@ -93,9 +94,9 @@ impl Store {
         })
     }
 
-    /// A counter bumped after every committed change to users, roles, credentials or
-    /// datasources: live sessions compare it (a relaxed atomic load per statement) to learn
-    /// that their policy or access may have changed.
+    /// A counter bumped after every committed change to users, roles, masking policies,
+    /// credentials or datasources: live sessions compare it (a relaxed atomic load per
+    /// statement) to learn that their policy or access may have changed.
     pub fn policy_epoch(&self) -> Arc<std::sync::atomic::AtomicU64> {
         self.epoch.clone()
     }

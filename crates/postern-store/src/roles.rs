@@ -1,4 +1,5 @@
-//! Roles: named sets of credentials, permissions, statement privileges and modes.
+//! Roles: named sets of credentials, permissions, statement privileges, modes, and the
+//! masking policies they grant and masking rules they reveal.
 
 use std::collections::BTreeMap;
 
@@ -7,6 +8,7 @@ use postern_policy::{
     allow_list_form, compile_rules, parse_mode, FirewallRule, Mode, Policy, PrivilegeRule,
 };
 
+use crate::masking::parse_names;
 use crate::users::parse_permissions;
 use crate::{Store, StoreError};
 
@@ -14,9 +16,10 @@ impl Store {
     /// Roles as the API shows them (a role holds no secret), by name; only `name` when
     /// given.
     pub(crate) async fn role_views(&self, name: Option<&str>) -> Result<Vec<RoleSpec>, StoreError> {
-        let roles: Vec<(String, String, String, String, String)> = sqlx::query_as(
-            "SELECT name, description, permissions, privileges, modes FROM roles \
-             WHERE ?1 IS NULL OR name = ?1 ORDER BY name",
+        type Row = (String, String, String, String, String, String, String);
+        let roles: Vec<Row> = sqlx::query_as(
+            "SELECT name, description, permissions, privileges, modes, masking, reveal \
+             FROM roles WHERE ?1 IS NULL OR name = ?1 ORDER BY name",
         )
         .bind(name)
         .fetch_all(&self.pool)
@@ -34,16 +37,20 @@ impl Store {
         }
         roles
             .into_iter()
-            .map(|(name, description, permissions, privileges, modes)| {
-                Ok(RoleSpec {
-                    credentials: creds.remove(&name).unwrap_or_default(),
-                    permissions: parse_permissions(&permissions),
-                    privileges: parse_privileges(&name, &privileges)?,
-                    modes: parse_modes(&name, &modes)?,
-                    name,
-                    description,
-                })
-            })
+            .map(
+                |(name, description, permissions, privileges, modes, masking, reveal)| {
+                    Ok(RoleSpec {
+                        credentials: creds.remove(&name).unwrap_or_default(),
+                        permissions: parse_permissions(&permissions),
+                        privileges: parse_privileges(&name, &privileges)?,
+                        modes: parse_modes(&name, &modes)?,
+                        masking: parse_names(&name, "masking", &masking)?,
+                        reveal: parse_names(&name, "reveal", &reveal)?,
+                        name,
+                        description,
+                    })
+                },
+            )
             .collect()
     }
 
@@ -81,13 +88,15 @@ impl Store {
 
 impl Store {
     /// Everything the statement decisions need about `user` on datasource `ds`: privilege
-    /// rules, mode, roles, the datasource's firewall and allow-list.
+    /// rules, mode, roles, the datasource's firewall and allow-list, the masking policies
+    /// their roles grant (each once) and the masking rules their roles reveal.
     pub async fn session_policy(
         &self,
         user: &str,
         ds: &DatasourceSpec,
     ) -> Result<Policy, StoreError> {
         let (rules, mode) = self.statement_policy(user, &ds.name).await?;
+        let (masking, revealed) = self.masking_of(user).await?;
         let roles = self
             .role_grants(user)
             .await?
@@ -114,6 +123,8 @@ impl Store {
                 .map(|s| allow_list_form(s).to_string())
                 .collect(),
             catalog_read: true,
+            masking,
+            revealed,
         })
     }
 }

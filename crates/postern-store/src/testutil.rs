@@ -57,5 +57,6 @@ pub fn sample_doc() -> ApplyDocument {
             disabled: false,
             password: Some(USER_PW.into()),
         }],
+        ..Default::default()
     }
 }

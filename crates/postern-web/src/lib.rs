@@ -9,7 +9,7 @@
 //! | `POST /api/v1/auth/login` | anyone | `{user, password}` → `{token, expires_at, user}` |
 //! | `POST /api/v1/auth/logout` | signed in | revokes the presented token |
 //! | `GET /api/v1/whoami` | signed in | `{user, permissions}` |
-//! | `GET /api/v1/{kind}` | admin | list `users`, `roles`, `datasources`, `credentials` |
+//! | `GET /api/v1/{kind}` | admin | list `users`, `roles`, `masking-policies`, `datasources`, `credentials` |
 //! | `GET /api/v1/{kind}/{name}` | admin | one resource (never its secret) |
 //! | `PUT /api/v1/{kind}/{name}` | admin | create or update one resource (its spec as JSON) |
 //! | `DELETE /api/v1/{kind}/{name}` | admin | delete one resource |

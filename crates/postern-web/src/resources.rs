@@ -17,7 +17,8 @@ use crate::ApiState;
 fn parse_kind(s: &str) -> Result<Kind, ApiError> {
     Kind::parse(s).ok_or_else(|| {
         ApiError::not_found(format!(
-            "unknown resource kind `{s}`: use users, roles, datasources or credentials"
+            "unknown resource kind `{s}`: use users, roles, masking-policies, datasources or \
+             credentials"
         ))
     })
 }
@@ -120,6 +121,7 @@ fn single_doc(kind: Kind, name: &str, body: Value) -> Result<ApplyDocument, ApiE
     match kind {
         Kind::Datasource => doc.datasource.push(spec(kind, v)?),
         Kind::Credential => doc.credential.push(spec(kind, v)?),
+        Kind::MaskingPolicy => doc.masking_policy.push(spec(kind, v)?),
         Kind::Role => doc.role.push(spec(kind, v)?),
         Kind::User => doc.user.push(spec(kind, v)?),
     }

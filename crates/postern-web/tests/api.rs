@@ -284,6 +284,135 @@ async fn put_and_delete_one() {
     );
 }
 
+/// Masking policies through the generic resource routes: apply (JSON key
+/// `masking-policy`), list, get, put, the conflict while a role grants one, delete.
+#[tokio::test]
+async fn masking_policies() {
+    let e = env().await;
+    let admin = e.admin().await;
+    let mut doc = sample_doc();
+    doc["masking-policy"] = json!([{
+        "name": "pii",
+        "priority": 10,
+        "rules": [
+            { "name": "emails", "on": "*.*.*.*.*email*", "function": "email" },
+            { "name": "ssn", "on": "shop.*.public.customers.ssn", "function": "partial(0, 4)" }
+        ]
+    }]);
+    doc["role"][0]["masking"] = json!(["pii"]);
+    doc["role"][0]["reveal"] = json!(["pii/ssn"]);
+    let (s, v) = e
+        .call(Method::POST, "/api/v1/apply", Some(&admin), Some(doc))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(
+        v[2],
+        json!({"kind": "masking-policy", "name": "pii", "outcome": "created"})
+    );
+
+    let (s, v) = e
+        .call(Method::GET, "/api/v1/masking-policies", Some(&admin), None)
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v.as_array().unwrap().len(), 1);
+    assert_eq!(v[0]["rules"][1]["function"], "partial(0, 4)");
+    assert_eq!(v[0]["rules"][1]["allow_filter"], false);
+    let (s, v) = e
+        .call(
+            Method::GET,
+            "/api/v1/masking-policy/pii",
+            Some(&admin),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["priority"], 10);
+    let (s, v) = e
+        .call(Method::GET, "/api/v1/roles/dba", Some(&admin), None)
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["masking"], json!(["pii"]));
+    assert_eq!(v["reveal"], json!(["pii/ssn"]));
+
+    // PUT one: a bad function is the caller's fault, with the rule named.
+    let (s, v) = e
+        .call(
+            Method::PUT,
+            "/api/v1/masking-policies/strict",
+            Some(&admin),
+            Some(json!({ "rules": [{ "name": "n", "on": "*.*.*.*.notes", "function": "blur" }] })),
+        )
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("masking-policy strict: rules[0].function:"),
+        "{v}"
+    );
+    let (s, v) = e
+        .call(
+            Method::PUT,
+            "/api/v1/masking-policies/strict",
+            Some(&admin),
+            Some(json!({ "rules": [{ "name": "n", "on": "*.*.*.*.notes", "function": "null" }] })),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(
+        v,
+        json!({"kind": "masking-policy", "name": "strict", "outcome": "created"})
+    );
+
+    // Delete: refused while role dba uses pii; strict goes.
+    let (s, v) = e
+        .call(
+            Method::DELETE,
+            "/api/v1/masking-policies/pii",
+            Some(&admin),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::CONFLICT);
+    assert!(v["error"].as_str().unwrap().contains("role dba"), "{v}");
+    let (s, _) = e
+        .call(
+            Method::DELETE,
+            "/api/v1/masking-policies/strict",
+            Some(&admin),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    let (s, v) = e
+        .call(
+            Method::GET,
+            "/api/v1/masking-policies/strict",
+            Some(&admin),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap()
+            .contains("postern get masking-policies"),
+        "{v}"
+    );
+    let deletes: Vec<_> = events(&e.store, "admin_change")
+        .await
+        .into_iter()
+        .filter_map(|c| c.detail)
+        .filter(|d| d["action"] == "delete")
+        .collect();
+    assert_eq!(
+        deletes,
+        [json!({"action": "delete", "kind": "masking-policy", "name": "strict"})]
+    );
+}
+
 #[tokio::test]
 async fn permissions_are_enforced() {
     let e = env().await;

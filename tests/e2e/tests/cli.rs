@@ -137,6 +137,69 @@ async fn admin_cli_end_to_end() {
     let one = cli.ok(&["get", "datasource", &alias], None);
     assert!(one.contains(&up.db), "{one}");
 
+    // A masking policy (TOML this time): applied with a role granting it and revealing one
+    // of its rules, shown by `get`, kept while the role uses it, then deleted.
+    let mp = format!("{alias}-pii");
+    let masking_file = cli.home.path().join("masking.toml");
+    let masking_doc = |granted: bool| {
+        let grants = if granted {
+            format!("masking = [\"{mp}\"]\nreveal = [\"{mp}/ssn\"]\n")
+        } else {
+            String::new()
+        };
+        format!(
+            "[[masking-policy]]\nname = \"{mp}\"\npriority = 5\n\n\
+             [[masking-policy.rules]]\nname = \"emails\"\non = \"*.*.*.*.*email*\"\nfunction = \"email\"\n\n\
+             [[masking-policy.rules]]\nname = \"ssn\"\non = \"{alias}.*.public.customers.ssn\"\nfunction = \"partial(0, 4)\"\n\n\
+             [[role]]\nname = \"{alias}-users\"\ncredentials = [\"{alias}-rw\"]\n{grants}"
+        )
+    };
+    std::fs::write(&masking_file, masking_doc(true)).unwrap();
+    let report = cli.ok(&["apply", "-f", masking_file.to_str().unwrap()], None);
+    let line = |kind: &str, name: &str| {
+        report
+            .lines()
+            .find(|l| l.split_whitespace().take(2).eq([kind, name]))
+            .map(|l| l.split_whitespace().last().unwrap_or_default().to_string())
+    };
+    assert_eq!(
+        line("masking-policy", &mp).as_deref(),
+        Some("created"),
+        "{report}"
+    );
+    assert_eq!(
+        line("role", &format!("{alias}-users")).as_deref(),
+        Some("updated"),
+        "{report}"
+    );
+    let listed = cli.ok(&["get", "masking-policies"], None);
+    let row = listed
+        .lines()
+        .find(|l| l.starts_with(&mp))
+        .unwrap_or_else(|| panic!("{listed}"));
+    assert_eq!(
+        row.split_whitespace().collect::<Vec<_>>(),
+        [mp.as_str(), "5", "emails,ssn"]
+    );
+    let roles = cli.ok(&["get", "roles"], None);
+    assert!(
+        roles.lines().next().unwrap_or_default().contains("MASKING"),
+        "{roles}"
+    );
+    assert!(roles.contains(&format!("{mp}/ssn")), "{roles}");
+    let out = cli.run(&["delete", "masking-policy", &mp], None);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&format!("role {alias}-users")), "{err}");
+    std::fs::write(&masking_file, masking_doc(false)).unwrap();
+    cli.ok(&["apply", "-f", masking_file.to_str().unwrap()], None);
+    let out = cli.ok(&["delete", "mp", &mp], None);
+    assert_eq!(out.trim(), format!("deleted masking-policy {mp}"));
+    assert!(!cli
+        .run(&["get", "masking-policy", &mp], None)
+        .status
+        .success());
+
     // user passwd from stdin, then psql with the new password.
     cli.ok(
         &["user", "passwd", &user, "--password-stdin"],

@@ -26,6 +26,8 @@ fn policy(mode: Mode, firewall: &[FirewallRuleSpec]) -> Arc<Policy> {
         roles: vec!["reader".into()],
         allow_list: HashSet::new(),
         catalog_read: true,
+        masking: Vec::new(),
+        revealed: Default::default(),
     })
 }
 

@@ -421,3 +421,298 @@ async fn allow_list_is_trusted_only_as_sealed() {
         .unwrap();
     assert!(store.trusted_allow_list("shop").await.unwrap().is_empty());
 }
+
+fn masking_rule(name: &str, on: &str, function: &str) -> postern_core::MaskingRuleSpec {
+    postern_core::MaskingRuleSpec {
+        name: name.into(),
+        on: on.into(),
+        function: function.into(),
+        allow_filter: false,
+    }
+}
+
+/// The sample document plus a masking policy `pii` granted by role `dba`, and a role
+/// `ssn-readers` (also held by alice) that reveals `pii/ssn`.
+fn masking_doc() -> ApplyDocument {
+    let mut doc = sample_doc();
+    doc.masking_policy = vec![postern_core::MaskingPolicySpec {
+        name: "pii".into(),
+        description: "personal data".into(),
+        priority: 10,
+        rules: vec![
+            masking_rule("emails", "*.*.*.*.*email*", "email"),
+            masking_rule("cards", "shop.*.public.*.card_number", "credit_card"),
+            masking_rule("ssn", "shop.*.public.customers.ssn", "partial(0, 4)"),
+        ],
+    }];
+    doc.role[0].masking = vec!["pii".into()];
+    doc.role.push(RoleSpec {
+        name: "ssn-readers".into(),
+        masking: vec!["pii".into()],
+        reveal: vec!["pii/ssn".into()],
+        ..Default::default()
+    });
+    doc.user[0].roles.push("ssn-readers".into());
+    doc
+}
+
+#[tokio::test]
+async fn masking_policies_apply_idempotently_and_update() {
+    let (_d, store) = open_temp().await;
+    let mut doc = masking_doc();
+    let first = store.apply(&doc).await.unwrap();
+    assert_eq!(
+        outcomes(&first),
+        vec![
+            (Kind::Datasource, "shop", Created),
+            (Kind::Credential, "shop-rw", Created),
+            (Kind::MaskingPolicy, "pii", Created),
+            (Kind::Role, "dba", Created),
+            (Kind::Role, "ssn-readers", Created),
+            (Kind::User, "alice", Created),
+        ]
+    );
+    assert_eq!(
+        store
+            .get(Kind::MaskingPolicy, "pii")
+            .await
+            .unwrap()
+            .unwrap(),
+        serde_json::json!({
+            "name": "pii",
+            "description": "personal data",
+            "priority": 10,
+            "rules": [
+                {"name": "emails", "on": "*.*.*.*.*email*", "function": "email", "allow_filter": false},
+                {"name": "cards", "on": "shop.*.public.*.card_number", "function": "credit_card", "allow_filter": false},
+                {"name": "ssn", "on": "shop.*.public.customers.ssn", "function": "partial(0, 4)", "allow_filter": false},
+            ],
+        })
+    );
+    let role = store.get(Kind::Role, "ssn-readers").await.unwrap().unwrap();
+    assert_eq!(role["masking"], serde_json::json!(["pii"]));
+    assert_eq!(role["reveal"], serde_json::json!(["pii/ssn"]));
+
+    // Again, with blanks around patterns and functions and repeated list entries: no change.
+    assert!(store
+        .apply(&doc)
+        .await
+        .unwrap()
+        .iter()
+        .all(|c| c.outcome == Unchanged));
+    let mut same = doc.clone();
+    same.masking_policy[0].rules[0].function = "  email ".into();
+    same.masking_policy[0].rules[0].on = " *.*.*.*.*email* ".into();
+    same.role[1].masking = vec!["pii".into(), "pii".into()];
+    same.role[1].reveal = vec!["pii/ssn".into(), "pii/ssn".into()];
+    let again = store.apply(&same).await.unwrap();
+    assert!(again.iter().all(|c| c.outcome == Unchanged), "{again:?}");
+
+    // A change to the policy updates it alone; the stored view round-trips.
+    let epoch = store.policy_epoch();
+    let before = epoch.load(std::sync::atomic::Ordering::Acquire);
+    doc.masking_policy[0].priority = 20;
+    doc.masking_policy[0].rules[1].allow_filter = true;
+    let changes = store.apply(&doc).await.unwrap();
+    let updated: Vec<_> = outcomes(&changes)
+        .into_iter()
+        .filter(|c| c.2 != Unchanged)
+        .collect();
+    assert_eq!(updated, vec![(Kind::MaskingPolicy, "pii", Updated)]);
+    assert!(epoch.load(std::sync::atomic::Ordering::Acquire) > before);
+    let stored: postern_core::MaskingPolicySpec = serde_json::from_value(
+        store
+            .get(Kind::MaskingPolicy, "pii")
+            .await
+            .unwrap()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(stored, doc.masking_policy[0]);
+
+    // A role's grants and reveals count as changes to the role.
+    doc.role[1].reveal.clear();
+    let changes = store.apply(&doc).await.unwrap();
+    assert!(changes
+        .iter()
+        .any(|c| c.name == "ssn-readers" && c.outcome == Updated));
+    let role = store.get(Kind::Role, "ssn-readers").await.unwrap().unwrap();
+    assert!(role.get("reveal").is_none(), "{role}");
+}
+
+#[tokio::test]
+async fn masking_references_and_rules_are_checked() {
+    let (_d, store) = open_temp().await;
+    type Edit = Box<dyn Fn(&mut ApplyDocument)>;
+    let cases: Vec<(Edit, &str)> = vec![
+        (
+            Box::new(|d| d.role[0].masking = vec!["ghost".into()]),
+            "role dba refers to masking-policy ghost, which does not exist; \
+             define it in the same file or create it first",
+        ),
+        (
+            Box::new(|d| d.role[1].reveal = vec!["pii/phones".into()]),
+            "role ssn-readers refers to rule phones of masking-policy pii, which does not \
+             exist; define it in the same file or create it first (the policy's rules: \
+             emails, cards, ssn)",
+        ),
+        (
+            Box::new(|d| d.role[1].reveal = vec!["ghost/ssn".into()]),
+            "role ssn-readers refers to masking-policy ghost, which does not exist; \
+             define it in the same file or create it first",
+        ),
+        (
+            Box::new(|d| d.role[1].reveal = vec!["ssn".into()]),
+            "role ssn-readers: reveal \"ssn\" does not name a masking rule; write it as \
+             policy/rule (for example pii/ssn)",
+        ),
+        (
+            Box::new(|d| d.masking_policy[0].rules[0].function = "scramble".into()),
+            "masking-policy pii: rules[0].function: masking function \"scramble\": unknown \
+             function;",
+        ),
+        (
+            Box::new(|d| d.masking_policy[0].rules[2].on = "shop..public.customers.ssn".into()),
+            "masking-policy pii: rules[2].on: ",
+        ),
+        (
+            Box::new(|d| d.masking_policy[0].name = "p i i".into()),
+            "masking-policy name \"p i i\" is invalid",
+        ),
+        (
+            Box::new(|d| d.masking_policy.push(d.masking_policy[0].clone())),
+            "masking-policy pii appears twice in the document; keep one definition",
+        ),
+    ];
+    for (edit, want) in cases {
+        let mut doc = masking_doc();
+        edit(&mut doc);
+        let e = store.apply(&doc).await.unwrap_err();
+        assert!(matches!(e, StoreError::Invalid(_)), "{e:?}");
+        assert!(e.to_string().starts_with(want), "{e}\nwanted: {want}");
+    }
+    // Nothing was written by the failed applies.
+    for kind in Kind::ALL {
+        assert!(store.list(kind).await.unwrap().is_empty(), "{kind} written");
+    }
+
+    // References to a stored policy resolve; dropping a rule a stored role still reveals
+    // is refused, and allowed once the same document stops revealing it.
+    store.apply(&masking_doc()).await.unwrap();
+    let mut doc = ApplyDocument {
+        masking_policy: masking_doc().masking_policy,
+        ..Default::default()
+    };
+    doc.masking_policy[0].rules.pop();
+    let e = store.apply(&doc).await.unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "masking-policy pii no longer has rule ssn, which role ssn-readers reveals; keep the \
+         rule, or remove \"pii/ssn\" from the role's reveal list (in the same file)"
+    );
+    let mut role: RoleSpec =
+        serde_json::from_value(store.get(Kind::Role, "ssn-readers").await.unwrap().unwrap())
+            .unwrap();
+    role.reveal.clear();
+    doc.role.push(role);
+    let changes = store.apply(&doc).await.unwrap();
+    assert_eq!(
+        outcomes(&changes),
+        vec![
+            (Kind::MaskingPolicy, "pii", Updated),
+            (Kind::Role, "ssn-readers", Updated),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn session_policy_holds_the_granted_masking_policies_and_reveals() {
+    let (_d, store) = open_temp().await;
+    let mut doc = masking_doc();
+    doc.masking_policy.push(postern_core::MaskingPolicySpec {
+        name: "strict".into(),
+        priority: 20,
+        rules: vec![masking_rule("notes", "*.*.*.*.notes", "null")],
+        ..Default::default()
+    });
+    doc.user.push(UserSpec {
+        name: "bob".into(),
+        ..Default::default()
+    });
+    store.apply(&doc).await.unwrap();
+    let ds = store.datasource("shop").await.unwrap().unwrap();
+
+    // Both of alice's roles grant pii: it comes once; strict is granted to no one.
+    let p = store.session_policy("alice", &ds).await.unwrap();
+    let names: Vec<&str> = p.masking.iter().map(|m| m.name.as_str()).collect();
+    assert_eq!(names, ["pii"]);
+    assert_eq!(p.masking[0].priority, 10);
+    let rules: Vec<&str> = p.masking[0].rules.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(rules, ["pii/emails", "pii/cards", "pii/ssn"]);
+    assert_eq!(
+        p.revealed,
+        std::collections::HashSet::from(["pii/ssn".to_string()])
+    );
+    // The rule selection sees it: ssn revealed, emails masked.
+    let col = |table, column| postern_policy::ColumnRef {
+        datasource: "shop",
+        database: "shop",
+        schema: "public",
+        table,
+        column,
+    };
+    let rule = |c| postern_policy::rule_for(&p.masking, &p.revealed, &c).map(|r| r.name.clone());
+    assert_eq!(rule(col("customers", "ssn")), None);
+    assert_eq!(
+        rule(col("customers", "email")).as_deref(),
+        Some("pii/emails")
+    );
+
+    // Granting strict too: both, by name.
+    doc.role[0].masking.push("strict".into());
+    store.apply(&doc).await.unwrap();
+    let p = store.session_policy("alice", &ds).await.unwrap();
+    let names: Vec<&str> = p.masking.iter().map(|m| m.name.as_str()).collect();
+    assert_eq!(names, ["pii", "strict"]);
+
+    // No roles: nothing masked, nothing revealed.
+    let p = store.session_policy("bob", &ds).await.unwrap();
+    assert!(p.masking.is_empty() && p.revealed.is_empty());
+}
+
+#[tokio::test]
+async fn masking_policy_delete_waits_for_its_roles() {
+    let (_d, store) = open_temp().await;
+    let mut doc = masking_doc();
+    store.apply(&doc).await.unwrap();
+    let e = store.delete(Kind::MaskingPolicy, "pii").await.unwrap_err();
+    assert!(matches!(e, StoreError::Conflict(_)));
+    assert_eq!(
+        e.to_string(),
+        "masking-policy pii is still used by roles dba, ssn-readers (in masking or reveal); \
+         remove it from those roles first"
+    );
+    // A reveal alone still holds it.
+    doc.role[0].masking.clear();
+    doc.role[1].masking.clear();
+    store.apply(&doc).await.unwrap();
+    let e = store.delete(Kind::MaskingPolicy, "pii").await.unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "masking-policy pii is still used by role ssn-readers (in masking or reveal); \
+         remove it from that role first"
+    );
+    doc.role[1].reveal.clear();
+    store.apply(&doc).await.unwrap();
+    let epoch = store.policy_epoch();
+    let before = epoch.load(std::sync::atomic::Ordering::Acquire);
+    assert!(store.delete(Kind::MaskingPolicy, "pii").await.unwrap());
+    assert!(epoch.load(std::sync::atomic::Ordering::Acquire) > before);
+    assert!(!store.delete(Kind::MaskingPolicy, "pii").await.unwrap());
+    assert!(store
+        .get(Kind::MaskingPolicy, "pii")
+        .await
+        .unwrap()
+        .is_none());
+    assert!(store.list(Kind::MaskingPolicy).await.unwrap().is_empty());
+}

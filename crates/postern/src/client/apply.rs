@@ -300,5 +300,7 @@ roles = ["dba"]
         assert_eq!(y, t);
         assert!(!y.datasource.is_empty() && !y.credential.is_empty());
         assert!(!y.role.is_empty() && !y.user.is_empty());
+        assert_eq!(y.masking_policy[0].rules[2].function, "partial(0, 4)");
+        assert!(y.role.iter().any(|r| r.reveal == ["pii/ssn"]));
     }
 }

@@ -14,7 +14,7 @@ use super::{profile, ClientError, CmdResult};
 /// `postern get`
 #[derive(clap::Args, Debug)]
 pub struct GetArgs {
-    /// users, roles, datasources or credentials (singular works too)
+    /// users, roles, masking-policies, datasources or credentials (singular works too)
     #[arg(value_parser = parse_kind)]
     kind: Kind,
     /// Show only this one.
@@ -29,7 +29,7 @@ pub struct GetArgs {
 /// `postern delete`
 #[derive(clap::Args, Debug)]
 pub struct DeleteArgs {
-    /// user, role, datasource or credential
+    /// user, role, masking-policy, datasource or credential
     #[arg(value_parser = parse_kind)]
     kind: Kind,
     /// Name of the resource.
@@ -41,7 +41,10 @@ pub struct DeleteArgs {
 /// Parses a resource kind for clap.
 pub fn parse_kind(s: &str) -> Result<Kind, String> {
     Kind::parse(s).ok_or_else(|| {
-        format!("unknown resource kind {s:?}: use users, roles, datasources or credentials")
+        format!(
+            "unknown resource kind {s:?}: use users, roles, masking-policies, datasources or \
+             credentials"
+        )
     })
 }
 
@@ -100,10 +103,18 @@ pub fn kind_table(kind: Kind, items: &[Value]) -> String {
             ("DATASOURCE", "datasource"),
             ("USERNAME", "username"),
         ],
+        Kind::MaskingPolicy => &[
+            ("NAME", "name"),
+            ("PRIORITY", "priority"),
+            ("RULES", "rules"),
+            ("DESCRIPTION", "description"),
+        ],
         Kind::Role => &[
             ("NAME", "name"),
             ("CREDENTIALS", "credentials"),
             ("PERMISSIONS", "permissions"),
+            ("MASKING", "masking"),
+            ("REVEAL", "reveal"),
             ("DESCRIPTION", "description"),
         ],
         Kind::User => &[
@@ -123,6 +134,11 @@ pub fn kind_table(kind: Kind, items: &[Value]) -> String {
                     match (*h, v) {
                         ("PASSWORD", Value::Bool(b)) => if *b { "set" } else { "none" }.into(),
                         ("DISABLED", Value::Bool(b)) => if *b { "yes" } else { "no" }.into(),
+                        // Masking rules by name (their patterns and functions: `-o yaml`).
+                        ("RULES", Value::Array(rules)) => cell(
+                            &Value::Array(rules.iter().map(|r| r["name"].clone()).collect()),
+                            60,
+                        ),
                         _ => cell(v, 60),
                     }
                 })
@@ -161,5 +177,35 @@ mod tests {
         assert_eq!(seg("a b/c"), "a%20b%2Fc");
         assert_eq!(seg("shop-rw.1"), "shop-rw.1");
         assert!(parse_kind("tables").is_err());
+        assert_eq!(parse_kind("mp"), Ok(Kind::MaskingPolicy));
+
+        let t = kind_table(
+            Kind::MaskingPolicy,
+            &[json!({
+                "name": "pii",
+                "priority": 10,
+                "rules": [
+                    {"name": "emails", "on": "*.*.*.*.*email*", "function": "email", "allow_filter": false},
+                    {"name": "ssn", "on": "*.*.*.*.ssn", "function": "partial(0, 4)", "allow_filter": false}
+                ]
+            })],
+        );
+        assert_eq!(
+            t,
+            "NAME  PRIORITY  RULES       DESCRIPTION\npii   10        emails,ssn\n"
+        );
+        let t = kind_table(
+            Kind::Role,
+            &[
+                json!({"name": "dba", "credentials": ["shop-rw"], "masking": ["pii"], "reveal": ["pii/ssn"]}),
+                json!({"name": "ro", "credentials": []}),
+            ],
+        );
+        assert_eq!(
+            t,
+            "NAME  CREDENTIALS  PERMISSIONS  MASKING  REVEAL   DESCRIPTION\n\
+             dba   shop-rw                   pii      pii/ssn\n\
+             ro\n"
+        );
     }
 }
