@@ -49,6 +49,8 @@ pub struct Ruling {
     pub search_path: Option<(Vec<String>, u64)>,
     /// The statement's audit-log forms, when the gate lexed it.
     pub log: Option<LogForms>,
+    /// Masking plans of its statements, when the session masks anything.
+    pub masks: Option<crate::masker::Plans>,
 }
 
 /// A statement's masked text and, when it differs, its clear text (passwords masked).
@@ -119,6 +121,8 @@ pub struct Gate {
     allowed: Arc<Ruling>,
     /// Counts changes to the search_path Postern assumes (see [`Gate::confirm_search_path`]).
     path_changes: u64,
+    /// The session's masking, when any rule covers something on this datasource.
+    pub masking: Option<Arc<postern_policy::SessionMasking>>,
 }
 
 impl std::fmt::Debug for Gate {
@@ -170,8 +174,10 @@ impl Gate {
                 alert: false,
                 search_path: None,
                 log: None,
+                masks: None,
             }),
             path_changes: 0,
+            masking: None,
         }
     }
 
@@ -217,6 +223,7 @@ impl Gate {
             alert,
             search_path: None,
             log: None,
+            masks: None,
         })
     }
 
@@ -231,6 +238,7 @@ impl Gate {
             alert: false,
             search_path: None,
             log: None,
+            masks: None,
         });
         self.refusals.insert(n, r);
         while self.refusals.len() > MAX_PENDING_REFUSALS {
@@ -251,6 +259,32 @@ impl Gate {
         let masked: Arc<str> = Arc::from(log.masked.as_ref());
         let clear = (log.clear != log.masked).then(|| Arc::from(log.clear.as_ref()));
         (a, (masked, clear))
+    }
+
+    /// The masking plans of a message's statements (the inference and copy guards refuse
+    /// here); `None` when the session masks nothing.
+    fn mask_plans(&self, analysis: &Cached) -> Result<Option<crate::masker::Plans>, Refusal> {
+        let (Some(m), Ok(a)) = (&self.masking, analysis.as_ref()) else {
+            return Ok(None);
+        };
+        let path = self.view.search_path.as_deref().unwrap_or(&[]);
+        let mut plans = Vec::with_capacity(a.statements.len());
+        for st in &a.statements {
+            plans.push(match st {
+                Statement::Analysed(f) => m.plan(f, &self.view.prepared, path, self.policy.mode)?,
+                // Let through unanalysed (allow-list, MASKED mode): what its computed
+                // columns hold is unknown, so they are masked.
+                Statement::Unanalysable { .. } => Some(postern_policy::StatementMask {
+                    outputs: None,
+                    expands: Vec::new(),
+                    fallback: Some(postern_policy::Mask {
+                        rule: None,
+                        how: postern_policy::How::Opaque,
+                    }),
+                }),
+            });
+        }
+        Ok(plans.iter().any(Option::is_some).then(|| Arc::new(plans)))
     }
 
     /// `ruling` with the statement's audit-log forms attached.
@@ -384,18 +418,26 @@ impl Gate {
                 }
                 let (analysis, log) = self.analyse(text, scs);
                 let j = judge(&self.policy, &self.view, text, &analysis, self.arrival());
-                if let Some(r) = j.refusal {
-                    let (token, ruling) = self.refuse(r);
-                    return Ok(GateOut::Replace(
-                        query_message(&token),
-                        Self::with_log(ruling, log),
-                    ));
-                }
+                let masks = match j
+                    .refusal
+                    .clone()
+                    .map_or_else(|| self.mask_plans(&analysis), Err)
+                {
+                    Ok(m) => m,
+                    Err(r) => {
+                        let (token, ruling) = self.refuse(r);
+                        return Ok(GateOut::Replace(
+                            query_message(&token),
+                            Self::with_log(ruling, log),
+                        ));
+                    }
+                };
                 let ruling = self.ruling(&j);
                 let exact = lone_search_path(&analysis, &self.view);
                 self.apply(&analysis);
                 let mut r = Arc::unwrap_or_clone(ruling);
                 r.log = Some(log);
+                r.masks = masks;
                 if let Some(path) = exact {
                     // Confirmed (or not) when the server has answered this very message.
                     r.search_path = Some((path, self.path_changes));
@@ -428,7 +470,11 @@ impl Gate {
                 };
                 let (analysis, log) = self.analyse(text, scs);
                 let j = judge(&self.policy, &self.view, text, &analysis, self.arrival());
-                if let Some(r) = j.refusal {
+                let masks = j
+                    .refusal
+                    .clone()
+                    .map_or_else(|| self.mask_plans(&analysis), Err);
+                if let Err(r) = masks {
                     if name.is_empty() {
                         self.stmts.remove("");
                     }
@@ -438,7 +484,9 @@ impl Gate {
                         Self::with_log(ruling, log),
                     ));
                 }
-                let ruling = Self::with_log(self.ruling(&j), log);
+                let mut ruling = Arc::unwrap_or_clone(Self::with_log(self.ruling(&j), log));
+                ruling.masks = masks.ok().flatten();
+                let ruling = Arc::new(ruling);
                 self.apply(&analysis);
                 if let (false, Ok(a)) = (name.is_empty(), analysis.as_ref()) {
                     // Protocol statements share SQL EXECUTE's namespace.

@@ -12,6 +12,7 @@ pub mod cancel;
 pub mod codec;
 pub mod frame_io;
 pub mod gate;
+pub mod masker;
 pub mod proxy;
 pub mod relay;
 mod session;

@@ -17,6 +17,7 @@ use tokio_util::io::poll_read_buf;
 
 use crate::codec::{frame_header, CodecError, MAX_MESSAGE};
 use crate::gate::{Gate, GateOut, Lexing};
+use crate::masker::Masker;
 use crate::tracker::Tracker;
 
 /// Stop reading from a peer once this much is waiting to be written to the other.
@@ -103,13 +104,18 @@ impl Direction {
         !self.eof && (self.buf.len() < HIGH_WATER || (self.fwd == 0 && self.buf.len() < self.need))
     }
 
-    fn inspected(&self, ty: u8) -> bool {
+    fn inspected(&self, ty: u8, masker: Option<&Masker>) -> bool {
         match self.side {
             Side::Client => matches!(
                 ty,
-                b'Q' | b'P' | b'B' | b'E' | b'C' | b'S' | b'F' | b'c' | b'f'
+                b'Q' | b'P' | b'B' | b'E' | b'C' | b'S' | b'F' | b'c' | b'f' | b'D'
             ),
-            Side::Server => matches!(ty, b'C' | b'E' | b'I' | b's' | b'Z' | b'G' | b'W' | b'S'),
+            Side::Server => {
+                matches!(ty, b'C' | b'E' | b'I' | b's' | b'Z' | b'G' | b'W' | b'S')
+                    || masker.is_some_and(|m| {
+                        matches!(ty, b'T' | b'n') || (ty == b'D' && m.rows_need_masking())
+                    })
+            }
         }
     }
 
@@ -128,6 +134,7 @@ impl Direction {
         &mut self,
         tracker: &mut Tracker,
         gate: &mut Option<Gate>,
+        masker: &mut Option<Masker>,
     ) -> Result<bool, CodecError> {
         loop {
             let avail = self.buf.len() - self.fwd;
@@ -144,7 +151,7 @@ impl Direction {
             let Some((ty, total)) = frame_header(rest, MAX_MESSAGE)? else {
                 return Ok(false);
             };
-            if self.inspected(ty) {
+            if self.inspected(ty, masker.as_ref()) {
                 if rest.len() < total {
                     self.need = self.fwd + total;
                     return Ok(false);
@@ -163,10 +170,20 @@ impl Direction {
                         };
                         match g.client_message(ty, body, lex)? {
                             GateOut::Forward(ruling) => {
+                                if let Some(m) = masker.as_mut() {
+                                    m.client_message(
+                                        ty,
+                                        body,
+                                        ruling.as_ref().and_then(|r| r.masks.clone()),
+                                    );
+                                }
                                 tracker.client_message(ty, body, ruling)?;
                                 None
                             }
                             GateOut::Replace(with, ruling) => {
+                                if let Some(m) = masker.as_mut() {
+                                    m.client_message(ty, &with[5..], None);
+                                }
                                 // The audit trail records what the client sent.
                                 tracker.client_message(ty, body, Some(ruling))?;
                                 Some(with)
@@ -180,10 +197,19 @@ impl Direction {
                     }
                     (Side::Server, Some(g)) => match g.server_message(ty, body) {
                         Some(with) => {
+                            if let Some(m) = masker.as_mut() {
+                                m.server_message(ty, &with[5..]);
+                            }
                             tracker.server_message(ty, &with[5..]);
                             Some(with)
                         }
+                        None if ty == b'D' => {
+                            masker.as_mut().and_then(|m| m.server_message(ty, body))
+                        }
                         None => {
+                            if let Some(m) = masker.as_mut() {
+                                m.server_message(ty, body);
+                            }
                             let before = tracker.completed.len();
                             tracker.server_message(ty, body);
                             if ty == b'Z' {
@@ -236,6 +262,8 @@ pub struct Relay<'a, C, U> {
     pub tracker: Tracker,
     /// The statement gate (every proxied session has one; a bare relay has none).
     pub gate: Option<Gate>,
+    /// Result masking, when the session masks anything.
+    pub masker: Option<Masker>,
 }
 
 impl<'a, C, U> Relay<'a, C, U>
@@ -258,6 +286,7 @@ where
             s2c: Direction::new(Side::Server, from_upstream),
             tracker: Tracker::new(),
             gate: None,
+            masker: None,
         }
     }
 
@@ -274,6 +303,7 @@ where
                 self.upstream,
                 &mut self.tracker,
                 &mut self.gate,
+                &mut self.masker,
                 cx,
             )?;
             progress |= pump(
@@ -282,6 +312,7 @@ where
                 self.client,
                 &mut self.tracker,
                 &mut self.gate,
+                &mut self.masker,
                 cx,
             )?;
             let done = self.tracker.completed.len();
@@ -311,6 +342,7 @@ fn pump<S, D>(
     dst: &mut D,
     tracker: &mut Tracker,
     gate: &mut Option<Gate>,
+    masker: &mut Option<Masker>,
     cx: &mut Context<'_>,
 ) -> Result<bool, RelayError>
 where
@@ -349,7 +381,7 @@ where
         }
     }
     if reading || dir.held {
-        dir.held = dir.process(tracker, gate).map_err(proto_err)?;
+        dir.held = dir.process(tracker, gate, masker).map_err(proto_err)?;
     }
     while dir.fwd > 0 {
         match Pin::new(&mut *dst).poll_write(cx, &dir.buf[..dir.fwd]) {

@@ -135,6 +135,8 @@ struct Established<'a> {
     upstream: upstream::UpstreamSession,
     /// The statement gate.
     gate: Option<Gate>,
+    /// Result masking, when the session masks anything.
+    masker: Option<crate::masker::Masker>,
     /// The credential the upstream session was opened with.
     credential: String,
     /// Keeps the cancel key routable exactly as long as the session lives.
@@ -488,10 +490,56 @@ async fn handshake<'a>(
             let facts = upstream::session_facts(&mut up, inner.cfg.upstream_timeout).await?;
             (Some(facts.search_path), facts.user_schema)
         };
-        let gate = Gate::new(policy.clone(), (epoch, loaded), path, user_schema, ident.ip);
-        Ok::<_, upstream::UpstreamError>((up, Some(gate)))
+        let mut gate = Gate::new(
+            policy.clone(),
+            (epoch, loaded),
+            path.clone(),
+            user_schema,
+            ident.ip,
+        );
+        // Masking rules that may cover something here: ask the catalog what they cover.
+        let levels: Vec<[String; 3]> = if policy.mode == postern_policy::Mode::Passthrough {
+            Vec::new()
+        } else {
+            policy
+                .masking
+                .iter()
+                .flat_map(|p| &p.rules)
+                .filter(|r| {
+                    !policy.revealed.contains(&r.name)
+                        && r.pattern
+                            .covers_database(&policy.datasource, &policy.database)
+                })
+                .map(|r| r.pattern.level_regexes())
+                .collect()
+        };
+        let mut masker = None;
+        if !levels.is_empty() {
+            let catalog = upstream::mask_catalog(
+                &mut up,
+                &levels,
+                path.unwrap_or_default(),
+                inner.cfg.upstream_timeout,
+            )
+            .await?;
+            if let Some(m) = postern_policy::SessionMasking::new(
+                &policy.masking,
+                &policy.revealed,
+                &policy.datasource,
+                &policy.database,
+                &catalog,
+            ) {
+                let m = Arc::new(m);
+                gate.masking = Some(m.clone());
+                masker = Some(crate::masker::Masker::new(
+                    m,
+                    inner.store.masking_key(&policy.datasource),
+                ));
+            }
+        }
+        Ok::<_, upstream::UpstreamError>((up, Some(gate), masker))
     };
-    let (upstream, gate) = match opened.await {
+    let (upstream, gate, masker) = match opened.await {
         Ok(u) => u,
         Err(e) => {
             let r = Refusal::new(
@@ -528,6 +576,7 @@ async fn handshake<'a>(
         client_buf: buf,
         upstream,
         gate,
+        masker,
         credential: cred_name,
         _cancel: guard,
     })
@@ -665,6 +714,7 @@ async fn relay(inner: &Inner, est: Established<'_>, ident: &Ident, span: &tracin
         client_buf,
         upstream,
         gate,
+        masker,
         credential,
         _cancel,
     } = est;
@@ -681,6 +731,7 @@ async fn relay(inner: &Inner, est: Established<'_>, ident: &Ident, span: &tracin
     relay.tracker.standard_conforming_strings = upstream.standard_conforming_strings;
     relay.tracker.utf8_client = crate::codec::encoding_reads_as_utf8(&upstream.client_encoding);
     relay.gate = gate;
+    relay.masker = masker;
     let end: Result<RelayEnd, Stop> = loop {
         match relay.step().await {
             Ok(Step::Statements) => {

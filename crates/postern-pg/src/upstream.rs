@@ -566,3 +566,138 @@ async fn session_facts_inner(up: &mut UpstreamSession) -> Result<SessionFacts, U
         }
     }
 }
+
+/// Largest catalog row Postern reads (a view definition can be long).
+const MAX_CATALOG_ROW: usize = 16 << 20;
+
+/// `E'…'`: a string literal that reads the same whatever `standard_conforming_strings` is.
+fn e_literal(s: &str) -> String {
+    format!("E'{}'", s.replace('\\', "\\\\").replace('\'', "''"))
+}
+
+/// The catalog query for masking: relations with a column some rule may cover (`levels`:
+/// schema, table and column regular expressions per rule, all `~`-matched), the views
+/// built on them (through any number of views), and the names of functions defined
+/// outside the system schemas.
+fn mask_catalog_query(levels: &[[String; 3]]) -> String {
+    let conds = if levels.is_empty() {
+        "false".to_string()
+    } else {
+        levels
+            .iter()
+            .map(|[s, t, c]| {
+                format!(
+                    "(n.nspname ~ {} AND c.relname ~ {} AND a.attname ~ {})",
+                    e_literal(s),
+                    e_literal(t),
+                    e_literal(c)
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(" OR ")
+    };
+    format!(
+        "WITH RECURSIVE base AS (\
+           SELECT DISTINCT c.oid FROM pg_catalog.pg_attribute a \
+           JOIN pg_catalog.pg_class c ON c.oid = a.attrelid \
+           JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+           WHERE a.attnum > 0 AND NOT a.attisdropped AND c.relkind IN ('r','p','f','m','v') \
+           AND n.nspname NOT IN ('pg_catalog','information_schema') AND ({conds})), \
+         views(oid) AS (\
+           SELECT r.ev_class FROM pg_catalog.pg_depend d \
+           JOIN pg_catalog.pg_rewrite r ON r.oid = d.objid \
+           WHERE d.classid = 'pg_catalog.pg_rewrite'::pg_catalog.regclass \
+           AND d.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass \
+           AND d.refobjid IN (SELECT oid FROM base) AND r.ev_class <> d.refobjid \
+           UNION \
+           SELECT r.ev_class FROM views v JOIN pg_catalog.pg_depend d ON d.refobjid = v.oid \
+           JOIN pg_catalog.pg_rewrite r ON r.oid = d.objid \
+           WHERE d.classid = 'pg_catalog.pg_rewrite'::pg_catalog.regclass \
+           AND d.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass AND r.ev_class <> v.oid), \
+         rels AS (SELECT oid FROM base UNION SELECT oid FROM views) \
+         SELECT 'r', c.oid::text, n.nspname::text, c.relname::text, c.relkind::text, \
+           CASE WHEN c.relkind IN ('v','m') THEN pg_catalog.pg_get_viewdef(c.oid) END, \
+           (SELECT pg_catalog.json_agg(pg_catalog.json_build_array(a.attnum, a.attname) \
+              ORDER BY a.attnum) FROM pg_catalog.pg_attribute a \
+            WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped)::text \
+         FROM rels JOIN pg_catalog.pg_class c ON c.oid = rels.oid \
+         JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+         UNION ALL \
+         SELECT 'f', p.proname::text, NULL, NULL, NULL, NULL, NULL FROM pg_catalog.pg_proc p \
+         JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace \
+         WHERE n.nspname NOT IN ('pg_catalog','information_schema') GROUP BY p.proname"
+    )
+}
+
+/// Loads what masking needs from the upstream catalog (see [`mask_catalog_query`]).
+/// `search_path` is the session's, in effect while view definitions are printed.
+pub async fn mask_catalog(
+    up: &mut UpstreamSession,
+    levels: &[[String; 3]],
+    search_path: Vec<String>,
+    timeout: Duration,
+) -> Result<postern_policy::MaskCatalog, UpstreamError> {
+    tokio::time::timeout(timeout, mask_catalog_inner(up, levels, search_path))
+        .await
+        .map_err(|_| UpstreamError::Timeout(timeout))?
+}
+
+async fn mask_catalog_inner(
+    up: &mut UpstreamSession,
+    levels: &[[String; 3]],
+    search_path: Vec<String>,
+) -> Result<postern_policy::MaskCatalog, UpstreamError> {
+    let sql = mask_catalog_query(levels);
+    let mut out = BytesMut::with_capacity(sql.len() + 8);
+    codec::query(&mut out, &sql);
+    up.stream.write_all(&out).await?;
+    up.stream.flush().await?;
+    let mut catalog = postern_policy::MaskCatalog {
+        search_path,
+        ..Default::default()
+    };
+    let bad = |what: &str| UpstreamError::Protocol(format!("unexpected catalog row: {what}"));
+    let mut failure = None;
+    loop {
+        let (ty, msg) = read_frame(&mut up.stream, &mut up.leftover, MAX_CATALOG_ROW).await?;
+        let body = &msg[5..];
+        match ty {
+            b'D' => {
+                let cols = codec::data_row_texts(body).ok_or_else(|| bad("malformed"))?;
+                match cols.as_slice() {
+                    [Some("f"), Some(name), ..] => {
+                        catalog.user_functions.insert(name.to_string());
+                    }
+                    [Some("r"), Some(oid), Some(schema), Some(name), Some(kind), def, Some(cols)] =>
+                    {
+                        let columns: Vec<(i16, String)> =
+                            serde_json::from_str(cols).map_err(|_| bad("columns"))?;
+                        catalog.relations.push(postern_policy::CatalogRelation {
+                            oid: oid.parse().map_err(|_| bad("oid"))?,
+                            schema: schema.to_string(),
+                            name: name.to_string(),
+                            kind: kind.chars().next().unwrap_or('r'),
+                            columns,
+                            definition: def.map(str::to_string),
+                        });
+                    }
+                    _ => return Err(bad("shape")),
+                }
+            }
+            b'E' => {
+                let (sqlstate, message) = error_summary(body);
+                failure = Some(UpstreamError::Server { sqlstate, message });
+            }
+            b'Z' => {
+                if let Some(&status) = body.first() {
+                    up.ready_status = status;
+                }
+                return match failure {
+                    Some(e) => Err(e),
+                    None => Ok(catalog),
+                };
+            }
+            _ => {}
+        }
+    }
+}

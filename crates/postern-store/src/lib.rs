@@ -64,6 +64,12 @@ impl std::fmt::Debug for Store {
 }
 
 impl Store {
+    /// The key of keyed-hash masking on datasource `alias`: derived from the master key,
+    /// so masked values stay the same across sessions and restarts.
+    pub fn masking_key(&self, alias: &str) -> zeroize::Zeroizing<[u8; 32]> {
+        self.key.derive(&format!("masking-hash:{alias}"))
+    }
+
     /// Opens (creating if needed, readable by its owner only) the SQLite file at `path`,
     /// with WAL journaling, foreign keys on and `synchronous=NORMAL`, and applies pending
     /// migrations.

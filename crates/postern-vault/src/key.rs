@@ -59,6 +59,19 @@ impl MasterKey {
         Self { key }
     }
 
+    /// A key for one purpose, derived from this one (HMAC-SHA-256 of `context`): stable
+    /// for the life of the master key, and revealing nothing of it.
+    pub fn derive(&self, context: &str) -> Zeroizing<[u8; 32]> {
+        use hmac::Mac;
+        let mut out = Zeroizing::new([0u8; 32]);
+        // HMAC takes keys of any length: this cannot fail.
+        if let Ok(mut m) = <hmac::Hmac<sha2::Sha256> as Mac>::new_from_slice(self.key.as_ref()) {
+            m.update(context.as_bytes());
+            out.copy_from_slice(&m.finalize().into_bytes());
+        }
+        out
+    }
+
     /// Parses base64 of exactly 32 bytes.
     pub fn from_base64(s: &str) -> Result<Self, VaultError> {
         let mut raw = base64::engine::general_purpose::STANDARD

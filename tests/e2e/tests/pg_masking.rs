@@ -1,0 +1,302 @@
+//! Data masking on the wire (A4), through the real proxy: a user subject to a masking
+//! policy sees masked values in psql (text format) and in a Rust client (binary format),
+//! whatever SQL they write; a user whose role REVEALs the rules sees clear values. Every
+//! bypass attempt asserts that no clear value appears in anything the client receives.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use postern_e2e::{pg, unique, Postern, Upstream};
+use tokio_postgres::types::{FromSql, Type};
+
+const EMAIL: &str = "alice@corp.example";
+const CARD: &str = "4111-1111-1111-1234";
+const SSN: &str = "123-45-6789";
+const SALARY: &str = "98765.43";
+const BIRTH: &str = "1987-06-15";
+const UID: &str = "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11";
+/// Every clear value of the masked columns (the uuid also without dashes, as a hex dump
+/// would show it).
+const CLEAR: &[&str] = &[
+    EMAIL,
+    CARD,
+    SSN,
+    SALARY,
+    BIRTH,
+    UID,
+    "a0eebc999c0b4ef8bb6d6bb9bd380a11",
+    "alice@",
+    "123456789",
+];
+
+struct Fixture {
+    postern: Postern,
+    up: Upstream,
+    alias: String,
+}
+
+async fn setup(mode: &str) -> Fixture {
+    let up = pg().upstream(None).await;
+    let su = up.superuser().await;
+    su.batch_execute(&format!(
+        "CREATE TABLE customers (id int primary key, name text, email text, card text, \
+           ssn text, salary numeric(10,2), birth date, uid uuid);
+         INSERT INTO customers VALUES (1, 'Alice', '{EMAIL}', '{CARD}', '{SSN}', {SALARY}, \
+           '{BIRTH}', '{UID}');
+         CREATE TABLE notes (id int, body text);
+         INSERT INTO notes VALUES (1, 'hello');
+         CREATE VIEW v_customers AS SELECT id, ssn, upper(email) AS e FROM customers;
+         CREATE FUNCTION get_ssn(i int) RETURNS text LANGUAGE sql AS \
+           'SELECT ssn FROM customers WHERE id = i';
+         ALTER TABLE customers OWNER TO {role}; ALTER TABLE notes OWNER TO {role};
+         ALTER VIEW v_customers OWNER TO {role}; ALTER FUNCTION get_ssn(int) OWNER TO {role};",
+        role = up.role
+    ))
+    .await
+    .unwrap();
+    let postern = Postern::start().await;
+    let alias = unique("mask");
+    postern
+        .apply_yaml(
+            r#"
+masking-policy:
+  - name: pii
+    priority: 10
+    rules:
+      - { name: emails, on: "*.*.*.*.*email*", function: email }
+      - { name: cards, on: "*.*.public.customers.card", function: credit_card }
+      - { name: ssn, on: "*.*.public.customers.ssn", function: "partial(0, 4)" }
+      - { name: salary, on: "*.*.public.customers.salary", function: full }
+      - { name: birth, on: "*.*.public.customers.birth", function: date_year_only }
+      - { name: uid, on: "*.*.public.customers.uid", function: hash }
+"#,
+        )
+        .await;
+    let role = serde_json::json!({
+        "modes": { &alias: mode },
+        "privileges": [{"allow": ["ALL"], "on": format!("{alias}.*.public.*")}],
+        "masking": ["pii"],
+    });
+    postern
+        .grant_role(&up, &alias, "analyst", "analyst-pw", "disable", role)
+        .await;
+    // An exempt user: a second role on the same credential that REVEALs every rule.
+    let reveal: Vec<String> = ["emails", "cards", "ssn", "salary", "birth", "uid"]
+        .iter()
+        .map(|r| format!("pii/{r}"))
+        .collect();
+    postern
+        .apply_yaml(&format!(
+            "role:\n  - name: auditors\n    credentials: [{alias}-cred]\n    modes: {{ {alias}: {mode} }}\n    privileges: [{{ allow: [ALL], on: \"{alias}.*.public.*\" }}]\n    masking: [pii]\n    reveal: {reveal:?}\nuser:\n  - name: auditor\n    roles: [auditors]\n"
+        ))
+        .await;
+    postern
+        .handle
+        .store
+        .set_password("auditor", "auditor-pw")
+        .await
+        .unwrap();
+    Fixture { postern, up, alias }
+}
+
+impl Fixture {
+    /// Runs `sql` in psql as `user`: (exit ok, stdout + stderr).
+    fn psql(&self, user: &str, sql: &str) -> (bool, String) {
+        let out = self
+            .postern
+            .psql(user, &format!("{user}-pw"), &self.alias)
+            .env("PGSSLMODE", "disable")
+            .args(["-At", "-v", "ON_ERROR_STOP=1", "-c", sql])
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.success(), text)
+    }
+
+    async fn done(self) {
+        self.postern.stop().await;
+        self.up.drop_all().await;
+    }
+}
+
+fn assert_no_clear(sql: &str, text: &str) {
+    for c in CLEAR {
+        assert!(!text.contains(c), "{sql}: clear value {c:?} in {text:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn masked_in_text_and_binary_clear_for_exempt() {
+    let f = setup("masked").await;
+    let (ok, out) = f.psql(
+        "analyst",
+        "select id, name, email, card, ssn, salary, birth, uid from customers",
+    );
+    assert!(ok, "{out}");
+    assert_no_clear("select", &out);
+    let cols: Vec<&str> = out.trim().split('|').collect();
+    assert_eq!(cols[0], "1");
+    assert_eq!(cols[1], "Alice", "unmasked columns stay clear");
+    assert_eq!(cols[2], "a***@corp.example");
+    assert_eq!(cols[3], "****-****-****-1234");
+    assert_eq!(cols[4], "*******6789");
+    assert_eq!(cols[5], "0");
+    assert_eq!(cols[6], "1987-01-01");
+    assert_eq!(cols[7].len(), 36, "a valid uuid: {}", cols[7]);
+    let masked_uid = cols[7].to_string();
+    // Hash masking is stable across sessions.
+    let (_, again) = f.psql("analyst", "select uid from customers");
+    assert_eq!(again.trim(), masked_uid);
+
+    // The exempt user sees everything in clear.
+    let (ok, clear) = f.psql(
+        "auditor",
+        "select email, card, ssn, salary, birth, uid from customers",
+    );
+    assert!(ok, "{clear}");
+    assert_eq!(
+        clear.trim(),
+        format!("{EMAIL}|{CARD}|{SSN}|{SALARY}|{BIRTH}|{UID}")
+    );
+
+    // A Rust client asks for binary results: values stay valid for their types.
+    let c = f
+        .postern
+        .connect("analyst", "analyst-pw", &f.alias)
+        .await
+        .unwrap();
+    let row = c
+        .query_one(
+            "select email, ssn, salary, birth, uid, name from customers where id = $1",
+            &[&1i32],
+        )
+        .await
+        .unwrap();
+    let email: String = row.get(0);
+    assert_eq!(email, "a***@corp.example");
+    let ssn: String = row.get(1);
+    assert_eq!(ssn, "*******6789");
+    let salary: Raw = row.get(2);
+    assert_eq!(salary.0, vec![0, 0, 0, 0, 0, 0, 0, 0], "numeric zero");
+    let birth: Raw = row.get(3);
+    // 1987-01-01 is 4748 days before 2000-01-01.
+    assert_eq!(birth.0, (-4748i32).to_be_bytes().to_vec());
+    let uid: Raw = row.get(4);
+    assert_eq!(uid.0.len(), 16);
+    let hex: String = uid.0.iter().map(|b| format!("{b:02x}")).collect();
+    assert_eq!(
+        hex,
+        masked_uid.replace('-', ""),
+        "same hash in binary and text"
+    );
+    let name: String = row.get(5);
+    assert_eq!(name, "Alice");
+    // Prepared once, executed again without a new Describe.
+    let st = c.prepare("select ssn, uid from customers").await.unwrap();
+    for _ in 0..2 {
+        let r = c.query_one(&st, &[]).await.unwrap();
+        let ssn: String = r.get(0);
+        assert_eq!(ssn, "*******6789");
+    }
+    f.done().await;
+}
+
+/// The value of any column, as sent.
+struct Raw(Vec<u8>);
+
+impl<'a> FromSql<'a> for Raw {
+    fn from_sql(_: &Type, raw: &'a [u8]) -> Result<Self, Box<dyn std::error::Error + Sync + Send>> {
+        Ok(Raw(raw.to_vec()))
+    }
+    fn accepts(_: &Type) -> bool {
+        true
+    }
+}
+
+/// (SQL, whether Postern must refuse it). Allowed ones must come back masked.
+const BYPASS: &[(&str, bool)] = &[
+    ("select email as x, ssn as y from customers", false),
+    ("select * from customers", false),
+    ("select * from v_customers", false),
+    ("with c as (select * from customers) select * from c", false),
+    ("select x from (select ssn as x from customers) s", false),
+    ("select (select ssn from customers limit 1)", false),
+    (
+        "select body from notes union all select ssn from customers",
+        false,
+    ),
+    (
+        "select body from notes union select email from customers",
+        true,
+    ),
+    (
+        "select concat(ssn, ''), upper(email), substr(card, 1, 9), left(ssn, 3), \
+         ssn::varchar, salary::text, birth::text, uid::text from customers",
+        false,
+    ),
+    ("select row_to_json(c) from customers c", false),
+    (
+        "select array_agg(ssn), string_agg(email, ','), json_agg(c) from customers c",
+        false,
+    ),
+    ("copy (select ssn from customers) to stdout", true),
+    ("copy customers to stdout", true),
+    (
+        "update customers set name = name returning ssn, email, upper(card)",
+        false,
+    ),
+    (
+        "prepare p as select ssn, email from customers; execute p",
+        false,
+    ),
+    ("select id from customers where ssn like '1%'", true),
+    ("select id from customers order by ssn", true),
+    (
+        "select a.id from customers a join customers b on a.ssn = b.ssn",
+        true,
+    ),
+    ("select get_ssn(1)", false),
+    ("update customers set name = ssn", true),
+    ("create table stolen as select email from customers", true),
+    ("select * from pg_stats where tablename = 'customers'", true),
+    ("select count(*) from customers group by email", true),
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bypass_attempts_never_show_clear_values() {
+    let f = setup("masked").await;
+    for (sql, refused) in BYPASS {
+        let (ok, out) = f.psql("analyst", sql);
+        assert_no_clear(sql, &out);
+        if *refused {
+            assert!(!ok, "{sql}: should be refused: {out}");
+            assert!(out.contains("Postern refused"), "{sql}: {out}");
+        } else {
+            assert!(ok, "{sql}: should run (masked): {out}");
+        }
+    }
+    // The table still holds the clear values (nothing was changed by the attempts).
+    let su = f.up.superuser().await;
+    let r = su
+        .query_one("select ssn, name from customers", &[])
+        .await
+        .unwrap();
+    assert_eq!(r.get::<_, String>(0), SSN);
+    assert_eq!(r.get::<_, String>(1), "Alice");
+    f.done().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn protected_mode_refuses_what_it_cannot_follow() {
+    let f = setup("protected").await;
+    let (ok, out) = f.psql("analyst", "select get_ssn(1)");
+    assert!(!ok, "{out}");
+    assert!(out.contains("get_ssn"), "{out}");
+    assert_no_clear("get_ssn", &out);
+    let (ok, out) = f.psql("analyst", "select upper(email) from customers");
+    assert!(ok, "{out}");
+    assert_no_clear("upper", &out);
+    f.done().await;
+}
