@@ -15,7 +15,7 @@ use bytes::BytesMut;
 use postern_masking::ColumnClass;
 use postern_policy::{Mask, SessionMasking, StatementMask};
 
-use crate::codec::cstr_bytes;
+use crate::codec::{cstr_bytes, CodecError};
 
 /// Plans of the statements of one message, in order (`None`: needs no lineage masking).
 pub type Plans = Arc<Vec<Option<StatementMask>>>;
@@ -69,8 +69,6 @@ pub struct Masker {
     current: Option<Vec<Option<ColumnMask>>>,
     /// The current Execute's masks were worked out.
     current_set: bool,
-    /// Rules that masked something in results since last drained (for the audit log).
-    pub masked: Vec<String>,
 }
 
 fn int16(b: &[u8], at: usize) -> Option<i16> {
@@ -116,7 +114,6 @@ impl Masker {
             queue: VecDeque::new(),
             current: None,
             current_set: false,
-            masked: Vec::new(),
         }
     }
 
@@ -199,8 +196,9 @@ impl Masker {
         }
     }
 
-    /// A server message; returns the replacement of a DataRow whose values were masked.
-    pub fn server_message(&mut self, ty: u8, body: &[u8]) -> Option<BytesMut> {
+    /// A server message; returns the replacement of a DataRow whose values were masked,
+    /// or an error for a row of a masked result that cannot be read.
+    pub fn server_message(&mut self, ty: u8, body: &[u8]) -> Result<Option<BytesMut>, CodecError> {
         match ty {
             b'T' => {
                 let cols = row_description(body).map(Arc::new);
@@ -215,8 +213,13 @@ impl Masker {
                     Some(Expect::DescribePortal(name)) => {
                         let name = std::mem::take(name);
                         if let Some(p) = self.portals.get_mut(&name) {
+                            // A portal's description carries its actual result formats.
+                            p.formats = cols
+                                .iter()
+                                .flat_map(|c| c.iter())
+                                .map(|c| i16::from(c.binary))
+                                .collect();
                             p.columns = cols;
-                            p.formats.clear();
                         }
                         self.queue.pop_front();
                     }
@@ -230,7 +233,7 @@ impl Masker {
                     }
                     _ => {}
                 }
-                None
+                Ok(None)
             }
             b'n' => {
                 if matches!(
@@ -239,23 +242,19 @@ impl Masker {
                 ) {
                     self.queue.pop_front();
                 }
-                None
+                Ok(None)
             }
             b'D' => {
                 if !self.current_set {
                     self.start_execute();
                 }
-                let masks = self.current.as_ref()?;
-                let out = rewrite_row(body, masks, &self.masking, &self.key[..]);
-                if out.is_some() {
-                    for m in masks.iter().flatten() {
-                        let d = self.masking.describe(m.mask);
-                        if !self.masked.contains(&d) {
-                            self.masked.push(d);
-                        }
-                    }
-                }
-                out
+                let Some(masks) = self.current.as_ref() else {
+                    return Ok(None);
+                };
+                // A row that cannot be read cannot be masked: it must not reach the client.
+                rewrite_row(body, masks, &self.masking, &self.key[..])
+                    .map(Some)
+                    .ok_or(CodecError::Malformed("DataRow"))
             }
             b'C' | b'I' | b's' => {
                 self.current = None;
@@ -267,7 +266,7 @@ impl Masker {
                     }
                     _ => {}
                 }
-                None
+                Ok(None)
             }
             b'E' => {
                 self.current = None;
@@ -283,7 +282,7 @@ impl Masker {
                 ) {
                     self.queue.pop_front();
                 }
-                None
+                Ok(None)
             }
             b'Z' => {
                 self.current = None;
@@ -293,9 +292,9 @@ impl Masker {
                         break;
                     }
                 }
-                None
+                Ok(None)
             }
-            _ => None,
+            _ => Ok(None),
         }
     }
 
@@ -470,6 +469,81 @@ mod tests {
             ..MaskCatalog::default()
         };
         SessionMasking::new(&policies, &Default::default(), "ds", "db", &catalog).unwrap()
+    }
+
+    fn cstr(s: &str) -> Vec<u8> {
+        let mut v = s.as_bytes().to_vec();
+        v.push(0);
+        v
+    }
+
+    /// A result of column c0 of table t (int4, masked `full`) described as one int4 column
+    /// in `format`, then one row holding 7.
+    fn portal_result(m: &mut Masker, format: i16) -> Result<Option<BytesMut>, CodecError> {
+        let mut parse = cstr("");
+        parse.extend(cstr("select c0 from t"));
+        parse.extend(0i16.to_be_bytes());
+        m.client_message(b'P', &parse, None);
+        let mut bind = cstr("");
+        bind.extend(cstr(""));
+        bind.extend(0i16.to_be_bytes()); // parameter formats
+        bind.extend(0i16.to_be_bytes()); // parameters
+        bind.extend(1i16.to_be_bytes());
+        bind.extend(format.to_be_bytes());
+        m.client_message(b'B', &bind, None);
+        let mut describe = vec![b'P'];
+        describe.extend(cstr(""));
+        m.client_message(b'D', &describe, None);
+        let mut execute = cstr("");
+        execute.extend(0i32.to_be_bytes());
+        m.client_message(b'E', &execute, None);
+        m.client_message(b'S', &[], None);
+        let mut desc = 1i16.to_be_bytes().to_vec();
+        desc.extend(cstr("c0"));
+        desc.extend(1u32.to_be_bytes()); // table OID
+        desc.extend(1i16.to_be_bytes()); // attnum
+        desc.extend(23u32.to_be_bytes()); // int4
+        desc.extend(4i16.to_be_bytes());
+        desc.extend((-1i32).to_be_bytes());
+        desc.extend(format.to_be_bytes());
+        m.server_message(b'T', &desc)?;
+        let mut row = 1i16.to_be_bytes().to_vec();
+        let value: Vec<u8> = if format == 1 {
+            7i32.to_be_bytes().to_vec()
+        } else {
+            b"7".to_vec()
+        };
+        row.extend((value.len() as i32).to_be_bytes());
+        row.extend(value);
+        m.server_message(b'D', &row)
+    }
+
+    fn masker() -> Masker {
+        Masker::new(Arc::new(masking()), zeroize::Zeroizing::new([7u8; 32]))
+    }
+
+    #[test]
+    fn portal_description_gives_the_result_format() {
+        let out = portal_result(&mut masker(), 1).unwrap().expect("masked");
+        // One column, four bytes: a binary int4 zero.
+        assert_eq!(&out[5..], &[0, 1, 0, 0, 0, 4, 0, 0, 0, 0]);
+        let out = portal_result(&mut masker(), 0).unwrap().expect("masked");
+        assert_eq!(&out[5..], &[0, 1, 0, 0, 0, 1, b'0']);
+    }
+
+    #[test]
+    fn unreadable_row_of_a_masked_result_is_an_error() {
+        let mut m = masker();
+        portal_result(&mut m, 1).unwrap();
+        // The next Execute of the same portal; its row claims more bytes than it has.
+        let mut execute = cstr("");
+        execute.extend(0i32.to_be_bytes());
+        m.server_message(b'Z', b"I").unwrap();
+        m.client_message(b'E', &execute, None);
+        let mut row = 1i16.to_be_bytes().to_vec();
+        row.extend(10i32.to_be_bytes());
+        row.extend([1, 2]);
+        assert!(m.server_message(b'D', &row).is_err());
     }
 
     const TYPES: &[u32] = &[

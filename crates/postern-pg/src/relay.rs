@@ -198,17 +198,18 @@ impl Direction {
                     (Side::Server, Some(g)) => match g.server_message(ty, body) {
                         Some(with) => {
                             if let Some(m) = masker.as_mut() {
-                                m.server_message(ty, &with[5..]);
+                                m.server_message(ty, &with[5..])?;
                             }
                             tracker.server_message(ty, &with[5..]);
                             Some(with)
                         }
-                        None if ty == b'D' => {
-                            masker.as_mut().and_then(|m| m.server_message(ty, body))
-                        }
+                        None if ty == b'D' => match masker.as_mut() {
+                            Some(m) => m.server_message(ty, body)?,
+                            None => None,
+                        },
                         None => {
                             if let Some(m) = masker.as_mut() {
-                                m.server_message(ty, body);
+                                m.server_message(ty, body)?;
                             }
                             let before = tracker.completed.len();
                             tracker.server_message(ty, body);

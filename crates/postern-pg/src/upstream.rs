@@ -524,27 +524,44 @@ pub async fn session_facts(
 }
 
 async fn session_facts_inner(up: &mut UpstreamSession) -> Result<SessionFacts, UpstreamError> {
-    let mut out = BytesMut::with_capacity(SESSION_FACTS_QUERY.len() + 8);
-    codec::query(&mut out, SESSION_FACTS_QUERY);
+    let mut facts = SessionFacts::default();
+    own_query(up, SESSION_FACTS_QUERY, MAX_AUTH_MESSAGE, |cols| {
+        match cols {
+            [Some("1"), Some(v)] => facts.search_path.push(v.to_string()),
+            [Some("2"), Some(v)] => facts.user_schema = Some(v.to_string()),
+            _ => return Err("unexpected row in the session query".into()),
+        }
+        Ok(())
+    })
+    .await?;
+    Ok(facts)
+}
+
+/// Runs one of Postern's own queries on the session before relaying, handing each row
+/// (text columns) to `row`: a row it rejects, a malformed row or frame longer than
+/// `max_frame`, or a server error fails the whole query.
+async fn own_query(
+    up: &mut UpstreamSession,
+    sql: &str,
+    max_frame: usize,
+    mut row: impl FnMut(&[Option<&str>]) -> Result<(), String>,
+) -> Result<(), UpstreamError> {
+    let mut out = BytesMut::with_capacity(sql.len() + 8);
+    codec::query(&mut out, sql);
     up.stream.write_all(&out).await?;
     up.stream.flush().await?;
-    let mut facts = SessionFacts::default();
     let mut failure = None;
     loop {
-        let (ty, msg) = read_frame(&mut up.stream, &mut up.leftover, MAX_AUTH_MESSAGE).await?;
+        let (ty, msg) = read_frame(&mut up.stream, &mut up.leftover, max_frame).await?;
         let body = &msg[5..];
         match ty {
             b'D' => {
                 let cols = codec::data_row_texts(body).ok_or_else(|| {
-                    UpstreamError::Protocol("malformed DataRow in the session query".into())
+                    UpstreamError::Protocol("malformed DataRow in Postern's own query".into())
                 })?;
-                match cols.as_slice() {
-                    [Some("1"), Some(v)] => facts.search_path.push(v.to_string()),
-                    [Some("2"), Some(v)] => facts.user_schema = Some(v.to_string()),
-                    _ => {
-                        return Err(UpstreamError::Protocol(
-                            "unexpected row in the session query".into(),
-                        ))
+                if failure.is_none() {
+                    if let Err(m) = row(&cols) {
+                        failure = Some(UpstreamError::Protocol(m));
                     }
                 }
             }
@@ -556,10 +573,7 @@ async fn session_facts_inner(up: &mut UpstreamSession) -> Result<SessionFacts, U
                 if let Some(&status) = body.first() {
                     up.ready_status = status;
                 }
-                return match failure {
-                    Some(e) => Err(e),
-                    None => Ok(facts),
-                };
+                return failure.map_or(Ok(()), Err);
             }
             // RowDescription, CommandComplete, notices, parameter changes.
             _ => {}
@@ -647,57 +661,32 @@ async fn mask_catalog_inner(
     levels: &[[String; 3]],
     search_path: Vec<String>,
 ) -> Result<postern_policy::MaskCatalog, UpstreamError> {
-    let sql = mask_catalog_query(levels);
-    let mut out = BytesMut::with_capacity(sql.len() + 8);
-    codec::query(&mut out, &sql);
-    up.stream.write_all(&out).await?;
-    up.stream.flush().await?;
     let mut catalog = postern_policy::MaskCatalog {
         search_path,
         ..Default::default()
     };
-    let bad = |what: &str| UpstreamError::Protocol(format!("unexpected catalog row: {what}"));
-    let mut failure = None;
-    loop {
-        let (ty, msg) = read_frame(&mut up.stream, &mut up.leftover, MAX_CATALOG_ROW).await?;
-        let body = &msg[5..];
-        match ty {
-            b'D' => {
-                let cols = codec::data_row_texts(body).ok_or_else(|| bad("malformed"))?;
-                match cols.as_slice() {
-                    [Some("f"), Some(name), ..] => {
-                        catalog.user_functions.insert(name.to_string());
-                    }
-                    [Some("r"), Some(oid), Some(schema), Some(name), Some(kind), def, Some(cols)] =>
-                    {
-                        let columns: Vec<(i16, String)> =
-                            serde_json::from_str(cols).map_err(|_| bad("columns"))?;
-                        catalog.relations.push(postern_policy::CatalogRelation {
-                            oid: oid.parse().map_err(|_| bad("oid"))?,
-                            schema: schema.to_string(),
-                            name: name.to_string(),
-                            kind: kind.chars().next().unwrap_or('r'),
-                            columns,
-                            definition: def.map(str::to_string),
-                        });
-                    }
-                    _ => return Err(bad("shape")),
-                }
+    let bad = |what: &str| format!("unexpected catalog row: {what}");
+    own_query(up, &mask_catalog_query(levels), MAX_CATALOG_ROW, |cols| {
+        match cols {
+            [Some("f"), Some(name), ..] => {
+                catalog.user_functions.insert(name.to_string());
             }
-            b'E' => {
-                let (sqlstate, message) = error_summary(body);
-                failure = Some(UpstreamError::Server { sqlstate, message });
+            [Some("r"), Some(oid), Some(schema), Some(name), Some(kind), def, Some(cols)] => {
+                let columns: Vec<(i16, String)> =
+                    serde_json::from_str(cols).map_err(|_| bad("columns"))?;
+                catalog.relations.push(postern_policy::CatalogRelation {
+                    oid: oid.parse().map_err(|_| bad("oid"))?,
+                    schema: schema.to_string(),
+                    name: name.to_string(),
+                    kind: kind.chars().next().unwrap_or('r'),
+                    columns,
+                    definition: def.map(str::to_string),
+                });
             }
-            b'Z' => {
-                if let Some(&status) = body.first() {
-                    up.ready_status = status;
-                }
-                return match failure {
-                    Some(e) => Err(e),
-                    None => Ok(catalog),
-                };
-            }
-            _ => {}
+            _ => return Err(bad("shape")),
         }
-    }
+        Ok(())
+    })
+    .await?;
+    Ok(catalog)
 }

@@ -244,10 +244,10 @@ impl SessionMasking {
                         match &f.outputs {
                             Some(o) if !o.iter().any(|o| o.expands) => o
                                 .iter()
-                                .map(|o| m.taint_of(&o.refs, &taints, f, &catalog.search_path))
+                                .map(|o| m.taint_of(&o.refs, &taints, &catalog.search_path))
                                 .collect(),
                             // pg_get_viewdef expands `*`; anything else is not followed.
-                            _ => vec![m.everything(f, &taints, &catalog.search_path)],
+                            _ => vec![Self::everything(&taints)],
                         }
                     }
                     None => vec![Taint {
@@ -354,7 +354,7 @@ impl SessionMasking {
         let taints = self.taints(flow, search_path);
         // Inference guard: filtering, joining, grouping or ordering on a masked value
         // reveals it by bisection.
-        let f = self.taint_of(&flow.filters, &taints, flow, search_path);
+        let f = self.taint_of(&flow.filters, &taints, search_path);
         if let Some(rule) = f
             .rules
             .iter()
@@ -381,7 +381,7 @@ impl SessionMasking {
             ));
         }
         // Copy guard: values written elsewhere would be readable later without masking.
-        let c = self.taint_of(&flow.copies, &taints, flow, search_path);
+        let c = self.taint_of(&flow.copies, &taints, search_path);
         if let Some(rule) = c.rules.iter().find_map(|i| self.rule(*i)) {
             let name = self.culprit(&flow.copies, &taints, rule);
             return Err(refusal(
@@ -420,7 +420,7 @@ impl SessionMasking {
         };
         let per: Vec<Taint> = outs
             .iter()
-            .map(|o| self.taint_of(&o.refs, &taints, flow, search_path))
+            .map(|o| self.taint_of(&o.refs, &taints, search_path))
             .collect();
         if flow.copy_out {
             // COPY data is not rewritten: refuse what would need masking.
@@ -533,7 +533,7 @@ impl SessionMasking {
         for _ in 0..=flow.derived.len() {
             let mut changed = false;
             for (name, refs) in &flow.derived {
-                let d = self.taint_of(refs, &t, flow, search_path);
+                let d = self.taint_of(refs, &t, search_path);
                 if d.is_clean() {
                     continue;
                 }
@@ -550,7 +550,6 @@ impl SessionMasking {
         &self,
         refs: &Refs,
         taints: &HashMap<String, Taint>,
-        flow: &ColumnFlow,
         search_path: &[String],
     ) -> Taint {
         let mut out = Taint::default();
@@ -569,7 +568,7 @@ impl SessionMasking {
             out.computed = true;
         }
         if refs.star {
-            out.absorb(&self.everything(flow, taints, search_path));
+            out.absorb(&Self::everything(taints));
         }
         for f in &refs.functions {
             if self.opaque(f) {
@@ -582,17 +581,12 @@ impl SessionMasking {
         out
     }
 
-    fn everything(
-        &self,
-        flow: &ColumnFlow,
-        taints: &HashMap<String, Taint>,
-        _search_path: &[String],
-    ) -> Taint {
+    /// What a bare `*` may read: every tainted name in scope.
+    fn everything(taints: &HashMap<String, Taint>) -> Taint {
         let mut all = Taint::default();
         for t in taints.values() {
             all.absorb(t);
         }
-        let _ = flow;
         all
     }
 

@@ -12,6 +12,7 @@ use pg_query::protobuf::{SetOperation, SubLinkType};
 use serde::Serialize;
 
 use crate::analysis::ObjectName;
+use crate::pg::{is_select, list, name_parts, node, object_from_parts, range_var_name, str_field};
 use crate::tree::{Map, Value};
 
 /// What a value is computed from.
@@ -112,6 +113,9 @@ enum Sink {
 
 const MAX_DEPTH: usize = 2000;
 
+/// A result column as written: its name, what it is computed from, whether it is a `*`.
+type Entry = (String, Refs, bool);
+
 /// The column flow of one statement (the tagged statement node `tag` with fields `n`).
 pub fn column_flow(tag: &str, n: &Map) -> ColumnFlow {
     let mut w = FlowWalker::default();
@@ -138,28 +142,6 @@ struct FlowWalker {
     depth: usize,
 }
 
-fn node(v: &Value) -> Option<(&str, &Map)> {
-    let o = v.as_object()?;
-    if o.len() != 1 {
-        return None;
-    }
-    let (_, inner) = o.iter().find(|(k, _)| *k == "node")?;
-    let o = inner.as_object()?;
-    let (k, v) = o.iter().next()?;
-    Some((k, v.as_object()?))
-}
-
-fn str_field<'a>(n: &'a Map, k: &str) -> &'a str {
-    n.get(k).and_then(Value::as_str).unwrap_or("")
-}
-
-fn list<'a>(n: &'a Map, k: &str) -> &'a [Value] {
-    n.get(k)
-        .and_then(Value::as_array)
-        .map(Vec::as_slice)
-        .unwrap_or(&[])
-}
-
 fn int(n: &Map, k: &str) -> i64 {
     n.get(k).and_then(Value::as_i64).unwrap_or(0)
 }
@@ -178,30 +160,8 @@ fn strings(items: &[Value]) -> Vec<String> {
         .collect()
 }
 
-fn relation_name(rv: &Map) -> ObjectName {
-    let db = str_field(rv, "catalogname");
-    let schema = str_field(rv, "schemaname");
-    ObjectName {
-        database: (!db.is_empty()).then(|| db.to_string()),
-        schema: (!schema.is_empty()).then(|| schema.to_string()),
-        name: str_field(rv, "relname").to_string(),
-    }
-}
-
-fn function_name(parts: &[String]) -> ObjectName {
-    match parts {
-        [.., s, n] => ObjectName::qualified(s.clone(), n.clone()),
-        [n] => ObjectName::bare(n.clone()),
-        [] => ObjectName::bare(""),
-    }
-}
-
 fn alias_of(n: &Map) -> Option<&Map> {
     n.get("alias").and_then(Value::as_object)
-}
-
-fn is_select(o: &Map) -> bool {
-    o.contains_key("larg") && o.contains_key("rarg") && o.contains_key("values_lists")
 }
 
 /// The name PostgreSQL gives an unnamed result column (as its FigureColname does for the
@@ -269,9 +229,39 @@ impl FlowWalker {
         }
     }
 
-    fn derive(&mut self, name: impl Into<String>) -> usize {
-        self.flow.derived.push((name.into(), Refs::default()));
-        self.flow.derived.len() - 1
+    /// What the values `walk` visits are computed from (collected in a scratch
+    /// derivation, removed again).
+    fn collected(&mut self, walk: impl FnOnce(&mut Self, Sink)) -> Refs {
+        self.flow.derived.push((String::new(), Refs::default()));
+        let idx = self.flow.derived.len() - 1;
+        walk(self, Sink::Derive(idx));
+        let refs = std::mem::take(&mut self.flow.derived[idx].1);
+        self.flow.derived.truncate(idx);
+        refs
+    }
+
+    /// The result columns of a target list (SELECT list, RETURNING): name, what each
+    /// is computed from, whether it is a `*`.
+    fn target_entries(&mut self, items: &[Value]) -> Vec<Entry> {
+        let mut entries = Vec::with_capacity(items.len());
+        for t in items {
+            let Some(("ResTarget", rt)) = node(t) else {
+                continue;
+            };
+            let val = rt.get("val");
+            let expands = matches!(
+                val.and_then(node),
+                Some(("ColumnRef", c)) if list(c, "fields").iter().any(|f| matches!(node(f), Some(("AStar", _))))
+            );
+            let mut refs = self.collected(|w, sink| {
+                if let Some(v) = val {
+                    w.walk(v, sink);
+                }
+            });
+            refs.plain = is_plain(rt);
+            entries.push((column_name(rt), refs, expands));
+        }
+        entries
     }
 
     /// The statement at the top of the query string.
@@ -362,7 +352,7 @@ impl FlowWalker {
 
     /// The result columns of a SELECT (name, what it derives from, whether it is a `*`),
     /// walking every other clause of it on the way.
-    fn select_entries(&mut self, n: &Map) -> Vec<(String, Refs, bool)> {
+    fn select_entries(&mut self, n: &Map) -> Vec<Entry> {
         let larg = n.get("larg").and_then(Value::as_object);
         let rarg = n.get("rarg").and_then(Value::as_object);
         if let (Some(l), Some(r)) = (larg, rarg) {
@@ -388,26 +378,7 @@ impl FlowWalker {
         for f in list(n, "from_clause") {
             self.source_item(f);
         }
-        let mut entries = Vec::new();
-        for t in list(n, "target_list") {
-            let Some(("ResTarget", rt)) = node(t) else {
-                continue;
-            };
-            let idx = self.derive("");
-            let mut expands = false;
-            if let Some(val) = rt.get("val") {
-                if let Some(("ColumnRef", c)) = node(val) {
-                    expands = list(c, "fields")
-                        .iter()
-                        .any(|f| matches!(node(f), Some(("AStar", _))));
-                }
-                self.expr(val, Sink::Derive(idx));
-            }
-            let mut refs = std::mem::take(&mut self.flow.derived[idx].1);
-            refs.plain = is_plain(rt);
-            self.flow.derived.truncate(idx);
-            entries.push((column_name(rt), refs, expands));
-        }
+        let mut entries = self.target_entries(list(n, "target_list"));
         for values in list(n, "values_lists") {
             // VALUES rows: column i of every row.
             let items = match node(values) {
@@ -415,10 +386,7 @@ impl FlowWalker {
                 _ => continue,
             };
             for (i, item) in items.iter().enumerate() {
-                let idx = self.derive("");
-                self.expr(item, Sink::Derive(idx));
-                let refs = std::mem::take(&mut self.flow.derived[idx].1);
-                self.flow.derived.truncate(idx);
+                let refs = self.collected(|w, sink| w.walk(item, sink));
                 if entries.len() <= i {
                     entries.push((format!("column{}", i + 1), refs, false));
                 } else {
@@ -428,7 +396,7 @@ impl FlowWalker {
         }
         for key in ["where_clause", "having_clause"] {
             if let Some(v) = n.get(key) {
-                self.expr(v, Sink::Filter);
+                self.walk(v, Sink::Filter);
             }
         }
         for key in ["group_clause", "window_clause", "distinct_clause"] {
@@ -451,7 +419,7 @@ impl FlowWalker {
         entries
     }
 
-    fn select_entries_nested(&mut self, n: &Map) -> Vec<(String, Refs, bool)> {
+    fn select_entries_nested(&mut self, n: &Map) -> Vec<Entry> {
         self.depth += 1;
         let out = if self.depth > MAX_DEPTH {
             Vec::new()
@@ -463,20 +431,20 @@ impl FlowWalker {
         out
     }
 
-    fn order_and_limits(&mut self, n: &Map, entries: &[(String, Refs, bool)]) {
+    fn order_and_limits(&mut self, n: &Map, entries: &[Entry]) {
         for v in list(n, "sort_clause") {
             self.positional_or_expr(v, entries);
         }
         for key in ["limit_offset", "limit_count"] {
             if let Some(v) = n.get(key) {
-                self.expr(v, Sink::Filter);
+                self.walk(v, Sink::Filter);
             }
         }
     }
 
     /// An ORDER BY / GROUP BY / DISTINCT ON item: `ORDER BY 2` means the second result
     /// column; anything else is an expression used to filter or order.
-    fn positional_or_expr(&mut self, v: &Value, entries: &[(String, Refs, bool)]) {
+    fn positional_or_expr(&mut self, v: &Value, entries: &[Entry]) {
         let inner = match node(v) {
             Some(("SortBy", s)) => s.get("node"),
             _ => Some(v),
@@ -497,7 +465,7 @@ impl FlowWalker {
             }
             return;
         }
-        self.expr(v, Sink::Filter);
+        self.walk(v, Sink::Filter);
     }
 
     fn with_clause(&mut self, n: &Map) {
@@ -536,7 +504,7 @@ impl FlowWalker {
 
     /// A named row source (CTE, subquery alias): its name derives from all its columns,
     /// each column name (or the alias list, by position) from its entry.
-    fn define_relation(&mut self, name: &str, cols: &[String], entries: Vec<(String, Refs, bool)>) {
+    fn define_relation(&mut self, name: &str, cols: &[String], entries: Vec<Entry>) {
         let mut whole = Refs::default();
         let count = entries.len();
         for (i, (entry_name, refs, expands)) in entries.into_iter().enumerate() {
@@ -570,7 +538,7 @@ impl FlowWalker {
         let Some((tag, n)) = node(v) else { return };
         match tag {
             "RangeVar" => {
-                let rel = relation_name(n);
+                let rel = range_var_name(n);
                 self.flow.relations.push(rel.clone());
                 let alias = alias_of(n)
                     .map(|a| str_field(a, "aliasname").to_string())
@@ -606,12 +574,7 @@ impl FlowWalker {
                 self.define_relation(&name, &cols, entries);
             }
             "RangeFunction" => {
-                let idx = self.derive("");
-                for f in list(n, "functions") {
-                    self.walk(f, Sink::Derive(idx));
-                }
-                let refs = std::mem::take(&mut self.flow.derived[idx].1);
-                self.flow.derived.truncate(idx);
+                let refs = self.collected(|w, sink| w.walk_list(list(n, "functions"), sink));
                 let mut names = Vec::new();
                 if let Some(a) = alias_of(n) {
                     names.push(str_field(a, "aliasname").to_string());
@@ -635,7 +598,7 @@ impl FlowWalker {
                     }
                 }
                 if let Some(q) = n.get("quals") {
-                    self.expr(q, Sink::Filter);
+                    self.walk(q, Sink::Filter);
                 }
                 self.flow
                     .filters
@@ -658,10 +621,7 @@ impl FlowWalker {
                 // RangeTableFunc (XMLTABLE/JSON_TABLE), RangeTableSample…: their inputs
                 // flow into every column they define; their names are not followed, so
                 // they count as reading everything.
-                let idx = self.derive("");
-                self.walk_map(n, Sink::Derive(idx));
-                let mut refs = std::mem::take(&mut self.flow.derived[idx].1);
-                self.flow.derived.truncate(idx);
+                let mut refs = self.collected(|w, sink| w.walk_map(n, sink));
                 refs.star = true;
                 if let Some(a) = alias_of(n) {
                     let name = str_field(a, "aliasname").to_string();
@@ -673,10 +633,10 @@ impl FlowWalker {
 
     /// INSERT / UPDATE / DELETE / MERGE. Returns its RETURNING entries; at the top level
     /// they are the statement's outputs.
-    fn modify(&mut self, tag: &str, n: &Map, top: bool) -> Vec<(String, Refs, bool)> {
+    fn modify(&mut self, tag: &str, n: &Map, top: bool) -> Vec<Entry> {
         self.with_clause(n);
         if let Some(rv) = n.get("relation").and_then(Value::as_object) {
-            let rel = relation_name(rv);
+            let rel = range_var_name(rv);
             self.flow.relations.push(rel.clone());
             let alias = alias_of(rv)
                 .map(|a| str_field(a, "aliasname").to_string())
@@ -697,7 +657,7 @@ impl FlowWalker {
                 }
                 if let Some(oc) = n.get("on_conflict_clause").and_then(Value::as_object) {
                     if let Some(v) = oc.get("where_clause") {
-                        self.expr(v, Sink::Filter);
+                        self.walk(v, Sink::Filter);
                     }
                     if let Some(v) = oc.get("infer") {
                         self.walk(v, Sink::Filter);
@@ -711,7 +671,7 @@ impl FlowWalker {
                 }
                 self.walk_list(list(n, "target_list"), Sink::Copy);
                 if let Some(v) = n.get("where_clause") {
-                    self.expr(v, Sink::Filter);
+                    self.walk(v, Sink::Filter);
                 }
             }
             "DeleteStmt" => {
@@ -719,7 +679,7 @@ impl FlowWalker {
                     self.source_item(f);
                 }
                 if let Some(v) = n.get("where_clause") {
-                    self.expr(v, Sink::Filter);
+                    self.walk(v, Sink::Filter);
                 }
             }
             _ => {
@@ -727,12 +687,12 @@ impl FlowWalker {
                     self.source_item(s);
                 }
                 if let Some(v) = n.get("join_condition") {
-                    self.expr(v, Sink::Filter);
+                    self.walk(v, Sink::Filter);
                 }
                 for w in list(n, "merge_when_clauses") {
                     if let Some(("MergeWhenClause", m)) = node(w) {
                         if let Some(c) = m.get("condition") {
-                            self.expr(c, Sink::Filter);
+                            self.walk(c, Sink::Filter);
                         }
                         self.walk_list(list(m, "target_list"), Sink::Copy);
                         self.walk_list(list(m, "values"), Sink::Copy);
@@ -740,28 +700,10 @@ impl FlowWalker {
                 }
             }
         }
-        let mut entries = Vec::new();
-        if let Some(rc) = n.get("returning_clause").and_then(Value::as_object) {
-            for t in list(rc, "exprs") {
-                let Some(("ResTarget", rt)) = node(t) else {
-                    continue;
-                };
-                let idx = self.derive("");
-                let mut expands = false;
-                if let Some(val) = rt.get("val") {
-                    if let Some(("ColumnRef", c)) = node(val) {
-                        expands = list(c, "fields")
-                            .iter()
-                            .any(|f| matches!(node(f), Some(("AStar", _))));
-                    }
-                    self.expr(val, Sink::Derive(idx));
-                }
-                let mut refs = std::mem::take(&mut self.flow.derived[idx].1);
-                refs.plain = is_plain(rt);
-                self.flow.derived.truncate(idx);
-                entries.push((column_name(rt), refs, expands));
-            }
-        }
+        let entries = match n.get("returning_clause").and_then(Value::as_object) {
+            Some(rc) => self.target_entries(list(rc, "exprs")),
+            None => Vec::new(),
+        };
         if top {
             if !entries.is_empty() {
                 self.flow.outputs = Some(
@@ -783,13 +725,13 @@ impl FlowWalker {
     fn copy(&mut self, n: &Map) {
         if flag(n, "is_from") {
             if let Some(v) = n.get("where_clause") {
-                self.expr(v, Sink::Filter);
+                self.walk(v, Sink::Filter);
             }
             return;
         }
         let to_client = str_field(n, "filename").is_empty() && !flag(n, "is_program");
         if let Some(rv) = n.get("relation").and_then(Value::as_object) {
-            let rel = relation_name(rv);
+            let rel = range_var_name(rv);
             self.flow.relations.push(rel.clone());
             let cols = strings(list(n, "attlist"));
             let out = if cols.is_empty() {
@@ -844,11 +786,6 @@ impl FlowWalker {
         self.flow.copy_out = to_client;
     }
 
-    /// An expression whose value flows into `sink`.
-    fn expr(&mut self, v: &Value, sink: Sink) {
-        self.walk(v, sink);
-    }
-
     fn walk_list(&mut self, items: &[Value], sink: Sink) {
         for i in items {
             self.walk(i, sink);
@@ -878,7 +815,7 @@ impl FlowWalker {
                 } else if is_select(o) {
                     self.select_into(o, sink);
                 } else if o.contains_key("relname") && o.contains_key("schemaname") {
-                    let rel = relation_name(o);
+                    let rel = range_var_name(o);
                     self.flow.relations.push(rel.clone());
                     if let Some(s) = self.sink(sink) {
                         s.relations.push(rel);
@@ -907,7 +844,11 @@ impl FlowWalker {
                 }
             }
             "FuncCall" => {
-                let name = function_name(&strings(list(n, "funcname")));
+                // A name the analyser cannot read makes the statement unanalysable; here it
+                // counts as a function Postern cannot see into.
+                let name = name_parts(list(n, "funcname"))
+                    .and_then(|p| object_from_parts(&p))
+                    .unwrap_or_else(|| ObjectName::qualified("?", "?"));
                 if let Some(s) = self.sink(sink) {
                     s.functions.push(name);
                 }
@@ -960,7 +901,7 @@ impl FlowWalker {
                 }
             }
             "RangeVar" => {
-                let rel = relation_name(n);
+                let rel = range_var_name(n);
                 self.flow.relations.push(rel.clone());
                 if let Some(s) = self.sink(sink) {
                     s.relations.push(rel);

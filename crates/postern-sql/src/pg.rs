@@ -321,7 +321,7 @@ fn statement(v: &Value) -> Statement {
 }
 
 /// `{"Tag": {...}}` → (tag, fields).
-fn tagged(v: &Value) -> Option<(&str, &Map)> {
+pub(crate) fn tagged(v: &Value) -> Option<(&str, &Map)> {
     let o = v.as_object()?;
     if o.len() != 1 {
         return None;
@@ -331,7 +331,7 @@ fn tagged(v: &Value) -> Option<(&str, &Map)> {
 }
 
 /// `{"node": {"Tag": {...}}}` (a `Node`) → (tag, fields).
-fn node(v: &Value) -> Option<(&str, &Map)> {
+pub(crate) fn node(v: &Value) -> Option<(&str, &Map)> {
     let o = v.as_object()?;
     if o.len() != 1 {
         return None;
@@ -339,11 +339,11 @@ fn node(v: &Value) -> Option<(&str, &Map)> {
     tagged(o.get("node")?)
 }
 
-fn str_field<'a>(n: &'a Map, k: &str) -> &'a str {
+pub(crate) fn str_field<'a>(n: &'a Map, k: &str) -> &'a str {
     n.get(k).and_then(Value::as_str).unwrap_or("")
 }
 
-fn list<'a>(n: &'a Map, k: &str) -> &'a [Value] {
+pub(crate) fn list<'a>(n: &'a Map, k: &str) -> &'a [Value] {
     n.get(k)
         .and_then(Value::as_array)
         .map(Vec::as_slice)
@@ -359,7 +359,7 @@ fn is_present(n: &Map, k: &str) -> bool {
 }
 
 /// The strings of a list of `String` nodes (a qualified name).
-fn name_parts(items: &[Value]) -> Option<Vec<&str>> {
+pub(crate) fn name_parts(items: &[Value]) -> Option<Vec<&str>> {
     items
         .iter()
         .map(|i| match node(i) {
@@ -369,7 +369,7 @@ fn name_parts(items: &[Value]) -> Option<Vec<&str>> {
         .collect()
 }
 
-fn object_from_parts(parts: &[&str]) -> Option<ObjectName> {
+pub(crate) fn object_from_parts(parts: &[&str]) -> Option<ObjectName> {
     let own = |s: &&str| (*s).to_string();
     match parts {
         [name] => Some(ObjectName::bare(*name)),
@@ -399,7 +399,18 @@ fn is_func_call(o: &Map) -> bool {
     o.contains_key("funcname") && o.contains_key("agg_star")
 }
 
-fn is_select(o: &Map) -> bool {
+/// The name a RangeVar gives, as written (CTE names not told apart).
+pub(crate) fn range_var_name(rv: &Map) -> ObjectName {
+    let db = str_field(rv, "catalogname");
+    let schema = str_field(rv, "schemaname");
+    ObjectName {
+        database: (!db.is_empty()).then(|| db.to_string()),
+        schema: (!schema.is_empty()).then(|| schema.to_string()),
+        name: str_field(rv, "relname").to_string(),
+    }
+}
+
+pub(crate) fn is_select(o: &Map) -> bool {
     o.contains_key("larg") && o.contains_key("rarg") && o.contains_key("values_lists")
 }
 
@@ -454,17 +465,11 @@ impl Walker {
 
     /// A relation reference; `None` when it names a CTE in scope.
     fn relation(&self, rv: &Map) -> Option<ObjectName> {
-        let name = str_field(rv, "relname");
-        let schema = str_field(rv, "schemaname");
-        let db = str_field(rv, "catalogname");
-        if schema.is_empty() && db.is_empty() && self.ctes.iter().any(|c| c == name) {
+        let o = range_var_name(rv);
+        if o.schema.is_none() && o.database.is_none() && self.ctes.contains(&o.name) {
             return None;
         }
-        Some(ObjectName {
-            database: (!db.is_empty()).then(|| db.to_string()),
-            schema: (!schema.is_empty()).then(|| schema.to_string()),
-            name: name.to_string(),
-        })
+        Some(o)
     }
 
     fn relation_as(&mut self, rv: Option<&Value>, action: Action) {
