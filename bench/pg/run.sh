@@ -30,7 +30,12 @@
 #      (VmRSS of /proc/PID/status) per session. Each session also holds an upstream backend:
 #      a cluster this script starts gets max_connections = $BENCH_IDLE_CLIENTS + 100 (at
 #      least 300); a reused cluster must already allow that many.
-#   7. prints the tables and ratios, and writes them to $BENCH_OUT (raw pgbench output too).
+#   7. masking: a custom pgbench script that reads a 100-row range of a people table (id,
+#      name, email, card, salary, birth date) through Postern in MASKED mode twice — as
+#      "bencher_masked" (no masking rules) and as "bencher_masking" (a masking policy masks
+#      email and card: two masked columns in each of the 100 rows) — and directly; reports
+#      TPS and the ratio masking / masked (issue target: at least 0.80);
+#   8. prints the tables and ratios, and writes them to $BENCH_OUT (raw pgbench output too).
 #
 # The machine's cores are shared by pgbench, PostgreSQL and the proxy: absolute numbers
 # depend on the machine; the ratios between targets of the same run are what to compare.
@@ -50,6 +55,9 @@
 #   BENCH_SCALE            pgbench -i scale                         [10]
 #   BENCH_CONNECT_SECONDS  duration of the connection set-up runs (0 = skip)   [5]
 #   BENCH_IDLE_CLIENTS     idle sessions for the memory measurement (0 = skip) [200]
+#   BENCH_MASKING_SECONDS  duration of each masking-workload run (0 = skip; needs the
+#                          masked target)                           [10]
+#   BENCH_MASKING_CLIENTS  client counts of the masking workload    ["1 8"]
 #   BENCH_SSLMODE          sslmode of the benchmark clients         [disable]
 #   BENCH_OUT              results directory                        [target/bench/pg]
 #   BENCH_BUILD            0 = do not run cargo build               [1]
@@ -70,6 +78,8 @@ MAX_THREADS="${BENCH_MAX_THREADS:-2}"
 SCALE="${BENCH_SCALE:-10}"
 CONNECT_SECONDS="${BENCH_CONNECT_SECONDS:-5}"
 IDLE_CLIENTS="${BENCH_IDLE_CLIENTS:-200}"
+MASKING_SECONDS="${BENCH_MASKING_SECONDS:-10}"
+read -r -a MASKING_CLIENTS <<<"${BENCH_MASKING_CLIENTS:-1 8}"
 SSLMODE="${BENCH_SSLMODE:-disable}"
 OUT="${BENCH_OUT:-$POSTERN_ROOT/target/bench/pg}"
 POSTERN_BIN="${POSTERN_BIN:-$POSTERN_ROOT/target/release/postern}"
@@ -141,7 +151,7 @@ rss_kb() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status"; }
 proxy_pid() {
     case "$1" in
     relay) printf '%s\n' "$RELAY_PID" ;;
-    postern | masked) printf '%s\n' "$POSTERN_PID" ;;
+    postern | masked | masking) printf '%s\n' "$POSTERN_PID" ;;
     *) printf '\n' ;;
     esac
 }
@@ -172,6 +182,7 @@ POSTERN_DATA="$WORK/postern-data"
 POSTERN_USER="bencher"
 POSTERN_USER_PASS="bench-$(openssl rand -hex 12)"
 POSTERN_MASKED_USER="bencher_masked"
+POSTERN_MASKING_USER="bencher_masking"
 POSTERN_DATASOURCE="bench"
 # The line Postern prints once, on stdout, on first start.
 POSTERN_BOOTSTRAP_RE='bootstrap admin password: '
@@ -233,12 +244,35 @@ role:
     privileges:
       - allow: [SELECT]
         on: "$POSTERN_DATASOURCE.*.public.pgbench_*"
+      - allow: [SELECT]
+        on: "$POSTERN_DATASOURCE.*.public.postern_bench_*"
+  - name: bench_masking
+    credentials: [bench]
+    modes: {$POSTERN_DATASOURCE: masked}
+    masking: [bench-pii]
+    privileges:
+      - allow: [SELECT]
+        on: "$POSTERN_DATASOURCE.*.public.pgbench_*"
+      - allow: [SELECT]
+        on: "$POSTERN_DATASOURCE.*.public.postern_bench_*"
+masking-policies:
+  - name: bench-pii
+    rules:
+      - name: email
+        on: "$POSTERN_DATASOURCE.*.public.postern_bench_people.email"
+        function: email
+      - name: card
+        on: "$POSTERN_DATASOURCE.*.public.postern_bench_people.card"
+        function: credit_card
 user:
   - name: $POSTERN_USER
     roles: [bench]
     password: "$POSTERN_USER_PASS"
   - name: $POSTERN_MASKED_USER
     roles: [bench_masked]
+    password: "$POSTERN_USER_PASS"
+  - name: $POSTERN_MASKING_USER
+    roles: [bench_masking]
     password: "$POSTERN_USER_PASS"
 EOF
     postern_cli apply -f "$WORK/apply.yaml" || die "postern apply failed"
@@ -252,6 +286,10 @@ EOF
     T_USER[masked]="$POSTERN_MASKED_USER"
     T_PASS[masked]="$POSTERN_USER_PASS"
     T_DB[masked]="$POSTERN_DATASOURCE"
+    T_PORT[masking]="$POSTERN_PG_PORT"
+    T_USER[masking]="$POSTERN_MASKING_USER"
+    T_PASS[masking]="$POSTERN_USER_PASS"
+    T_DB[masking]="$POSTERN_DATASOURCE"
     log "postern: pid $POSTERN_PID, API 127.0.0.1:$POSTERN_API_PORT, PG 127.0.0.1:$POSTERN_PG_PORT"
 }
 # =============================================================================================
@@ -316,6 +354,23 @@ else
     "$PGBENCH" -i -q -s "$SCALE" -h "$POSTERN_TEST_PG_SOCKET_DIR" -p "$POSTERN_TEST_PG_PORT" \
         -U "$BENCH_ROLE" "$BENCH_DB" >"$OUT/logs/pgbench-init.log" 2>&1 ||
         die "pgbench -i failed (see $OUT/logs/pgbench-init.log)"
+fi
+# The people table of the masking workload (step 7): 10,000 rows, built once.
+if [[ "$(su_psql -d "$BENCH_DB" -c "select count(*) from postern_bench_people" 2>/dev/null || true)" != 10000 ]]; then
+    log "creating postern_bench_people (10,000 rows)"
+    su_psql -d "$BENCH_DB" <<'SQL'
+drop table if exists postern_bench_people;
+create table postern_bench_people (
+    id int primary key, name text not null, email text not null, card text not null,
+    salary numeric(10, 2) not null, born date not null);
+insert into postern_bench_people
+select i, 'Person ' || i, 'person' || i || '@example.com',
+       lpad((4000000000000000 + i * 7919)::text, 16, '0'),
+       20000 + (i * 37) % 90000, date '1950-01-01' + (i * 13) % 20000
+  from generate_series(1, 10000) i;
+analyze postern_bench_people;
+SQL
+    su_psql -d "$BENCH_DB" -c "alter table postern_bench_people owner to $BENCH_ROLE"
 fi
 T_PORT[direct]="$POSTERN_TEST_PG_PORT"
 T_USER[direct]="$BENCH_ROLE"
@@ -458,9 +513,58 @@ if ((IDLE_CLIENTS > 0)); then
     done
 fi
 
-# ---- 7. report -----------------------------------------------------------------------------
+# ---- 7. masking workload -------------------------------------------------------------------
+MASKING="$OUT/masking.tsv"
+printf 'target\tmode\tclients\ttps\tlatency_ms\tproxy_cpu_us_per_stmt\n' >"$MASKING"
+if ((MASKING_SECONDS > 0)) && has_target masked; then
+    mtargets=(masked masking)
+    if has_target direct; then mtargets=(direct "${mtargets[@]}"); fi
+    script="$WORK/masking.sql"
+    cat >"$script" <<'SQL'
+\set a random(1, 9901)
+select id, name, email, card, salary, born from postern_bench_people where id between :a and :a + 99;
+SQL
+    # The masked values really are masked (and the unmasked target sees them in clear).
+    seen="$(with_target masking "$PSQL" -X -q -At -c "select email, card from postern_bench_people where id = 1")"
+    [[ "$seen" == 'p***@example.com|************7919' ]] ||
+        die "masking target does not mask as expected: '$seen'"
+    seen="$(with_target masked "$PSQL" -X -q -At -c "select email from postern_bench_people where id = 1")"
+    [[ "$seen" == 'person1@example.com' ]] || die "masked target does not see clear values: '$seen'"
+    section "masking: 100-row result, two masked columns, ${MASKING_SECONDS}s per run"
+    for mode in "${MODES[@]}"; do
+        for clients in "${MASKING_CLIENTS[@]}"; do
+            threads=$((clients < MAX_THREADS ? clients : MAX_THREADS))
+            for t in "${mtargets[@]}"; do
+                logf="$OUT/logs/pgbench-masking-$t-$mode-c$clients.log"
+                pid="$(proxy_pid "$t")"
+                ticks0=""
+                [[ -n "$pid" ]] && ticks0="$(cpu_ticks "$pid")"
+                rc=0
+                with_target "$t" "$PGBENCH" -n -f "$script" -M "$mode" -T "$MASKING_SECONDS" \
+                    -c "$clients" -j "$threads" >"$logf" 2>&1 || rc=$?
+                tps="$(awk -F'[ =]+' '/^tps = / { print $2; exit }' "$logf")"
+                lat="$(awk '/^latency average = / { print $4; exit }' "$logf")"
+                txns="$(awk -F': ' '/^number of transactions actually processed/ { print $2; exit }' "$logf")"
+                cpu="-"
+                if [[ -n "$pid" && -n "$txns" && "$txns" != 0 ]]; then
+                    ticks1="$(cpu_ticks "$pid")"
+                    cpu="$(awk -v d="$((ticks1 - ticks0))" -v hz="$CLK_TCK" -v n="$txns" \
+                        'BEGIN { printf "%.1f", d / hz * 1e6 / n }')"
+                fi
+                if ((rc != 0)) || [[ -z "$tps" ]]; then
+                    warn "pgbench failed for masking workload $t $mode c=$clients (exit $rc): see $logf"
+                    tps="ERR" lat="-" cpu="-"
+                fi
+                printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$t" "$mode" "$clients" "$tps" "${lat:--}" "$cpu" >>"$MASKING"
+                log "masking workload: $t $mode c=$clients: tps=$tps latency=${lat:--}ms cpu/stmt=${cpu}us"
+            done
+        done
+    done
+fi
+
+# ---- 8. report -----------------------------------------------------------------------------
 section "results"
-python3 - "$RESULTS" "$CONNECT" "$IDLE" "$DURATION" <<'EOF' | tee "$OUT/summary.txt"
+python3 - "$RESULTS" "$CONNECT" "$IDLE" "$DURATION" "$MASKING" <<'EOF' | tee "$OUT/summary.txt"
 import csv, sys
 
 def rows(path):
@@ -565,6 +669,29 @@ if idle:
     print("-" * len(hdr))
     for r in idle:
         print(f"{r['target']:<10}{r['sessions']:>10}{r['rss_before_kb']:>15}{r['rss_after_kb']:>14}{r['kb_per_session']:>12}")
+
+masking = rows(sys.argv[5])
+if masking:
+    print()
+    print("Masking: 100-row result with two masked columns (email, credit_card) of six")
+    print("  masked = MASKED mode without masking rules; masking = MASKED mode with the two rules;")
+    print("  TPS/masked = masking / masked (target >= 0.80)")
+    by = {(r["mode"], r["clients"], r["target"]): r for r in masking}
+    hdr = f"{'mode':<9}{'clients':>8}  {'target':<9}{'TPS':>10}{'lat ms':>9}{'CPU us/stmt':>13}{'TPS/direct':>12}{'TPS/masked':>12}"
+    print(hdr)
+    print("-" * len(hdr))
+    prev = None
+    for r in masking:
+        k = (r["mode"], r["clients"])
+        if prev is not None and k != prev:
+            print()
+        prev = k
+        d = by.get(k + ("direct",))
+        m = by.get(k + ("masked",))
+        vs_d = ratio(r["tps"], d["tps"]) if d and r["target"] != "direct" else ""
+        vs_m = ratio(r["tps"], m["tps"]) if m and r["target"] == "masking" else ""
+        print(f"{r['mode']:<9}{r['clients']:>8}  {r['target']:<9}{fmt(r['tps'], '.0f'):>10}{fmt(r['latency_ms'], '.3f'):>9}"
+              f"{fmt(r['proxy_cpu_us_per_stmt'], '.1f'):>13}{vs_d:>12}{vs_m:>12}")
 EOF
 log ""
-log "results in $OUT (throughput.tsv, connect.tsv, idle.tsv, summary.txt, logs/)"
+log "results in $OUT (throughput.tsv, connect.tsv, idle.tsv, masking.tsv, summary.txt, logs/)"

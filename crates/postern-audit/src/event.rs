@@ -136,6 +136,9 @@ pub struct AuditEvent {
     /// An allow-and-alert firewall rule let the statement through.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub alert: bool,
+    /// Result columns whose values were masked, and by which rule.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub masked: Vec<MaskedColumn>,
     /// Extra structured detail (admin changes, counters).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub detail: Option<serde_json::Value>,
@@ -145,6 +148,18 @@ pub struct AuditEvent {
     /// SHA-256 over this event with `hash` empty (hex), assigned by the writer.
     #[serde(default)]
     pub hash: String,
+}
+
+/// A result column whose values Postern masked before they reached the client.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MaskedColumn {
+    /// The column's name in the result (as the server described it).
+    pub column: String,
+    /// The masking rule (`policy/rule`), with `(computed)` when the value was computed
+    /// from masked columns; `opaque result` for a function Postern cannot see into.
+    pub rule: String,
+    /// The masking function applied (`email`, `partial(0, 4)`, `full`, …).
+    pub function: String,
 }
 
 /// The current UTC time in the event format.
@@ -204,6 +219,7 @@ impl AuditEvent {
             rule: None,
             reason: None,
             alert: false,
+            masked: Vec::new(),
             detail: None,
             prev_hash: String::new(),
             hash: String::new(),

@@ -12,6 +12,6 @@ pub mod sink;
 pub mod writer;
 
 pub use chain::{verify_chain, ChainError, ChainHead};
-pub use event::{format_ts, now_ts, AuditEvent, Decision, EventKind, Protocol};
+pub use event::{format_ts, now_ts, AuditEvent, Decision, EventKind, MaskedColumn, Protocol};
 pub use sink::{AuditSink, JsonlSink, Sealed, SinkError};
 pub use writer::{AuditClosed, AuditLog, AuditWriter};

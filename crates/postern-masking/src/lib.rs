@@ -117,6 +117,33 @@ pub enum MaskFn {
     DateYearOnly,
 }
 
+/// The function as [`MaskFn::parse`] reads it back (quotes in a regex doubled).
+impl std::fmt::Display for MaskFn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            MaskFn::Full => f.write_str("full"),
+            MaskFn::Partial {
+                keep_first,
+                keep_last,
+            } => write!(f, "partial({keep_first}, {keep_last})"),
+            MaskFn::Hash => f.write_str("hash"),
+            MaskFn::Null => f.write_str("null"),
+            MaskFn::Email => f.write_str("email"),
+            MaskFn::CreditCard => f.write_str("credit_card"),
+            MaskFn::Regex {
+                pattern,
+                replacement,
+            } => write!(
+                f,
+                "regex('{}', '{}')",
+                pattern.as_str().replace('\'', "''"),
+                replacement.replace('\'', "''")
+            ),
+            MaskFn::DateYearOnly => f.write_str("date_year_only"),
+        }
+    }
+}
+
 /// A masking function that cannot be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("masking function {spec:?}: {message}")]
@@ -284,8 +311,12 @@ impl MaskFn {
         if binary {
             self.apply_binary(value, class, key)
         } else {
-            self.apply_text(&String::from_utf8_lossy(value), class, key)
-                .map(String::into_bytes)
+            // Strict UTF-8 check first: much faster than the lossy decoder on clean text.
+            let text = match std::str::from_utf8(value) {
+                Ok(s) => std::borrow::Cow::Borrowed(s),
+                Err(_) => String::from_utf8_lossy(value),
+            };
+            self.apply_text(&text, class, key).map(String::into_bytes)
         }
     }
 }
@@ -337,44 +368,49 @@ fn partial(value: &str, keep_first: usize, keep_last: usize) -> String {
         // Keeping that much would reveal everything: star it all.
         return "*".repeat(n.max(1));
     }
-    value
-        .chars()
-        .enumerate()
-        .map(|(i, c)| {
-            if i < keep_first || i >= n - keep_last {
-                c
-            } else {
-                '*'
-            }
-        })
-        .collect()
+    let mut out = String::with_capacity(value.len());
+    for (i, c) in value.chars().enumerate() {
+        out.push(if i < keep_first || i >= n - keep_last {
+            c
+        } else {
+            '*'
+        });
+    }
+    out
 }
 
 fn email(value: &str) -> String {
     match value.rsplit_once('@') {
         Some((local, domain)) if !local.is_empty() && !domain.is_empty() => {
-            let first: String = local.chars().take(1).collect();
-            format!("{first}***@{domain}")
+            // Rows stream through here: one allocation of the exact size.
+            let first = local.chars().next().map_or(0, char::len_utf8);
+            let mut out = String::with_capacity(first + 4 + domain.len());
+            out.push_str(&local[..first]);
+            out.push_str("***@");
+            out.push_str(domain);
+            out
         }
         _ => "****".into(),
     }
 }
 
 fn credit_card(value: &str) -> String {
-    let digits = value.chars().filter(char::is_ascii_digit).count();
+    let digits = value.bytes().filter(u8::is_ascii_digit).count();
     let mut seen = 0;
-    value
-        .chars()
-        .map(|c| {
-            if c.is_ascii_digit() {
+    // Only ASCII digits change, into ASCII '*': the bytes stay valid UTF-8.
+    let masked: Vec<u8> = value
+        .bytes()
+        .map(|b| {
+            if b.is_ascii_digit() {
                 seen += 1;
                 if seen + 4 <= digits {
-                    return '*';
+                    return b'*';
                 }
             }
-            c
+            b
         })
-        .collect()
+        .collect();
+    String::from_utf8(masked).unwrap_or_else(|_| "****".into())
 }
 
 fn mac(value: &str, key: &[u8]) -> [u8; 32] {

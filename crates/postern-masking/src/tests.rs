@@ -200,3 +200,26 @@ proptest::proptest! {
         proptest::prop_assert!(kept <= first + last);
     }
 }
+
+#[test]
+fn display_reads_back_as_the_same_function() {
+    for spec in [
+        "full",
+        "partial(2, 4)",
+        "hash",
+        "null",
+        "email",
+        "credit_card",
+        "regex('it''s (\\d+)', '#$1''')",
+        "date_year_only",
+    ] {
+        let f = MaskFn::parse(spec).unwrap();
+        assert_eq!(f.to_string(), spec);
+        let again = MaskFn::parse(&f.to_string()).unwrap();
+        assert_eq!(again.to_string(), spec);
+        assert_eq!(
+            again.apply_text("it's 42", ColumnClass::Text, b"k"),
+            f.apply_text("it's 42", ColumnClass::Text, b"k")
+        );
+    }
+}

@@ -12,6 +12,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
 use bytes::BytesMut;
+use postern_audit::MaskedColumn;
 use postern_masking::ColumnClass;
 use postern_policy::{Mask, SessionMasking, StatementMask};
 
@@ -21,8 +22,9 @@ use crate::codec::{cstr_bytes, CodecError};
 pub type Plans = Arc<Vec<Option<StatementMask>>>;
 
 /// One result column as the server described it.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct Column {
+    name: Box<str>,
     table: u32,
     attnum: i16,
     type_oid: u32,
@@ -69,6 +71,9 @@ pub struct Masker {
     current: Option<Vec<Option<ColumnMask>>>,
     /// The current Execute's masks were worked out.
     current_set: bool,
+    /// The columns of the result now starting that are masked, for the audit trail (see
+    /// [`Masker::take_masked`]).
+    noted: Vec<MaskedColumn>,
 }
 
 fn int16(b: &[u8], at: usize) -> Option<i16> {
@@ -90,9 +95,10 @@ fn row_description(body: &[u8]) -> Option<Vec<Column>> {
     let mut at = 2;
     let mut cols = Vec::with_capacity(n.min(1664));
     for _ in 0..n {
-        let (_, rest) = cstr_bytes(body.get(at..)?)?;
+        let (name, rest) = cstr_bytes(body.get(at..)?)?;
         at = body.len() - rest.len();
         cols.push(Column {
+            name: String::from_utf8_lossy(name).into(),
             table: int32(body, at)?,
             attnum: int16(body, at + 4)?,
             type_oid: int32(body, at + 6)?,
@@ -114,7 +120,14 @@ impl Masker {
             queue: VecDeque::new(),
             current: None,
             current_set: false,
+            noted: Vec::new(),
         }
+    }
+
+    /// The masked columns of the result that just started (after a RowDescription or the
+    /// first DataRow of an Execute), once: the relay hands them to the statement tracker.
+    pub fn take_masked(&mut self) -> Option<Vec<MaskedColumn>> {
+        (!self.noted.is_empty()).then(|| std::mem::take(&mut self.noted))
     }
 
     /// Whether DataRow messages arriving now must be looked at.
@@ -196,9 +209,25 @@ impl Masker {
         }
     }
 
-    /// A server message; returns the replacement of a DataRow whose values were masked,
-    /// or an error for a row of a masked result that cannot be read.
-    pub fn server_message(&mut self, ty: u8, body: &[u8]) -> Result<Option<BytesMut>, CodecError> {
+    /// Whether the DataRow that just arrived must be rewritten ([`Masker::rewrite_row`]).
+    pub fn masks_row(&mut self) -> bool {
+        if !self.current_set {
+            self.start_execute();
+        }
+        self.current.is_some()
+    }
+
+    /// Appends to `out` the DataRow `body` (a row of the current result) as a whole message
+    /// with its masked columns' values replaced. A row that cannot be read cannot be
+    /// masked: it is an error, and it must not reach the client.
+    pub fn rewrite_row(&self, body: &[u8], out: &mut BytesMut) -> Result<(), CodecError> {
+        let masks = self.current.as_deref().unwrap_or_default();
+        rewrite_row(body, masks, &self.masking, &self.key[..], out)
+            .ok_or(CodecError::Malformed("DataRow"))
+    }
+
+    /// A server message other than DataRow (see [`Masker::masks_row`]).
+    pub fn server_message(&mut self, ty: u8, body: &[u8]) {
         match ty {
             b'T' => {
                 let cols = row_description(body).map(Arc::new);
@@ -229,11 +258,11 @@ impl Masker {
                             .and_then(|p| p.get(*index).cloned().flatten());
                         let cols = cols.unwrap_or_default();
                         self.current = self.masks(&cols, &[], plan.as_ref(), false);
+                        self.note(&cols);
                         self.current_set = true;
                     }
                     _ => {}
                 }
-                Ok(None)
             }
             b'n' => {
                 if matches!(
@@ -242,19 +271,6 @@ impl Masker {
                 ) {
                     self.queue.pop_front();
                 }
-                Ok(None)
-            }
-            b'D' => {
-                if !self.current_set {
-                    self.start_execute();
-                }
-                let Some(masks) = self.current.as_ref() else {
-                    return Ok(None);
-                };
-                // A row that cannot be read cannot be masked: it must not reach the client.
-                rewrite_row(body, masks, &self.masking, &self.key[..])
-                    .map(Some)
-                    .ok_or(CodecError::Malformed("DataRow"))
             }
             b'C' | b'I' | b's' => {
                 self.current = None;
@@ -266,7 +282,6 @@ impl Masker {
                     }
                     _ => {}
                 }
-                Ok(None)
             }
             b'E' => {
                 self.current = None;
@@ -282,7 +297,6 @@ impl Masker {
                 ) {
                     self.queue.pop_front();
                 }
-                Ok(None)
             }
             b'Z' => {
                 self.current = None;
@@ -292,9 +306,8 @@ impl Masker {
                         break;
                     }
                 }
-                Ok(None)
             }
-            _ => Ok(None),
+            _ => {}
         }
     }
 
@@ -307,7 +320,8 @@ impl Masker {
         let Some(p) = self.portals.get(portal) else {
             return;
         };
-        self.current = match &p.columns {
+        let columns = p.columns.clone();
+        self.current = match &columns {
             Some(cols) => self.masks(cols, &p.formats, p.plan.as_ref(), true),
             // Never described: nothing says which column is which, so every value of a
             // statement that reads masked data is masked (NULL: the type is unknown).
@@ -324,6 +338,41 @@ impl Masker {
                 })
             }),
         };
+        match &columns {
+            Some(cols) => self.note(cols),
+            None => {
+                if let Some(m) = self
+                    .current
+                    .as_ref()
+                    .and_then(|c| c.first().copied().flatten())
+                {
+                    self.noted = vec![MaskedColumn {
+                        column: "*".into(),
+                        rule: self.masking.describe(m.mask),
+                        function: "null".into(),
+                    }];
+                }
+            }
+        }
+    }
+
+    /// Notes which of `cols` the current masks cover.
+    fn note(&mut self, cols: &[Column]) {
+        let Some(current) = &self.current else {
+            return;
+        };
+        self.noted = cols
+            .iter()
+            .zip(current)
+            .filter_map(|(c, m)| {
+                let m = (*m)?;
+                Some(MaskedColumn {
+                    column: c.name.to_string(),
+                    rule: self.masking.describe(m.mask),
+                    function: self.masking.function(m.mask).to_string(),
+                })
+            })
+            .collect();
     }
 
     fn masks(
@@ -382,49 +431,77 @@ fn result_formats(rest: &[u8]) -> Option<Vec<i16>> {
     (0..nr).map(|i| int16(rest, at + i * 2)).collect()
 }
 
-/// A DataRow with the masked columns' values replaced; `None` when it is malformed (the
-/// client then gets it as the server sent it, which the server never does) or has no value
-/// to mask.
+/// Appends the DataRow `body` as a whole message with the masked columns' values replaced
+/// (values of other columns copied as they are). `None`, with `out` left as it was, when the
+/// row is malformed.
 fn rewrite_row(
     body: &[u8],
     masks: &[Option<ColumnMask>],
     masking: &SessionMasking,
     key: &[u8],
-) -> Option<BytesMut> {
+    out: &mut BytesMut,
+) -> Option<()> {
+    let start = out.len();
+    let done = append_masked_row(body, masks, masking, key, out);
+    if done.is_none() {
+        out.truncate(start);
+    }
+    done
+}
+
+fn append_masked_row(
+    body: &[u8],
+    masks: &[Option<ColumnMask>],
+    masking: &SessionMasking,
+    key: &[u8],
+    out: &mut BytesMut,
+) -> Option<()> {
+    let start = out.len();
     let n = usize::try_from(int16(body, 0)?).ok()?;
-    let mut out = BytesMut::with_capacity(body.len() + 5 + 16 * masks.len().min(n));
+    out.reserve(body.len() + 5 + 16 * masks.len().min(n));
     out.extend_from_slice(&[b'D', 0, 0, 0, 0]);
     out.extend_from_slice(&body[..2]);
     let mut at = 2;
     for i in 0..n {
         let len = int32(body, at)? as i32;
-        at += 4;
         let value = if len >= 0 {
-            let end = at.checked_add(len as usize)?;
-            let v = body.get(at..end)?;
-            at = end;
-            Some(v)
+            let end = (at + 4).checked_add(len as usize)?;
+            let v = body.get(at + 4..end)?;
+            Some((v, end))
         } else {
             None
         };
-        let masked = match (masks.get(i).copied().flatten(), value) {
-            (Some(m), Some(v)) => masking.function(m.mask).apply(v, m.binary, m.class, key),
-            (_, v) => v.map(<[u8]>::to_vec),
-        };
-        match masked {
-            Some(v) => {
-                out.extend_from_slice(&(v.len() as i32).to_be_bytes());
-                out.extend_from_slice(&v);
+        match masks.get(i).copied().flatten() {
+            None => {
+                // Unmasked: length word and value as they came.
+                let end = value.map_or(at + 4, |(_, end)| end);
+                out.extend_from_slice(body.get(at..end)?);
+                at = end;
             }
-            None => out.extend_from_slice(&(-1i32).to_be_bytes()),
+            Some(m) => {
+                let masked = value.and_then(|(v, end)| {
+                    at = end;
+                    masking.function(m.mask).apply(v, m.binary, m.class, key)
+                });
+                if value.is_none() {
+                    at += 4;
+                }
+                match masked {
+                    Some(v) => {
+                        out.extend_from_slice(&i32::try_from(v.len()).ok()?.to_be_bytes());
+                        out.extend_from_slice(&v);
+                    }
+                    None => out.extend_from_slice(&(-1i32).to_be_bytes()),
+                }
+            }
         }
     }
     if at != body.len() {
         return None;
     }
-    let len = u32::try_from(out.len() - 1).ok()?;
-    out[1..5].copy_from_slice(&len.to_be_bytes());
-    Some(out)
+    let len = u32::try_from(out.len() - start - 1).ok()?;
+    out[start + 1..start + 5].copy_from_slice(&len.to_be_bytes());
+    Some(())
 }
 
 #[cfg(test)]
@@ -506,7 +583,7 @@ mod tests {
         desc.extend(4i16.to_be_bytes());
         desc.extend((-1i32).to_be_bytes());
         desc.extend(format.to_be_bytes());
-        m.server_message(b'T', &desc)?;
+        m.server_message(b'T', &desc);
         let mut row = 1i16.to_be_bytes().to_vec();
         let value: Vec<u8> = if format == 1 {
             7i32.to_be_bytes().to_vec()
@@ -515,7 +592,18 @@ mod tests {
         };
         row.extend((value.len() as i32).to_be_bytes());
         row.extend(value);
-        m.server_message(b'D', &row)
+        data_row(m, &row)
+    }
+
+    /// What the relay does with a DataRow: the rewritten message, if it is rewritten.
+    fn data_row(m: &mut Masker, row: &[u8]) -> Result<Option<BytesMut>, CodecError> {
+        if !m.masks_row() {
+            return Ok(None);
+        }
+        let mut out = BytesMut::from(&b"before"[..]);
+        m.rewrite_row(row, &mut out)?;
+        assert_eq!(&out[..6], b"before", "appends");
+        Ok(Some(out.split_off(6)))
     }
 
     fn masker() -> Masker {
@@ -538,12 +626,12 @@ mod tests {
         // The next Execute of the same portal; its row claims more bytes than it has.
         let mut execute = cstr("");
         execute.extend(0i32.to_be_bytes());
-        m.server_message(b'Z', b"I").unwrap();
+        m.server_message(b'Z', b"I");
         m.client_message(b'E', &execute, None);
         let mut row = 1i16.to_be_bytes().to_vec();
         row.extend(10i32.to_be_bytes());
         row.extend([1, 2]);
-        assert!(m.server_message(b'D', &row).is_err());
+        assert!(data_row(&mut m, &row).is_err());
     }
 
     const TYPES: &[u32] = &[
@@ -580,7 +668,8 @@ mod tests {
                     binary: *binary,
                 }))
                 .collect();
-            let out = rewrite_row(&body, &cms, &m, b"key").expect("well-formed input");
+            let mut out = BytesMut::new();
+            rewrite_row(&body, &cms, &m, b"key", &mut out).expect("well-formed input");
             prop_assert_eq!(out[0], b'D');
             let len = u32::from_be_bytes([out[1], out[2], out[3], out[4]]) as usize;
             prop_assert_eq!(len, out.len() - 1);
@@ -608,8 +697,10 @@ mod tests {
         fn malformed_rows_give_none(body in prop::collection::vec(any::<u8>(), 0..64)) {
             let m = masking();
             let cms = vec![None; 4];
-            if let Some(out) = rewrite_row(&body, &cms, &m, b"key") {
-                prop_assert_eq!(&out[5..], &body[..]);
+            let mut out = BytesMut::from(&b"xy"[..]);
+            match rewrite_row(&body, &cms, &m, b"key", &mut out) {
+                Some(()) => prop_assert_eq!(&out[7..], &body[..]),
+                None => prop_assert_eq!(&out[..], b"xy"),
             }
         }
     }

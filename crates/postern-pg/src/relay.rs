@@ -84,6 +84,10 @@ struct Direction {
     unflushed: bool,
     /// Processing stopped at a message the gate will judge after a policy reload.
     held: bool,
+    /// Where the processed bytes are rebuilt when messages are replaced (masked rows,
+    /// refusals): one copy per batch instead of moving the buffer's tail per message.
+    /// Empty between batches; its allocation is kept.
+    out: BytesMut,
 }
 
 impl Direction {
@@ -97,6 +101,7 @@ impl Direction {
             eof: false,
             unflushed: false,
             held: false,
+            out: BytesMut::new(),
         }
     }
 
@@ -119,13 +124,25 @@ impl Direction {
         }
     }
 
-    /// Replaces the `len` bytes at `fwd` (one message) with `with`. Only refusals take
-    /// this path, so the copy of what follows does not matter.
-    fn splice(&mut self, len: usize, with: &[u8]) {
-        let tail = self.buf.split_off(self.fwd + len);
-        self.buf.truncate(self.fwd);
-        self.buf.extend_from_slice(with);
-        self.buf.extend_from_slice(&tail);
+    /// Makes `out` hold the processed bytes up to `fwd` (the message at `fwd` is being
+    /// replaced); `copied` is how much of `buf` `out` already stands for.
+    fn rebuild_to_fwd(&mut self, copied: Option<usize>) {
+        let from = copied.unwrap_or(0);
+        self.out.extend_from_slice(&self.buf[from..self.fwd]);
+    }
+
+    /// Ends a batch with replaced messages: `buf` becomes `out` followed by what of `buf`
+    /// was not replaced, positions moved accordingly.
+    fn finish_rebuild(&mut self, copied: usize) {
+        let (old_len, new_len) = (copied, self.out.len());
+        self.out.extend_from_slice(&self.buf[copied..]);
+        std::mem::swap(&mut self.buf, &mut self.out);
+        self.out.clear();
+        let moved = |at: usize| at - old_len + new_len;
+        self.fwd = moved(self.fwd);
+        if self.need > 0 {
+            self.need = moved(self.need);
+        }
     }
 
     /// Advances `fwd` over every message (or streamed part of one) now available. Returns
@@ -135,6 +152,23 @@ impl Direction {
         tracker: &mut Tracker,
         gate: &mut Option<Gate>,
         masker: &mut Option<Masker>,
+    ) -> Result<bool, CodecError> {
+        let mut copied = None;
+        let held = self.process_messages(tracker, gate, masker, &mut copied)?;
+        if let Some(copied) = copied {
+            self.finish_rebuild(copied);
+        }
+        Ok(held)
+    }
+
+    /// [`Direction::process`]'s loop; `copied` is set once a message is replaced and then
+    /// tells how much of `buf` is already rebuilt in `out`.
+    fn process_messages(
+        &mut self,
+        tracker: &mut Tracker,
+        gate: &mut Option<Gate>,
+        masker: &mut Option<Masker>,
+        copied: &mut Option<usize>,
     ) -> Result<bool, CodecError> {
         loop {
             let avail = self.buf.len() - self.fwd;
@@ -198,18 +232,31 @@ impl Direction {
                     (Side::Server, Some(g)) => match g.server_message(ty, body) {
                         Some(with) => {
                             if let Some(m) = masker.as_mut() {
-                                m.server_message(ty, &with[5..])?;
+                                m.server_message(ty, &with[5..]);
                             }
                             tracker.server_message(ty, &with[5..]);
                             Some(with)
                         }
-                        None if ty == b'D' => match masker.as_mut() {
-                            Some(m) => m.server_message(ty, body)?,
-                            None => None,
-                        },
+                        None if ty == b'D' => {
+                            if let Some(m) = masker.as_mut() {
+                                if m.masks_row() {
+                                    if let Some(cols) = m.take_masked() {
+                                        tracker.masked(cols);
+                                    }
+                                    let from = copied.unwrap_or(0);
+                                    self.out.extend_from_slice(&self.buf[from..self.fwd]);
+                                    m.rewrite_row(body, &mut self.out)?;
+                                    *copied = Some(self.fwd + total);
+                                }
+                            }
+                            None
+                        }
                         None => {
                             if let Some(m) = masker.as_mut() {
-                                m.server_message(ty, body)?;
+                                m.server_message(ty, body);
+                                if let Some(cols) = m.take_masked() {
+                                    tracker.masked(cols);
+                                }
                             }
                             let before = tracker.completed.len();
                             tracker.server_message(ty, body);
@@ -220,13 +267,11 @@ impl Direction {
                         }
                     },
                 };
-                let total = match replacement {
-                    Some(with) => {
-                        self.splice(total, &with);
-                        with.len()
-                    }
-                    None => total,
-                };
+                if let Some(with) = replacement {
+                    self.rebuild_to_fwd(*copied);
+                    self.out.extend_from_slice(&with);
+                    *copied = Some(self.fwd + total);
+                }
                 self.fwd += total;
             } else {
                 let n = total.min(rest.len());

@@ -893,6 +893,7 @@ fn statement_event(
         e.command_tag = Some(done.tags);
     }
     e.rows = done.rows;
+    e.masked = done.masked;
     e.duration_us = Some(done.duration.as_micros() as u64);
     if let Some(r) = &done.ruling {
         rule_on(inner, &mut e, r);

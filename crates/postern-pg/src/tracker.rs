@@ -38,6 +38,8 @@ pub struct Completed {
     pub ruling: Option<Arc<Ruling>>,
     /// For a simple query: the transaction status of the ReadyForQuery that ended it.
     pub ready_status: Option<u8>,
+    /// Result columns Postern masked.
+    pub masked: Vec<postern_audit::MaskedColumn>,
 }
 
 #[derive(Debug)]
@@ -49,6 +51,7 @@ struct Open {
     tags: String,
     rows: Option<u64>,
     error: Option<(String, String)>,
+    masked: Vec<postern_audit::MaskedColumn>,
 }
 
 impl Open {
@@ -61,6 +64,7 @@ impl Open {
             tags: String::new(),
             rows: None,
             error: None,
+            masked: Vec::new(),
         }
     }
     fn tag(&mut self, tag: &str) {
@@ -86,6 +90,7 @@ impl Open {
             error: self.error,
             duration: self.start.elapsed(),
             standard_conforming_strings: self.standard_conforming_strings,
+            masked: self.masked,
         }
     }
 }
@@ -253,6 +258,21 @@ impl Tracker {
             _ => {}
         }
         Ok(())
+    }
+
+    /// Notes masked result columns on the statement whose results are arriving.
+    pub fn masked(&mut self, mut cols: Vec<postern_audit::MaskedColumn>) {
+        if let Some(Pending::Query(o) | Pending::Execute(o)) = self
+            .queue
+            .iter_mut()
+            .find(|p| matches!(p, Pending::Query(_) | Pending::Execute(_)))
+        {
+            for c in cols.drain(..) {
+                if !o.masked.contains(&c) {
+                    o.masked.push(c);
+                }
+            }
+        }
     }
 
     /// Feeds a message the server sent (type byte and body).

@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use postern_e2e::{pg, unique, Postern, Upstream};
+use postern_store::AuditFilter;
 use tokio_postgres::types::{FromSql, Type};
 
 const EMAIL: &str = "alice@corp.example";
@@ -150,6 +151,22 @@ async fn masked_in_text_and_binary_clear_for_exempt() {
     let (_, again) = f.psql("analyst", "select uid from customers");
     assert_eq!(again.trim(), masked_uid);
 
+    let (ok, out) = f.psql("analyst", "select upper(email) as shout from customers");
+    assert!(ok, "{out}");
+    assert_eq!(out.trim(), "****");
+
+    // A result far larger than one read: every row masked, none lost or mis-framed.
+    let (ok, out) = f.psql(
+        "analyst",
+        "select c.ssn, g, c.name from customers c, generate_series(1, 20000) g order by g",
+    );
+    assert!(ok, "{}", &out[..out.len().min(500)]);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 20000);
+    for (i, line) in lines.iter().enumerate() {
+        assert_eq!(*line, format!("*******6789|{}|Alice", i + 1));
+    }
+
     // The exempt user sees everything in clear.
     let (ok, clear) = f.psql(
         "auditor",
@@ -200,6 +217,60 @@ async fn masked_in_text_and_binary_clear_for_exempt() {
         let ssn: String = r.get(0);
         assert_eq!(ssn, "*******6789");
     }
+
+    // The audit trail says which columns were masked by which rule.
+    let events = f
+        .postern
+        .audit(AuditFilter {
+            user: Some("analyst".into()),
+            kind: Some("statement".into()),
+            limit: Some(1000),
+            ..AuditFilter::default()
+        })
+        .await;
+    let of = |prefix: &str| {
+        events
+            .iter()
+            .find(|e| {
+                e.statement
+                    .as_deref()
+                    .is_some_and(|s| s.starts_with(prefix))
+            })
+            .unwrap_or_else(|| panic!("no event for {prefix}"))
+    };
+    let masked = |e: &postern_audit::AuditEvent| -> Vec<(String, String, String)> {
+        e.masked
+            .iter()
+            .map(|m| (m.column.clone(), m.rule.clone(), m.function.clone()))
+            .collect()
+    };
+    let t = |c: &str, r: &str, f: &str| (c.to_string(), r.to_string(), f.to_string());
+    // Simple query (psql).
+    assert_eq!(
+        masked(of("select id, name, email, card, ssn")),
+        vec![
+            t("email", "pii/emails", "email"),
+            t("card", "pii/cards", "credit_card"),
+            t("ssn", "pii/ssn", "partial(0, 4)"),
+            t("salary", "pii/salary", "full"),
+            t("birth", "pii/birth", "date_year_only"),
+            t("uid", "pii/uid", "hash"),
+        ]
+    );
+    // Extended protocol, and a computed column.
+    assert_eq!(
+        masked(of("select ssn, uid from customers")),
+        vec![
+            t("ssn", "pii/ssn", "partial(0, 4)"),
+            t("uid", "pii/uid", "hash")
+        ]
+    );
+    assert_eq!(
+        masked(of("select upper(email) as shout")),
+        vec![t("shout", "pii/emails (computed)", "full")]
+    );
+    let e = of("select email, ssn, salary, birth, uid, name from customers where id = $1");
+    assert_eq!(masked(e).len(), 5, "{e:?}");
     f.done().await;
 }
 
