@@ -13,6 +13,7 @@ pub mod codec;
 pub mod frame_io;
 pub mod gate;
 pub mod masker;
+pub mod probe;
 pub mod proxy;
 pub mod relay;
 mod session;

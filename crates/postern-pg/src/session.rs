@@ -498,21 +498,7 @@ async fn handshake<'a>(
             ident.ip,
         );
         // Masking rules that may cover something here: ask the catalog what they cover.
-        let levels: Vec<[String; 3]> = if policy.mode == postern_policy::Mode::Passthrough {
-            Vec::new()
-        } else {
-            policy
-                .masking
-                .iter()
-                .flat_map(|p| &p.rules)
-                .filter(|r| {
-                    !policy.revealed.contains(&r.name)
-                        && r.pattern
-                            .covers_database(&policy.datasource, &policy.database)
-                })
-                .map(|r| r.pattern.level_regexes())
-                .collect()
-        };
+        let levels = crate::probe::masking_levels(&policy);
         let mut masker = None;
         if !levels.is_empty() {
             let catalog = upstream::mask_catalog(

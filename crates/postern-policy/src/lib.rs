@@ -20,7 +20,9 @@ pub use judge::{
     allow_list_form, apply_effects, decide_in, judge, Arrival, Judgement, Policy, Refusal,
     SessionView,
 };
-pub use mask_plan::{CatalogRelation, How, Mask, MaskCatalog, SessionMasking, StatementMask};
+pub use mask_plan::{
+    CatalogRelation, How, Mask, MaskCatalog, PlannedMask, SessionMasking, StatementMask,
+};
 pub use masking::{rule_for, MaskingPolicy, MaskingRule};
 pub use privilege::{
     check, Check, ColumnPattern, ColumnRef, Effect, ObjectPattern, PatternError, Privilege,

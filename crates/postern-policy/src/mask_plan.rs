@@ -116,6 +116,18 @@ impl StatementMask {
     }
 }
 
+/// One masked result column, in words (see [`SessionMasking::explain`]).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct PlannedMask {
+    /// `#N`: the Nth result column written in the statement (`#N (table.column)` for a
+    /// column a `*` expands to).
+    pub column: String,
+    /// The rule (`policy/rule`, `(computed)` when the value is computed from it).
+    pub rule: String,
+    /// The masking function applied.
+    pub function: String,
+}
+
 /// A session's masking: its rules, the masked source columns, and the catalog facts the
 /// lineage needs.
 #[derive(Debug)]
@@ -315,6 +327,49 @@ impl SessionMasking {
             (Some(r), _) => format!("{} (computed)", r.name),
             (None, _) => "opaque result".into(),
         }
+    }
+
+    /// What [`SessionMasking::plan`] means for a statement, in words (for `postern policy
+    /// check`): per result column written in the statement (`#1`, `#2`, …) its mask, and
+    /// for a `*` the masked columns of the relations it reads. Empty when nothing is masked.
+    pub fn explain(
+        &self,
+        facts: &StatementFacts,
+        plan: &StatementMask,
+        search_path: &[String],
+    ) -> Vec<PlannedMask> {
+        let words = |column: String, mask: Mask| PlannedMask {
+            column,
+            rule: self.describe(mask),
+            function: self.function(mask).to_string(),
+        };
+        let Some(outs) = &facts.flow.outputs else {
+            return plan
+                .fallback
+                .map(|m| vec![words("every column".into(), m)])
+                .unwrap_or_default();
+        };
+        let mut planned = Vec::new();
+        for (i, out) in outs.iter().enumerate() {
+            if out.expands || out.refs.star {
+                for r in &facts.flow.relations {
+                    for oid in self.resolve(r, search_path) {
+                        for (name, taint) in self.masked_names.get(&oid).into_iter().flatten() {
+                            if let Some(m) = self.mask_of(taint) {
+                                planned.push(words(format!("#{} ({}.{name})", i + 1, r.name), m));
+                            }
+                        }
+                    }
+                }
+            } else if let Some(m) = plan
+                .outputs
+                .as_ref()
+                .and_then(|o| o.get(i).copied().flatten())
+            {
+                planned.push(words(format!("#{}", i + 1), m));
+            }
+        }
+        planned
     }
 
     /// The mask of a result column the server says comes from column `attnum` of the

@@ -32,7 +32,7 @@ mod error;
 mod extract;
 mod login;
 mod ops;
-mod policy_routes;
+pub mod policy_routes;
 mod resources;
 mod serve;
 
@@ -62,6 +62,9 @@ pub struct ApiState {
     pub metrics: Arc<prometheus_client::registry::Registry>,
     /// Lifetime of the tokens `auth/login` issues.
     pub token_ttl: Duration,
+    /// Reads the upstream catalog a session's masking needs, so `policy/check` can show
+    /// the masking plan (`None`: the check shows decisions only).
+    pub masking_probe: Option<Arc<dyn policy_routes::MaskingProbe>>,
 }
 
 /// The API as an axum router, without TLS: [`serve`] runs it over HTTPS; tests call it

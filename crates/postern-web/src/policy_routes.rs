@@ -4,7 +4,13 @@
 use axum::extract::State;
 use axum::Json;
 use postern_core::Permission;
-use postern_policy::{judge, Arrival, Decision, FirewallVerdict, Mode, SessionView};
+use std::collections::HashMap;
+
+use postern_core::DatasourceSpec;
+use postern_policy::{
+    judge, Arrival, Decision, FirewallVerdict, Mode, PlannedMask, Policy, SessionMasking,
+    SessionView,
+};
 use postern_sql::mask::log_text;
 use postern_sql::pg::{analyse, split_statements, LexSettings};
 use postern_sql::Statement;
@@ -13,6 +19,22 @@ use serde::{Deserialize, Serialize};
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::ApiState;
+
+/// Works out the masking a user's session on a datasource would get (the upstream catalog
+/// it reads is needed to know what the rules cover). The server wires in the PostgreSQL
+/// proxy's implementation; the API crate stays free of wire protocols.
+#[async_trait::async_trait]
+pub trait MaskingProbe: Send + Sync {
+    /// `Ok(None)` when no masking rule may apply; else the session's masking (`None`
+    /// inside when the rules cover nothing there) and its search_path. Errors say what
+    /// failed, for the admin.
+    async fn session_masking(
+        &self,
+        user: &str,
+        ds: &DatasourceSpec,
+        policy: &Policy,
+    ) -> Result<Option<(Option<SessionMasking>, Vec<String>)>, String>;
+}
 
 /// Longest SQL text accepted for a check.
 const MAX_SQL: usize = 256 * 1024;
@@ -41,6 +63,20 @@ pub struct StatementVerdict {
     analysis: Statement,
     /// Allowed or denied, and why.
     decision: Decision,
+    /// The result columns Postern would mask.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    masked: Vec<PlannedMask>,
+}
+
+/// Whether masking applies, as far as the check could tell.
+#[derive(Serialize)]
+pub struct MaskingStatus {
+    /// Rules (`policy/rule`) the user is subject to on this datasource and database.
+    rules: Vec<String>,
+    /// Why the masking plan could not be worked out (the upstream catalog could not be
+    /// read): the decisions shown then ignore masking.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    unavailable: Option<String>,
 }
 
 /// The answer.
@@ -53,6 +89,9 @@ pub struct CheckResponse {
     firewall: Option<FirewallVerdict>,
     /// Whether every statement is allowed.
     allowed: bool,
+    /// Masking, when rules may apply.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    masking: Option<MaskingStatus>,
     /// Per statement, in order.
     statements: Vec<StatementVerdict>,
 }
@@ -96,12 +135,22 @@ pub async fn check(
     })
     .await
     .map_err(|e| ApiError::internal(format!("analysis task failed: {e}")))?;
+    let explicit_path = req.search_path.is_some();
     let path = req
         .search_path
         .unwrap_or_else(|| vec!["public".to_string()]);
+    // Without an explicit --search-path the masking plan resolves names like a session
+    // would: through the upstream's own search_path.
+    let req_path_or = |session: &[String], given: &[String]| -> Vec<String> {
+        if explicit_path {
+            given.to_vec()
+        } else {
+            session.to_vec()
+        }
+    };
     let session = SessionView {
         search_path: Some(path.clone()),
-        initial_search_path: path,
+        initial_search_path: path.clone(),
         ..SessionView::default()
     };
     let judgement = judge(
@@ -116,17 +165,57 @@ pub async fn check(
     );
     let analysis =
         analysis.map_err(|e| ApiError::bad_request(format!("the SQL does not parse: {e}")))?;
+    // The masking plan, as a session would make it (same catalog query, same guards).
+    let (masking_status, masking) = match &st.masking_probe {
+        Some(probe) if mode != Mode::Passthrough => {
+            match probe.session_masking(&req.user, &ds, &policy).await {
+                Ok(None) => (None, None),
+                Ok(Some((m, session_path))) => (
+                    Some(MaskingStatus {
+                        rules: subject_rules(&policy),
+                        unavailable: None,
+                    }),
+                    m.map(|m| (m, req_path_or(&session_path, &path))),
+                ),
+                Err(e) => (
+                    Some(MaskingStatus {
+                        rules: subject_rules(&policy),
+                        unavailable: Some(e),
+                    }),
+                    None,
+                ),
+            }
+        }
+        _ => (None, None),
+    };
+    let prepared = HashMap::new();
     let statements: Vec<StatementVerdict> = analysis
         .statements
         .into_iter()
         .zip(judgement.decisions)
         .enumerate()
-        .map(|(i, (s, decision))| {
+        .map(|(i, (s, mut decision))| {
             let raw = raw_texts.get(i).map(String::as_str).unwrap_or_default();
+            let mut masked = Vec::new();
+            if let (Some((m, path)), postern_sql::Statement::Analysed(facts), true) =
+                (&masking, &s, decision.allowed())
+            {
+                match m.plan(facts, &prepared, path, mode) {
+                    Ok(Some(plan)) => masked = m.explain(facts, &plan, path),
+                    Ok(None) => {}
+                    Err(r) => {
+                        decision = Decision::Deny {
+                            reason: r.reason,
+                            rule: r.rule,
+                        }
+                    }
+                }
+            }
             StatementVerdict {
                 statement: log_text(raw, lex).masked.into_owned(),
                 decision,
                 analysis: s,
+                masked,
             }
         })
         .collect();
@@ -135,6 +224,22 @@ pub async fn check(
         mode,
         firewall,
         allowed: statements.iter().all(|s| s.decision.allowed()),
+        masking: masking_status,
         statements,
     }))
+}
+
+/// The masking rules `policy` subjects its user to on its datasource and database.
+fn subject_rules(policy: &Policy) -> Vec<String> {
+    policy
+        .masking
+        .iter()
+        .flat_map(|p| &p.rules)
+        .filter(|r| {
+            !policy.revealed.contains(&r.name)
+                && r.pattern
+                    .covers_database(&policy.datasource, &policy.database)
+        })
+        .map(|r| r.name.clone())
+        .collect()
 }

@@ -192,6 +192,10 @@ pub async fn start(cfg: Config) -> anyhow::Result<ServerHandle> {
         audit: audit.clone(),
         metrics: Arc::new(registry),
         token_ttl: cfg.api.token_ttl,
+        masking_probe: Some(Arc::new(PgMaskingProbe {
+            store: store.clone(),
+            timeout: cfg.postgres.upstream_timeout,
+        })),
     };
     let sd = shutdown(stopped.clone());
     tasks.push(tokio::spawn(async move {
@@ -213,4 +217,29 @@ pub async fn start(cfg: Config) -> anyhow::Result<ServerHandle> {
         tasks,
         audit_task,
     })
+}
+
+/// `policy check`'s view of masking: what a PostgreSQL session would read and plan.
+struct PgMaskingProbe {
+    store: postern_store::Store,
+    timeout: std::time::Duration,
+}
+
+#[async_trait::async_trait]
+impl postern_web::policy_routes::MaskingProbe for PgMaskingProbe {
+    async fn session_masking(
+        &self,
+        user: &str,
+        ds: &postern_core::DatasourceSpec,
+        policy: &postern_policy::Policy,
+    ) -> Result<Option<(Option<postern_policy::SessionMasking>, Vec<String>)>, String> {
+        if ds.kind != postern_core::DatasourceType::Postgres {
+            return Ok(None);
+        }
+        Ok(
+            postern_pg::probe::session_masking(&self.store, user, ds, policy, self.timeout)
+                .await?
+                .map(|v| (v.masking, v.search_path)),
+        )
+    }
 }

@@ -293,3 +293,81 @@ impl Postern {
         self.handle.shutdown().await;
     }
 }
+
+/// The `postern` binary built next to this test (scripts/test.sh builds the workspace first).
+pub fn postern_bin() -> std::path::PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().unwrap().parent().unwrap();
+    let bin = dir.join("postern");
+    assert!(
+        bin.exists(),
+        "{} not found: build it first (`cargo build -p postern`, which scripts/test.sh does)",
+        bin.display()
+    );
+    bin
+}
+
+/// The `postern` CLI with its own home directory (saved login), for admin commands.
+pub struct Cli {
+    /// Its POSTERN_HOME.
+    pub home: tempfile::TempDir,
+}
+
+impl Cli {
+    /// Runs `postern ARGS` with `stdin`.
+    pub fn run(&self, args: &[&str], stdin: Option<&str>) -> std::process::Output {
+        let mut child = std::process::Command::new(postern_bin())
+            .args(args)
+            .env("POSTERN_HOME", self.home.path())
+            .env_remove("POSTERN_SERVER")
+            .env_remove("POSTERN_TOKEN")
+            .env_remove("POSTERN_CA")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut input = child.stdin.take().unwrap();
+        if let Some(s) = stdin {
+            std::io::Write::write_all(&mut input, s.as_bytes()).unwrap();
+        }
+        drop(input);
+        child.wait_with_output().unwrap()
+    }
+
+    /// Runs `postern ARGS`, which must succeed; its stdout.
+    pub fn ok(&self, args: &[&str], stdin: Option<&str>) -> String {
+        let out = self.run(args, stdin);
+        assert!(
+            out.status.success(),
+            "postern {args:?} failed ({:?}): {}{}",
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+impl Cli {
+    /// A CLI logged in to `postern` as its bootstrap admin.
+    pub fn admin(postern: &Postern) -> Cli {
+        let cli = Cli {
+            home: tempfile::tempdir().expect("temp dir"),
+        };
+        let pw = postern
+            .handle
+            .bootstrap_password
+            .clone()
+            .expect("bootstrap password");
+        let server = format!("https://127.0.0.1:{}", postern.handle.api_addr.port());
+        let ca = postern.handle.ca_path.display().to_string();
+        cli.ok(
+            &[
+                "admin", "login", "--server", &server, "--ca", &ca, "--user", "admin",
+            ],
+            Some(&format!("{pw}\n")),
+        );
+        cli
+    }
+}

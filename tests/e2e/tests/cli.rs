@@ -3,62 +3,7 @@
 //! psql through the proxy with what the CLI configured.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::Write;
-use std::path::PathBuf;
-use std::process::{Command, Output, Stdio};
-
-use postern_e2e::{pg, unique, Postern};
-
-/// The `postern` binary built next to this test (scripts/test.sh builds the workspace first).
-fn postern_bin() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let dir = exe.parent().unwrap().parent().unwrap();
-    let bin = dir.join("postern");
-    assert!(
-        bin.exists(),
-        "{} not found: build it first (`cargo build -p postern`, which scripts/test.sh does)",
-        bin.display()
-    );
-    bin
-}
-
-struct Cli {
-    home: tempfile::TempDir,
-}
-
-impl Cli {
-    fn run(&self, args: &[&str], stdin: Option<&str>) -> Output {
-        let mut child = Command::new(postern_bin())
-            .args(args)
-            .env("POSTERN_HOME", self.home.path())
-            .env_remove("POSTERN_SERVER")
-            .env_remove("POSTERN_TOKEN")
-            .env_remove("POSTERN_CA")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut input = child.stdin.take().unwrap();
-        if let Some(s) = stdin {
-            input.write_all(s.as_bytes()).unwrap();
-        }
-        drop(input);
-        child.wait_with_output().unwrap()
-    }
-
-    fn ok(&self, args: &[&str], stdin: Option<&str>) -> String {
-        let out = self.run(args, stdin);
-        assert!(
-            out.status.success(),
-            "postern {args:?} failed ({:?}): {}{}",
-            out.status.code(),
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-}
+use postern_e2e::{pg, unique, Cli, Postern};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn admin_cli_end_to_end() {

@@ -4,7 +4,7 @@
 //! bypass attempt asserts that no clear value appears in anything the client receives.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use postern_e2e::{pg, unique, Postern, Upstream};
+use postern_e2e::{pg, unique, Cli, Postern, Upstream};
 use postern_store::AuditFilter;
 use tokio_postgres::types::{FromSql, Type};
 
@@ -369,5 +369,88 @@ async fn protected_mode_refuses_what_it_cannot_follow() {
     let (ok, out) = f.psql("analyst", "select upper(email) from customers");
     assert!(ok, "{out}");
     assert_no_clear("upper", &out);
+    f.done().await;
+}
+
+/// `postern policy check` shows the masking plan a session would apply (read from the
+/// upstream catalog with the user's credential) and the guards' refusals; for an exempt
+/// user it shows none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn policy_check_shows_the_masking_plan() {
+    let f = setup("masked").await;
+    let cli = Cli::admin(&f.postern);
+    let check = |user: &str, sql: &str| {
+        let out = cli.run(
+            &[
+                "policy",
+                "check",
+                "--user",
+                user,
+                "--datasource",
+                &f.alias,
+                sql,
+            ],
+            None,
+        );
+        (
+            out.status.code(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        )
+    };
+    let (code, out) = check("analyst", "select id, email, upper(ssn) from customers");
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        out.contains("masking rules: pii/emails, pii/cards"),
+        "{out}"
+    );
+    assert!(
+        out.contains("masks result column #2 with email (rule pii/emails)"),
+        "{out}"
+    );
+    assert!(
+        out.contains("masks result column #3 with full (rule pii/ssn (computed))"),
+        "{out}"
+    );
+    assert!(!out.contains("column #1 "), "id is not masked: {out}");
+    // A view, and `*`: the masked columns of what it reads.
+    let (_, out) = check("analyst", "select * from v_customers");
+    assert!(
+        out.contains("masks result column #1 (v_customers.ssn) with partial(0, 4) (rule pii/ssn)"),
+        "{out}"
+    );
+    // The inference guard refuses as the proxy would.
+    let (code, out) = check("analyst", "select id from customers where ssn like '1%'");
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains("DENY: masked column ssn (rule pii/ssn)"),
+        "{out}"
+    );
+    // The exempt user: no masking at all.
+    let (code, out) = check("auditor", "select ssn from customers where ssn like '1%'");
+    assert_eq!(code, Some(0), "{out}");
+    assert!(!out.contains("masks result column"), "{out}");
+    // JSON carries the same plan.
+    let out = cli.ok(
+        &[
+            "policy",
+            "check",
+            "--json",
+            "--user",
+            "analyst",
+            "--datasource",
+            &f.alias,
+            "select card from customers",
+        ],
+        None,
+    );
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        v["statements"][0]["masked"][0],
+        serde_json::json!({"column": "#1", "rule": "pii/cards", "function": "credit_card"})
+    );
     f.done().await;
 }

@@ -57,6 +57,7 @@ pub fn state(store: &Store, audit: &AuditLog) -> ApiState {
         audit: audit.clone(),
         metrics: Arc::new(prometheus_client::registry::Registry::default()),
         token_ttl: Duration::from_secs(3600),
+        masking_probe: None,
     }
 }
 

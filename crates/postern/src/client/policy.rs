@@ -14,7 +14,9 @@ use super::{ClientError, CmdResult};
 #[derive(clap::Subcommand, Debug)]
 pub enum PolicyCommand {
     /// Print the decision and its reason for each statement of SQL a user would send to a
-    /// datasource. Nothing is run. Exits 0 when every statement is allowed, 1 otherwise.
+    /// datasource, and which result columns masking rules would mask (read from the
+    /// upstream catalog with the user's credential). Nothing of the SQL is run. Exits 0
+    /// when every statement is allowed, 1 otherwise.
     Check(CheckArgs),
 }
 
@@ -46,6 +48,22 @@ pub struct CheckArgs {
 struct Verdict {
     statement: String,
     decision: Value,
+    #[serde(default)]
+    masked: Vec<PlannedMask>,
+}
+
+#[derive(Deserialize)]
+struct PlannedMask {
+    column: String,
+    rule: String,
+    function: String,
+}
+
+#[derive(Deserialize)]
+struct MaskingStatus {
+    rules: Vec<String>,
+    #[serde(default)]
+    unavailable: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -53,6 +71,8 @@ struct Answer {
     mode: String,
     #[serde(default)]
     firewall: Option<FirewallVerdict>,
+    #[serde(default)]
+    masking: Option<MaskingStatus>,
     statements: Vec<Verdict>,
 }
 
@@ -105,6 +125,12 @@ async fn check(a: CheckArgs) -> CmdResult {
         if let Some(fw) = &ans.firewall {
             println!("firewall rule {} applies: {}", fw.rule, fw.action);
         }
+        if let Some(m) = &ans.masking {
+            println!("masking rules: {}", m.rules.join(", "));
+            if let Some(why) = &m.unavailable {
+                println!("masking plan unavailable (decisions below ignore masking): {why}");
+            }
+        }
         for s in &ans.statements {
             let verdict = match s.decision.get("decision").and_then(Value::as_str) {
                 Some("allow") => match s.decision.get("note").and_then(Value::as_str) {
@@ -120,6 +146,12 @@ async fn check(a: CheckArgs) -> CmdResult {
                 ),
             };
             println!("{verdict}\n    {}", s.statement);
+            for m in &s.masked {
+                println!(
+                    "    masks result column {} with {} (rule {})",
+                    m.column, m.function, m.rule
+                );
+            }
         }
         if ans.statements.is_empty() {
             println!("(no statements)");
