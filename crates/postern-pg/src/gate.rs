@@ -123,6 +123,19 @@ pub struct Gate {
     path_changes: u64,
     /// The session's masking, when any rule covers something on this datasource.
     pub masking: Option<Arc<postern_policy::SessionMasking>>,
+    /// When the masking catalog must be read again (`None`: no rule may apply).
+    catalog: Option<CatalogWatch>,
+}
+
+/// The age of a session's masking catalog snapshot.
+#[derive(Debug)]
+struct CatalogWatch {
+    read_at: std::time::Instant,
+    max_age: std::time::Duration,
+    /// A statement of this session changed the schema.
+    stale: bool,
+    /// The refresh had to wait (the upstream was busy): let one statement through first.
+    skip_once: bool,
 }
 
 impl std::fmt::Debug for Gate {
@@ -178,6 +191,7 @@ impl Gate {
             }),
             path_changes: 0,
             masking: None,
+            catalog: None,
         }
     }
 
@@ -188,6 +202,61 @@ impl Gate {
         self.policy = policy;
         self.epoch = epoch;
         self.generation += 1;
+    }
+
+    /// The policy the gate judges by.
+    pub fn policy(&self) -> &Arc<Policy> {
+        &self.policy
+    }
+
+    /// Whether the policy is as current as the store.
+    pub fn policy_current(&self) -> bool {
+        self.epoch_source.load(Ordering::Acquire) == self.epoch
+    }
+
+    /// Installs masking built from a catalog snapshot just read (`max_age`: when to read it
+    /// again; `None` with no masking rule that may apply). Prepared statements are planned
+    /// again at their next Bind.
+    pub fn set_masking(
+        &mut self,
+        masking: Option<Arc<postern_policy::SessionMasking>>,
+        max_age: Option<std::time::Duration>,
+    ) {
+        self.masking = masking;
+        self.catalog = max_age.map(|max_age| CatalogWatch {
+            read_at: std::time::Instant::now(),
+            max_age,
+            stale: false,
+            skip_once: false,
+        });
+        self.generation += 1;
+    }
+
+    /// A statement changed the schema: read the masking catalog before the next statement.
+    pub fn schema_changed(&mut self) {
+        if let Some(w) = &mut self.catalog {
+            w.stale = true;
+        }
+    }
+
+    /// Whether the masking catalog should be read again now.
+    pub fn catalog_due(&self) -> bool {
+        self.catalog
+            .as_ref()
+            .is_some_and(|w| w.stale || w.read_at.elapsed() >= w.max_age)
+    }
+
+    /// The catalog could not be read yet (the upstream was busy): the next statement goes
+    /// on with the current snapshot, the one after asks again. With `max_age`, a watch is
+    /// started for a session that had none (masking newly granted).
+    pub fn catalog_deferred(&mut self, max_age: std::time::Duration) {
+        let w = self.catalog.get_or_insert(CatalogWatch {
+            read_at: std::time::Instant::now(),
+            max_age,
+            stale: true,
+            skip_once: false,
+        });
+        w.skip_once = true;
     }
 
     /// The user's mode under the current policy.
@@ -397,6 +466,15 @@ impl Gate {
         if decides && self.epoch_source.load(Ordering::Acquire) != self.epoch {
             return Ok(GateOut::Stale);
         }
+        if matches!(ty, b'Q' | b'P') {
+            if let Some(w) = &mut self.catalog {
+                if w.skip_once {
+                    w.skip_once = false;
+                } else if w.stale || w.read_at.elapsed() >= w.max_age {
+                    return Ok(GateOut::Stale);
+                }
+            }
+        }
         if self.policy.mode == postern_policy::Mode::Passthrough {
             // Nothing is checked; statements prepared now are unknown to a later, stricter
             // policy, whose Bind of them is then refused.
@@ -581,6 +659,30 @@ impl Gate {
 
     /// Judges every text a statement name may hold, in the session as it is now.
     fn judge_candidates(&self, candidates: &[Prepared]) -> Result<Arc<Ruling>, Refusal> {
+        let ruling = self.judge_candidates_access(candidates)?;
+        if self.masking.is_none() {
+            return Ok(ruling);
+        }
+        // Planned again with the masking as it is now (it may have been refreshed).
+        let masks = match candidates {
+            [Prepared::Parsed { analysis, .. }] => self.mask_plans(analysis)?,
+            // Several texts may be what the server holds: mask every computed column.
+            _ => Some(Arc::new(vec![Some(postern_policy::StatementMask {
+                outputs: None,
+                expands: Vec::new(),
+                fallback: Some(postern_policy::Mask {
+                    rule: None,
+                    how: postern_policy::How::Opaque,
+                }),
+            })])),
+        };
+        let mut r = Arc::unwrap_or_clone(ruling);
+        r.masks = masks;
+        Ok(Arc::new(r))
+    }
+
+    /// [`Gate::judge_candidates`] without masking: the access decision.
+    fn judge_candidates_access(&self, candidates: &[Prepared]) -> Result<Arc<Ruling>, Refusal> {
         let mut ruling = None;
         for c in candidates {
             match c {

@@ -130,14 +130,22 @@ impl Masker {
         (!self.noted.is_empty()).then(|| std::mem::take(&mut self.noted))
     }
 
+    /// Masks from now on with `masking` (a refreshed catalog; the session is idle, so no
+    /// result is in flight).
+    pub fn set_masking(&mut self, masking: Arc<SessionMasking>) {
+        self.masking = masking;
+    }
+
     /// Whether DataRow messages arriving now must be looked at.
     pub fn rows_need_masking(&self) -> bool {
         self.current.is_some()
             || matches!(self.queue.front(), Some(Expect::Execute(_)) if !self.current_set)
     }
 
-    /// A client message the relay forwarded (after the gate), with its statements' plans.
-    pub fn client_message(&mut self, ty: u8, body: &[u8], plans: Option<Plans>) {
+    /// A client message the relay forwarded (after the gate), with its ruling's statement
+    /// plans when the gate ruled on it (`Some(None)`: ruled, nothing to plan).
+    pub fn client_message(&mut self, ty: u8, body: &[u8], ruled: Option<Option<Plans>>) {
+        let plans = ruled.clone().flatten();
         match ty {
             b'Q' => self.queue.push_back(Expect::Query { plans, index: 0 }),
             b'P' => {
@@ -155,11 +163,21 @@ impl Masker {
                 let Some((stmt, rest)) = cstr_bytes(rest) else {
                     return;
                 };
-                let (plan, columns) = self
-                    .statements
-                    .get(String::from_utf8_lossy(stmt).as_ref())
-                    .cloned()
-                    .unwrap_or_default();
+                let (plan, columns) =
+                    match self.statements.get(String::from_utf8_lossy(stmt).as_ref()) {
+                        Some((stored, columns)) => (
+                            // The Bind's ruling plans the statement with the masking as
+                            // it is now.
+                            match ruled {
+                                Some(p) => p.and_then(|p| p.first().cloned().flatten()),
+                                None => stored.clone(),
+                            },
+                            columns.clone(),
+                        ),
+                        // Prepared before masking began in this session: which column is
+                        // which is unknown, so every value is masked.
+                        None => (Some(opaque_plan()), None),
+                    };
                 self.portals.insert(
                     String::from_utf8_lossy(portal).into(),
                     Portal {
@@ -410,6 +428,18 @@ impl Masker {
             })
             .collect();
         any.then_some(out)
+    }
+}
+
+/// A plan that masks every column (results Postern cannot follow).
+fn opaque_plan() -> StatementMask {
+    StatementMask {
+        outputs: None,
+        expands: Vec::new(),
+        fallback: Some(Mask {
+            rule: None,
+            how: postern_policy::How::Opaque,
+        }),
     }
 }
 

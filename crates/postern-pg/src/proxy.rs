@@ -33,6 +33,10 @@ pub struct PgConfig {
     pub login_failure_delay: Duration,
     /// Time live sessions get to finish after shutdown begins.
     pub shutdown_grace: Duration,
+    /// Longest a session masks with the same snapshot of the upstream catalog (tables,
+    /// columns and views its masking rules cover) before reading it again; a session
+    /// reads it again sooner after its own schema changes.
+    pub masking_catalog_max_age: Duration,
 }
 
 impl Default for PgConfig {
@@ -45,6 +49,7 @@ impl Default for PgConfig {
             max_connections: 10_000,
             login_failure_delay: Duration::from_millis(500),
             shutdown_grace: Duration::from_secs(10),
+            masking_catalog_max_age: Duration::from_secs(60),
         }
     }
 }

@@ -208,7 +208,7 @@ impl Direction {
                                     m.client_message(
                                         ty,
                                         body,
-                                        ruling.as_ref().and_then(|r| r.masks.clone()),
+                                        ruling.as_ref().map(|r| r.masks.clone()),
                                     );
                                 }
                                 tracker.client_message(ty, body, ruling)?;
@@ -334,6 +334,19 @@ where
             gate: None,
             masker: None,
         }
+    }
+
+    /// The upstream and the relay's buffer of bytes read from it, when Postern may run a
+    /// query of its own there: the upstream answered everything, outside a transaction
+    /// block ([`Tracker::idle`]), and nothing of it or for it is waiting in the buffers.
+    pub fn idle_upstream(&mut self) -> Option<(&mut U, &mut BytesMut)> {
+        let idle = self.tracker.idle()
+            && self.s2c.buf.is_empty()
+            && self.s2c.pass == 0
+            && !self.s2c.eof
+            && self.c2s.fwd == 0
+            && self.c2s.pass == 0;
+        idle.then_some((&mut *self.upstream, &mut self.s2c.buf))
     }
 
     /// Runs until statements complete or the session ends.

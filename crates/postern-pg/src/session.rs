@@ -508,20 +508,21 @@ async fn handshake<'a>(
                 inner.cfg.upstream_timeout,
             )
             .await?;
-            if let Some(m) = postern_policy::SessionMasking::new(
+            let masking = postern_policy::SessionMasking::new(
                 &policy.masking,
                 &policy.revealed,
                 &policy.datasource,
                 &policy.database,
                 &catalog,
-            ) {
-                let m = Arc::new(m);
-                gate.masking = Some(m.clone());
+            )
+            .map(Arc::new);
+            if let Some(m) = &masking {
                 masker = Some(crate::masker::Masker::new(
-                    m,
+                    m.clone(),
                     inner.store.masking_key(&policy.datasource),
                 ));
             }
+            gate.set_masking(masking, Some(inner.cfg.masking_catalog_max_age));
         }
         Ok::<_, upstream::UpstreamError>((up, Some(gate), masker))
     };
@@ -722,6 +723,11 @@ async fn relay(inner: &Inner, est: Established<'_>, ident: &Ident, span: &tracin
         match relay.step().await {
             Ok(Step::Statements) => {
                 let mut closed = false;
+                if let Some(g) = relay.gate.as_mut() {
+                    if relay.tracker.completed.iter().any(changes_schema) {
+                        g.schema_changed();
+                    }
+                }
                 for done in relay.tracker.completed.drain(..) {
                     statements += 1;
                     inner.metrics.statements.inc();
@@ -736,18 +742,30 @@ async fn relay(inner: &Inner, est: Established<'_>, ident: &Ident, span: &tracin
                     break Err(Stop::Failed("audit log closed".into()));
                 }
             }
-            Ok(Step::Reload) => match reload(inner, ident, &credential).await {
-                Ok((policy, epoch)) => {
-                    if let Some(g) = relay.gate.as_mut() {
-                        let was = g.mode();
-                        g.set_policy(policy, epoch);
-                        if g.mode() != was {
-                            tracing::info!(parent: span, mode = g.mode().name(), "policy changed");
+            Ok(Step::Reload) => {
+                let Some(g) = relay.gate.as_mut() else {
+                    continue;
+                };
+                let mut changed = false;
+                if !g.policy_current() {
+                    match reload(inner, ident, &credential).await {
+                        Ok((policy, epoch)) => {
+                            let was = g.mode();
+                            g.set_policy(policy, epoch);
+                            changed = true;
+                            if g.mode() != was {
+                                tracing::info!(parent: span, mode = g.mode().name(), "policy changed");
+                            }
                         }
+                        Err(why) => break Err(Stop::Revoked(why)),
                     }
                 }
-                Err(why) => break Err(Stop::Revoked(why)),
-            },
+                if changed || g.catalog_due() {
+                    if let Err(why) = refresh_masking(inner, &mut relay).await {
+                        break Err(Stop::Failed(why));
+                    }
+                }
+            }
             Ok(Step::Done(end)) => break Ok(end),
             Err(e @ crate::relay::RelayError::ClientProtocol(_)) => {
                 break Err(Stop::Protocol(e.to_string()))
@@ -780,6 +798,72 @@ async fn relay(inner: &Inner, est: Established<'_>, ident: &Ident, span: &tracin
     }
     let _ = inner.audit.record(e).await;
     tracing::info!(parent: span, statements, end = ?end, "session closed");
+}
+
+/// Whether a completed statement changed the schema (what masking rules may cover).
+fn changes_schema(done: &crate::tracker::Completed) -> bool {
+    done.error.is_none()
+        && done.tags.split("; ").any(|t| {
+            ["CREATE ", "ALTER ", "DROP ", "IMPORT FOREIGN SCHEMA"]
+                .iter()
+                .any(|p| t.starts_with(p))
+        })
+}
+
+/// Reads the masking catalog again (after the policy or the schema changed, or the
+/// snapshot aged) and installs the masking built from it. Postern's query runs only while
+/// the upstream is idle outside a transaction block; when it is busy the refresh waits
+/// for a later statement. An error ends the session: masking on a catalog Postern could
+/// not read would be a guess.
+async fn refresh_masking(
+    inner: &Inner,
+    relay: &mut Relay<'_, PgStream, PgStream>,
+) -> Result<(), String> {
+    let max_age = inner.cfg.masking_catalog_max_age;
+    let Some(g) = relay.gate.as_ref() else {
+        return Ok(());
+    };
+    let policy = g.policy().clone();
+    let path = g.search_path().map(<[String]>::to_vec).unwrap_or_default();
+    let levels = crate::probe::masking_levels(&policy);
+    if levels.is_empty() {
+        if let Some(g) = relay.gate.as_mut() {
+            g.set_masking(None, None);
+        }
+        relay.masker = None;
+        return Ok(());
+    }
+    let Some((up, buf)) = relay.idle_upstream() else {
+        if let Some(g) = relay.gate.as_mut() {
+            g.catalog_deferred(max_age);
+        }
+        return Ok(());
+    };
+    let catalog = upstream::mask_catalog_on(up, buf, &levels, path, inner.cfg.upstream_timeout)
+        .await
+        .map_err(|e| format!("Postern could not read the masking catalog again: {e}"))?;
+    let masking = postern_policy::SessionMasking::new(
+        &policy.masking,
+        &policy.revealed,
+        &policy.datasource,
+        &policy.database,
+        &catalog,
+    )
+    .map(Arc::new);
+    match (&masking, relay.masker.as_mut()) {
+        (Some(m), Some(masker)) => masker.set_masking(m.clone()),
+        (Some(m), None) => {
+            relay.masker = Some(crate::masker::Masker::new(
+                m.clone(),
+                inner.store.masking_key(&policy.datasource),
+            ))
+        }
+        (None, _) => relay.masker = None,
+    }
+    if let Some(g) = relay.gate.as_mut() {
+        g.set_masking(masking, Some(max_age));
+    }
+    Ok(())
 }
 
 /// After the store changed: whether the session may go on (user still enabled, datasource

@@ -124,6 +124,10 @@ pub struct Tracker {
     /// Whether the session's `client_encoding` reads as UTF-8
     /// ([`crate::codec::encoding_reads_as_utf8`]), from ParameterStatus like the above.
     pub utf8_client: bool,
+    /// Type of the last client message fed (0: none yet).
+    last_client: u8,
+    /// Transaction status of the last ReadyForQuery (`I` idle, `T` in a block, `E` failed).
+    pub ready: u8,
 }
 
 const UNKNOWN: &str = "<unknown prepared statement>";
@@ -143,8 +147,19 @@ impl Tracker {
         Self {
             standard_conforming_strings: true,
             utf8_client: true,
+            ready: b'I',
             ..Self::default()
         }
+    }
+
+    /// Whether the upstream is waiting for the client outside any transaction block: every
+    /// request answered, no extended-protocol batch left without its Sync, no COPY. Only
+    /// then may Postern run a query of its own on the session.
+    pub fn idle(&self) -> bool {
+        self.queue.is_empty()
+            && matches!(self.last_client, 0 | b'Q' | b'S')
+            && self.ready == b'I'
+            && !self.client_in_copy
     }
 
     fn push(&mut self, p: Pending) -> Result<(), CodecError> {
@@ -174,6 +189,7 @@ impl Tracker {
         body: &[u8],
         ruling: Option<Arc<Ruling>>,
     ) -> Result<(), CodecError> {
+        self.last_client = ty;
         match ty {
             b'Q' => {
                 let (text, _) = cstr_bytes(body).ok_or(CodecError::Malformed("Query"))?;
@@ -365,6 +381,7 @@ impl Tracker {
                 }
             }
             b'Z' => {
+                self.ready = body.first().copied().unwrap_or(b'I');
                 while let Some(p) = self.queue.pop_front() {
                     match p {
                         Pending::Query(o) => {

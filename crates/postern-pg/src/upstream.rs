@@ -11,7 +11,7 @@ use postgres_protocol::authentication::md5_hash;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{CertificateError, DigitallySignedStruct, RootCertStore, SignatureScheme};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::codec::{self, cstr, error_summary, MAX_AUTH_MESSAGE, SSL_REQUEST};
@@ -544,15 +544,28 @@ async fn own_query(
     up: &mut UpstreamSession,
     sql: &str,
     max_frame: usize,
-    mut row: impl FnMut(&[Option<&str>]) -> Result<(), String>,
+    row: impl FnMut(&[Option<&str>]) -> Result<(), String>,
 ) -> Result<(), UpstreamError> {
+    up.ready_status = own_query_on(&mut up.stream, &mut up.leftover, sql, max_frame, row).await?;
+    Ok(())
+}
+
+/// [`own_query`] on any stream, `leftover` holding bytes already read from it; returns the
+/// transaction status of the closing ReadyForQuery.
+async fn own_query_on<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut S,
+    leftover: &mut BytesMut,
+    sql: &str,
+    max_frame: usize,
+    mut row: impl FnMut(&[Option<&str>]) -> Result<(), String>,
+) -> Result<u8, UpstreamError> {
     let mut out = BytesMut::with_capacity(sql.len() + 8);
     codec::query(&mut out, sql);
-    up.stream.write_all(&out).await?;
-    up.stream.flush().await?;
+    stream.write_all(&out).await?;
+    stream.flush().await?;
     let mut failure = None;
     loop {
-        let (ty, msg) = read_frame(&mut up.stream, &mut up.leftover, max_frame).await?;
+        let (ty, msg) = read_frame(stream, leftover, max_frame).await?;
         let body = &msg[5..];
         match ty {
             b'D' => {
@@ -570,10 +583,8 @@ async fn own_query(
                 failure = Some(UpstreamError::Server { sqlstate, message });
             }
             b'Z' => {
-                if let Some(&status) = body.first() {
-                    up.ready_status = status;
-                }
-                return failure.map_or(Ok(()), Err);
+                let status = body.first().copied().unwrap_or(b'I');
+                return failure.map_or(Ok(status), Err);
             }
             // RowDescription, CommandComplete, notices, parameter changes.
             _ => {}
@@ -651,13 +662,36 @@ pub async fn mask_catalog(
     search_path: Vec<String>,
     timeout: Duration,
 ) -> Result<postern_policy::MaskCatalog, UpstreamError> {
-    tokio::time::timeout(timeout, mask_catalog_inner(up, levels, search_path))
-        .await
-        .map_err(|_| UpstreamError::Timeout(timeout))?
+    mask_catalog_on(
+        &mut up.stream,
+        &mut up.leftover,
+        levels,
+        search_path,
+        timeout,
+    )
+    .await
 }
 
-async fn mask_catalog_inner(
-    up: &mut UpstreamSession,
+/// [`mask_catalog`] on a relayed session's upstream while it is idle (no statement open,
+/// no transaction block): `leftover` is the relay's (empty) buffer of upstream bytes.
+pub async fn mask_catalog_on<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut S,
+    leftover: &mut BytesMut,
+    levels: &[[String; 3]],
+    search_path: Vec<String>,
+    timeout: Duration,
+) -> Result<postern_policy::MaskCatalog, UpstreamError> {
+    tokio::time::timeout(
+        timeout,
+        mask_catalog_inner(stream, leftover, levels, search_path),
+    )
+    .await
+    .map_err(|_| UpstreamError::Timeout(timeout))?
+}
+
+async fn mask_catalog_inner<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut S,
+    leftover: &mut BytesMut,
     levels: &[[String; 3]],
     search_path: Vec<String>,
 ) -> Result<postern_policy::MaskCatalog, UpstreamError> {
@@ -666,27 +700,33 @@ async fn mask_catalog_inner(
         ..Default::default()
     };
     let bad = |what: &str| format!("unexpected catalog row: {what}");
-    own_query(up, &mask_catalog_query(levels), MAX_CATALOG_ROW, |cols| {
-        match cols {
-            [Some("f"), Some(name), ..] => {
-                catalog.user_functions.insert(name.to_string());
+    own_query_on(
+        stream,
+        leftover,
+        &mask_catalog_query(levels),
+        MAX_CATALOG_ROW,
+        |cols| {
+            match cols {
+                [Some("f"), Some(name), ..] => {
+                    catalog.user_functions.insert(name.to_string());
+                }
+                [Some("r"), Some(oid), Some(schema), Some(name), Some(kind), def, Some(cols)] => {
+                    let columns: Vec<(i16, String)> =
+                        serde_json::from_str(cols).map_err(|_| bad("columns"))?;
+                    catalog.relations.push(postern_policy::CatalogRelation {
+                        oid: oid.parse().map_err(|_| bad("oid"))?,
+                        schema: schema.to_string(),
+                        name: name.to_string(),
+                        kind: kind.chars().next().unwrap_or('r'),
+                        columns,
+                        definition: def.map(str::to_string),
+                    });
+                }
+                _ => return Err(bad("shape")),
             }
-            [Some("r"), Some(oid), Some(schema), Some(name), Some(kind), def, Some(cols)] => {
-                let columns: Vec<(i16, String)> =
-                    serde_json::from_str(cols).map_err(|_| bad("columns"))?;
-                catalog.relations.push(postern_policy::CatalogRelation {
-                    oid: oid.parse().map_err(|_| bad("oid"))?,
-                    schema: schema.to_string(),
-                    name: name.to_string(),
-                    kind: kind.chars().next().unwrap_or('r'),
-                    columns,
-                    definition: def.map(str::to_string),
-                });
-            }
-            _ => return Err(bad("shape")),
-        }
-        Ok(())
-    })
+            Ok(())
+        },
+    )
     .await?;
     Ok(catalog)
 }

@@ -112,6 +112,10 @@ pub struct PostgresConfig {
     /// Time live sessions get to finish on shutdown.
     #[serde(with = "humantime_serde")]
     pub shutdown_grace: Duration,
+    /// Longest a session with masking rules keeps one snapshot of the upstream catalog
+    /// before reading it again (tables or columns created by others are masked from then).
+    #[serde(with = "humantime_serde")]
+    pub masking_catalog_max_age: Duration,
 }
 
 impl Default for PostgresConfig {
@@ -127,6 +131,7 @@ impl Default for PostgresConfig {
             max_connections: d.max_connections,
             login_failure_delay: d.login_failure_delay,
             shutdown_grace: d.shutdown_grace,
+            masking_catalog_max_age: d.masking_catalog_max_age,
         }
     }
 }
@@ -142,6 +147,7 @@ impl PostgresConfig {
             max_connections: self.max_connections,
             login_failure_delay: self.login_failure_delay,
             shutdown_grace: self.shutdown_grace,
+            masking_catalog_max_age: self.masking_catalog_max_age,
         }
     }
 }

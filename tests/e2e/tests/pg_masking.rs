@@ -35,6 +35,10 @@ struct Fixture {
 }
 
 async fn setup(mode: &str) -> Fixture {
+    setup_with(mode, |_| {}).await
+}
+
+async fn setup_with(mode: &str, tweak: impl FnOnce(&mut postern::config::Config)) -> Fixture {
     let up = pg().upstream(None).await;
     let su = up.superuser().await;
     su.batch_execute(&format!(
@@ -53,7 +57,7 @@ async fn setup(mode: &str) -> Fixture {
     ))
     .await
     .unwrap();
-    let postern = Postern::start().await;
+    let postern = Postern::start_with(tweak).await;
     let alias = unique("mask");
     postern
         .apply_yaml(
@@ -452,5 +456,83 @@ async fn policy_check_shows_the_masking_plan() {
         v["statements"][0]["masked"][0],
         serde_json::json!({"column": "#1", "rule": "pii/cards", "function": "credit_card"})
     );
+    f.done().await;
+}
+
+/// The catalog snapshot a session masks by is read again after the session's own schema
+/// change (at once) and after others' (once it is older than the configured age), so new
+/// tables and columns that rules cover are masked in a session already open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schema_changes_reach_open_sessions() {
+    let f = setup_with("masked", |c| {
+        c.postgres.masking_catalog_max_age = std::time::Duration::from_secs(1)
+    })
+    .await;
+    let c = f
+        .postern
+        .connect("analyst", "analyst-pw", &f.alias)
+        .await
+        .unwrap();
+    // The session's own DDL: a new table with a column the e-mail rule covers.
+    c.batch_execute(
+        "create table mine (id int, my_email text);          insert into mine values (1, 'bob@home.example')",
+    )
+    .await
+    .unwrap();
+    let r = c.query_one("select my_email from mine", &[]).await.unwrap();
+    assert_eq!(r.get::<_, String>(0), "b***@home.example");
+    let r = c
+        .simple_query("select id, my_email from mine")
+        .await
+        .unwrap();
+    let row = r
+        .iter()
+        .find_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) => Some(r.get(1).map(str::to_string)),
+            _ => None,
+        })
+        .flatten();
+    assert_eq!(row.as_deref(), Some("b***@home.example"));
+
+    // Someone else adds a covered column to a table the session already reads in clear.
+    let before: String = c
+        .query_one("select body from notes", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(before, "hello");
+    let su = f.up.superuser().await;
+    su.batch_execute(&format!(
+        "alter table notes add column backup_email text;          update notes set backup_email = '{EMAIL}'"
+    ))
+    .await
+    .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
+    for _ in 0..2 {
+        let r = c
+            .query_one("select backup_email, body from notes", &[])
+            .await
+            .unwrap();
+        assert_eq!(r.get::<_, String>(0), "a***@corp.example");
+        assert_eq!(r.get::<_, String>(1), "hello");
+    }
+    let (ok, out) = f.psql("analyst", "select * from notes");
+    assert!(ok, "{out}");
+    assert_no_clear("select * from notes", &out);
+    // Inside a transaction block Postern runs nothing of its own: still masked after it.
+    c.batch_execute("begin").await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let r = c
+        .query_one("select backup_email from notes", &[])
+        .await
+        .unwrap();
+    assert_eq!(r.get::<_, String>(0), "a***@corp.example");
+    c.batch_execute("commit").await.unwrap();
+    let r = c
+        .query_one("select backup_email from notes", &[])
+        .await
+        .unwrap();
+    assert_eq!(r.get::<_, String>(0), "a***@corp.example");
+    drop(c);
     f.done().await;
 }
