@@ -85,18 +85,7 @@ pub(crate) fn decode(v: &[u8], class: ColumnClass) -> Option<String> {
         }
         ColumnClass::Date => date_text(i32::from_be_bytes(v.try_into().ok()?)),
         ColumnClass::Timestamp => timestamp_text(i64::from_be_bytes(v.try_into().ok()?)),
-        ColumnClass::Uuid => {
-            let b: [u8; 16] = v.try_into().ok()?;
-            let h = hex(&b);
-            Some(format!(
-                "{}-{}-{}-{}-{}",
-                h.get(..8)?,
-                h.get(8..12)?,
-                h.get(12..16)?,
-                h.get(16..20)?,
-                h.get(20..)?
-            ))
-        }
+        ColumnClass::Uuid => Some(uuid_text(v.try_into().ok()?)),
         ColumnClass::Bool => match v {
             [0] => Some("f".into()),
             // boolrecv takes any non-zero byte as true.
@@ -165,6 +154,19 @@ fn nibble(c: u8) -> Option<u8> {
     char::from(c)
         .to_digit(16)
         .and_then(|d| u8::try_from(d).ok())
+}
+
+/// A UUID in its canonical text form (`8-4-4-4-12` lowercase hex digits).
+pub(crate) fn uuid_text(b: &[u8; 16]) -> String {
+    let mut s = String::with_capacity(36);
+    for (i, x) in b.iter().enumerate() {
+        if matches!(i, 4 | 6 | 8 | 10) {
+            s.push('-');
+        }
+        s.push(char::from(b"0123456789abcdef"[usize::from(x >> 4)]));
+        s.push(char::from(b"0123456789abcdef"[usize::from(x & 15)]));
+    }
+    s
 }
 
 fn parse_uuid(s: &str) -> Option<[u8; 16]> {

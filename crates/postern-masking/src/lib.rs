@@ -434,15 +434,9 @@ fn hash(value: &str, class: ColumnClass, key: &[u8]) -> Option<String> {
             (word >> 1).to_string()
         }
         ColumnClass::Uuid => {
-            let h: String = d[..16].iter().map(|b| format!("{b:02x}")).collect();
-            format!(
-                "{}-{}-{}-{}-{}",
-                &h[..8],
-                &h[8..12],
-                &h[12..16],
-                &h[16..20],
-                &h[20..]
-            )
+            let mut b = [0u8; 16];
+            b.copy_from_slice(&d[..16]);
+            binary::uuid_text(&b)
         }
         ColumnClass::Json | ColumnClass::Jsonb => {
             let h: String = d[..8].iter().map(|b| format!("{b:02x}")).collect();

@@ -125,6 +125,8 @@ pub struct Gate {
     pub masking: Option<Arc<postern_policy::SessionMasking>>,
     /// When the masking catalog must be read again (`None`: no rule may apply).
     catalog: Option<CatalogWatch>,
+    /// [`Policy::masking_fingerprint`] of the policy `masking` was built for.
+    masking_built_for: String,
 }
 
 /// The age of a session's masking catalog snapshot.
@@ -192,6 +194,7 @@ impl Gate {
             path_changes: 0,
             masking: None,
             catalog: None,
+            masking_built_for: String::new(),
         }
     }
 
@@ -223,6 +226,7 @@ impl Gate {
         max_age: Option<std::time::Duration>,
     ) {
         self.masking = masking;
+        self.masking_built_for = self.policy.masking_fingerprint();
         self.catalog = max_age.map(|max_age| CatalogWatch {
             read_at: std::time::Instant::now(),
             max_age,
@@ -230,6 +234,11 @@ impl Gate {
             skip_once: false,
         });
         self.generation += 1;
+    }
+
+    /// Whether the installed masking was built for the current policy's masking rules.
+    pub fn masking_current(&self) -> bool {
+        self.masking_built_for == self.policy.masking_fingerprint()
     }
 
     /// A statement changed the schema: read the masking catalog before the next statement.
@@ -343,14 +352,7 @@ impl Gate {
                 Statement::Analysed(f) => m.plan(f, &self.view.prepared, path, self.policy.mode)?,
                 // Let through unanalysed (allow-list, MASKED mode): what its computed
                 // columns hold is unknown, so they are masked.
-                Statement::Unanalysable { .. } => Some(postern_policy::StatementMask {
-                    outputs: None,
-                    expands: Vec::new(),
-                    fallback: Some(postern_policy::Mask {
-                        rule: None,
-                        how: postern_policy::How::Opaque,
-                    }),
-                }),
+                Statement::Unanalysable { .. } => Some(postern_policy::StatementMask::opaque()),
             });
         }
         Ok(plans.iter().any(Option::is_some).then(|| Arc::new(plans)))
@@ -667,14 +669,9 @@ impl Gate {
         let masks = match candidates {
             [Prepared::Parsed { analysis, .. }] => self.mask_plans(analysis)?,
             // Several texts may be what the server holds: mask every computed column.
-            _ => Some(Arc::new(vec![Some(postern_policy::StatementMask {
-                outputs: None,
-                expands: Vec::new(),
-                fallback: Some(postern_policy::Mask {
-                    rule: None,
-                    how: postern_policy::How::Opaque,
-                }),
-            })])),
+            _ => Some(Arc::new(vec![
+                Some(postern_policy::StatementMask::opaque()),
+            ])),
         };
         let mut r = Arc::unwrap_or_clone(ruling);
         r.masks = masks;

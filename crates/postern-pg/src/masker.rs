@@ -176,7 +176,7 @@ impl Masker {
                         ),
                         // Prepared before masking began in this session: which column is
                         // which is unknown, so every value is masked.
-                        None => (Some(opaque_plan()), None),
+                        None => (Some(StatementMask::opaque()), None),
                     };
                 self.portals.insert(
                     String::from_utf8_lossy(portal).into(),
@@ -428,18 +428,6 @@ impl Masker {
             })
             .collect();
         any.then_some(out)
-    }
-}
-
-/// A plan that masks every column (results Postern cannot follow).
-fn opaque_plan() -> StatementMask {
-    StatementMask {
-        outputs: None,
-        expands: Vec::new(),
-        fallback: Some(Mask {
-            rule: None,
-            how: postern_policy::How::Opaque,
-        }),
     }
 }
 

@@ -18,14 +18,7 @@ pub fn masking_levels(policy: &Policy) -> Vec<[String; 3]> {
         return Vec::new();
     }
     policy
-        .masking
-        .iter()
-        .flat_map(|p| &p.rules)
-        .filter(|r| {
-            !policy.revealed.contains(&r.name)
-                && r.pattern
-                    .covers_database(&policy.datasource, &policy.database)
-        })
+        .masking_rules()
         .map(|r| r.pattern.level_regexes())
         .collect()
 }

@@ -761,7 +761,7 @@ async fn relay(inner: &Inner, est: Established<'_>, ident: &Ident, span: &tracin
                     }
                 }
                 if changed || g.catalog_due() {
-                    if let Err(why) = refresh_masking(inner, &mut relay).await {
+                    if let Err(why) = refresh_masking(inner, &mut relay, span).await {
                         break Err(Stop::Failed(why));
                     }
                 }
@@ -814,10 +814,13 @@ fn changes_schema(done: &crate::tracker::Completed) -> bool {
 /// snapshot aged) and installs the masking built from it. Postern's query runs only while
 /// the upstream is idle outside a transaction block; when it is busy the refresh waits
 /// for a later statement. An error ends the session: masking on a catalog Postern could
-/// not read would be a guess.
+/// not read would be a guess. Masking rules that changed while the upstream is busy mask
+/// every value until the catalog is read ([`postern_policy::SessionMasking::blind`]): the
+/// old rules may no longer be enough.
 async fn refresh_masking(
     inner: &Inner,
     relay: &mut Relay<'_, PgStream, PgStream>,
+    span: &tracing::Span,
 ) -> Result<(), String> {
     let max_age = inner.cfg.masking_catalog_max_age;
     let Some(g) = relay.gate.as_ref() else {
@@ -834,6 +837,16 @@ async fn refresh_masking(
         return Ok(());
     }
     let Some((up, buf)) = relay.idle_upstream() else {
+        let blind = relay.gate.as_ref().is_some_and(|g| !g.masking_current());
+        if blind {
+            tracing::info!(parent: span, "masking rules changed inside a transaction block: every value masked until it ends");
+            let m = Arc::new(postern_policy::SessionMasking::blind());
+            install_masker(inner, relay, Some(&m), &policy.datasource);
+            if let Some(g) = relay.gate.as_mut() {
+                g.set_masking(Some(m), Some(max_age));
+                g.schema_changed();
+            }
+        }
         if let Some(g) = relay.gate.as_mut() {
             g.catalog_deferred(max_age);
         }
@@ -850,20 +863,30 @@ async fn refresh_masking(
         &catalog,
     )
     .map(Arc::new);
-    match (&masking, relay.masker.as_mut()) {
-        (Some(m), Some(masker)) => masker.set_masking(m.clone()),
-        (Some(m), None) => {
-            relay.masker = Some(crate::masker::Masker::new(
-                m.clone(),
-                inner.store.masking_key(&policy.datasource),
-            ))
-        }
-        (None, _) => relay.masker = None,
-    }
+    install_masker(inner, relay, masking.as_ref(), &policy.datasource);
     if let Some(g) = relay.gate.as_mut() {
         g.set_masking(masking, Some(max_age));
     }
     Ok(())
+}
+
+/// Makes the relay's masker mask with `masking` (none: no masker).
+fn install_masker(
+    inner: &Inner,
+    relay: &mut Relay<'_, PgStream, PgStream>,
+    masking: Option<&Arc<postern_policy::SessionMasking>>,
+    datasource: &str,
+) {
+    match (masking, relay.masker.as_mut()) {
+        (Some(m), Some(masker)) => masker.set_masking(m.clone()),
+        (Some(m), None) => {
+            relay.masker = Some(crate::masker::Masker::new(
+                m.clone(),
+                inner.store.masking_key(datasource),
+            ))
+        }
+        (None, _) => relay.masker = None,
+    }
 }
 
 /// After the store changed: whether the session may go on (user still enabled, datasource

@@ -54,6 +54,38 @@ pub struct Policy {
     pub revealed: HashSet<String>,
 }
 
+impl Policy {
+    /// The masking rules that may mask anything for this user on this datasource and
+    /// database (rules they are exempt from left out), whatever the mode.
+    pub fn masking_rules(&self) -> impl Iterator<Item = &crate::masking::MaskingRule> {
+        self.masking
+            .iter()
+            .flat_map(|p| &p.rules)
+            .filter(|r| r.applies(&self.revealed, &self.datasource, &self.database))
+    }
+
+    /// Everything about [`Policy::masking_rules`] that masking depends on, as one string:
+    /// equal fingerprints mean masking built for one policy is right for the other.
+    pub fn masking_fingerprint(&self) -> String {
+        let mut f = String::new();
+        for p in &self.masking {
+            for r in &p.rules {
+                if r.applies(&self.revealed, &self.datasource, &self.database) {
+                    f.push_str(&format!(
+                        "{}\u{1f}{}\u{1f}{}\u{1f}{}\u{1f}{}\u{1e}",
+                        p.priority,
+                        r.name,
+                        r.pattern.as_str(),
+                        r.function,
+                        r.allow_filter
+                    ));
+                }
+            }
+        }
+        f
+    }
+}
+
 /// What Postern knows of the session a statement runs in.
 #[derive(Debug, Clone, Default)]
 pub struct SessionView {

@@ -105,6 +105,19 @@ pub struct StatementMask {
 }
 
 impl StatementMask {
+    /// A plan for rows Postern cannot follow (a function it cannot see into, an
+    /// unanalysed statement, a cursor): every computed column is masked.
+    pub fn opaque() -> StatementMask {
+        StatementMask {
+            outputs: None,
+            expands: Vec::new(),
+            fallback: Some(Mask {
+                rule: None,
+                how: How::Opaque,
+            }),
+        }
+    }
+
     /// The mask of result column `i` when it has no source column.
     pub fn computed(&self, i: usize) -> Option<Mask> {
         match &self.outputs {
@@ -140,6 +153,8 @@ pub struct SessionMasking {
     /// OID → masked column names with their taint.
     masked_names: HashMap<u32, Vec<(String, Taint)>>,
     user_functions: HashSet<String>,
+    /// Built without a catalog ([`SessionMasking::blind`]): every value is masked.
+    blind: bool,
 }
 
 const STATS_VIEWS: &[&str] = &[
@@ -167,10 +182,7 @@ impl SessionMasking {
                 rules: p
                     .rules
                     .iter()
-                    .filter(|r| {
-                        !revealed.contains(&r.name)
-                            && r.pattern.covers_database(datasource, database)
-                    })
+                    .filter(|r| r.applies(revealed, datasource, database))
                     .cloned()
                     .collect(),
             })
@@ -192,6 +204,7 @@ impl SessionMasking {
             masked_names: HashMap::new(),
             user_functions: catalog.user_functions.clone(),
             rules: Vec::new(),
+            blind: false,
         };
         for rel in &catalog.relations {
             m.by_name
@@ -372,9 +385,29 @@ impl SessionMasking {
         planned
     }
 
+    /// Masking for a session whose masking rules changed while Postern could not read the
+    /// catalog yet (the upstream was inside a transaction block): what the rules cover is
+    /// unknown, so every result value is masked and COPY … TO STDOUT is refused.
+    pub fn blind() -> SessionMasking {
+        SessionMasking {
+            rules: Vec::new(),
+            columns: HashMap::new(),
+            by_name: HashMap::new(),
+            masked_names: HashMap::new(),
+            user_functions: HashSet::new(),
+            blind: true,
+        }
+    }
+
     /// The mask of a result column the server says comes from column `attnum` of the
     /// relation `oid`.
     pub fn source(&self, oid: u32, attnum: i16) -> Option<Mask> {
+        if self.blind {
+            return Some(Mask {
+                rule: None,
+                how: How::Opaque,
+            });
+        }
         self.columns.get(&(oid, attnum)).copied()
     }
 
@@ -405,6 +438,17 @@ impl SessionMasking {
                     ),
                 ));
             }
+        }
+        if self.blind {
+            if flow.copy_out {
+                return Err(refusal(
+                    None,
+                    "your masking rules changed and Postern has not read what they cover yet; \
+                     COPY … TO STDOUT is refused until the transaction ends"
+                        .to_string(),
+                ));
+            }
+            return Ok(Some(StatementMask::opaque()));
         }
         let taints = self.taints(flow, search_path);
         // Inference guard: filtering, joining, grouping or ordering on a masked value
@@ -464,14 +508,7 @@ impl SessionMasking {
                 facts.command.as_str(),
                 "FETCH" | "MOVE" | "CALL" | "EXECUTE"
             );
-            return Ok(unknown.then(|| StatementMask {
-                outputs: None,
-                expands: Vec::new(),
-                fallback: Some(Mask {
-                    rule: None,
-                    how: How::Opaque,
-                }),
-            }));
+            return Ok(unknown.then(StatementMask::opaque));
         };
         let per: Vec<Taint> = outs
             .iter()

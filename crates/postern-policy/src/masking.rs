@@ -22,6 +22,14 @@ pub struct MaskingRule {
     pub allow_filter: bool,
 }
 
+impl MaskingRule {
+    /// Whether the rule may mask anything for a user on `datasource` / `database` who is
+    /// not exempt (`revealed`) from it.
+    pub fn applies(&self, revealed: &HashSet<String>, datasource: &str, database: &str) -> bool {
+        !revealed.contains(&self.name) && self.pattern.covers_database(datasource, database)
+    }
+}
+
 /// A named group of rules with a priority (higher wins when several cover a column).
 #[derive(Debug, Clone)]
 pub struct MaskingPolicy {

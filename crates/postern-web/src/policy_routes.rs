@@ -139,15 +139,6 @@ pub async fn check(
     let path = req
         .search_path
         .unwrap_or_else(|| vec!["public".to_string()]);
-    // Without an explicit --search-path the masking plan resolves names like a session
-    // would: through the upstream's own search_path.
-    let req_path_or = |session: &[String], given: &[String]| -> Vec<String> {
-        if explicit_path {
-            given.to_vec()
-        } else {
-            session.to_vec()
-        }
-    };
     let session = SessionView {
         search_path: Some(path.clone()),
         initial_search_path: path.clone(),
@@ -172,14 +163,25 @@ pub async fn check(
                 Ok(None) => (None, None),
                 Ok(Some((m, session_path))) => (
                     Some(MaskingStatus {
-                        rules: subject_rules(&policy),
+                        rules: policy.masking_rules().map(|r| r.name.clone()).collect(),
                         unavailable: None,
                     }),
-                    m.map(|m| (m, req_path_or(&session_path, &path))),
+                    // Without an explicit --search-path, names resolve as in a session: through
+                    // the upstream's own search_path.
+                    m.map(|m| {
+                        (
+                            m,
+                            if explicit_path {
+                                path.clone()
+                            } else {
+                                session_path
+                            },
+                        )
+                    }),
                 ),
                 Err(e) => (
                     Some(MaskingStatus {
-                        rules: subject_rules(&policy),
+                        rules: policy.masking_rules().map(|r| r.name.clone()).collect(),
                         unavailable: Some(e),
                     }),
                     None,
@@ -227,19 +229,4 @@ pub async fn check(
         masking: masking_status,
         statements,
     }))
-}
-
-/// The masking rules `policy` subjects its user to on its datasource and database.
-fn subject_rules(policy: &Policy) -> Vec<String> {
-    policy
-        .masking
-        .iter()
-        .flat_map(|p| &p.rules)
-        .filter(|r| {
-            !policy.revealed.contains(&r.name)
-                && r.pattern
-                    .covers_database(&policy.datasource, &policy.database)
-        })
-        .map(|r| r.name.clone())
-        .collect()
 }

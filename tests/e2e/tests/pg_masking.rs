@@ -536,3 +536,62 @@ async fn schema_changes_reach_open_sessions() {
     drop(c);
     f.done().await;
 }
+
+/// Masking rules that start to apply in the middle of a transaction block, where Postern
+/// runs no query of its own to learn what they cover: every value is masked until the
+/// block ends, then the rules mask exactly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn masking_granted_inside_a_transaction_fails_closed() {
+    let f = setup("masked").await;
+    let c = f
+        .postern
+        .connect("auditor", "auditor-pw", &f.alias)
+        .await
+        .unwrap();
+    c.batch_execute("begin").await.unwrap();
+    let r = c
+        .query_one("select ssn, id from customers", &[])
+        .await
+        .unwrap();
+    assert_eq!(r.get::<_, String>(0), SSN, "exempt: clear");
+    // The admin takes the exemption away while the transaction is open.
+    f.postern
+        .apply_yaml(&format!(
+            "role:\n  - name: auditors\n    credentials: [{alias}-cred]\n    modes: {{ {alias}: masked }}\n    privileges: [{{ allow: [ALL], on: \"{alias}.*.public.*\" }}]\n    masking: [pii]\n    reveal: []\n",
+            alias = f.alias
+        ))
+        .await;
+    let r = c
+        .query_one("select ssn, name from customers", &[])
+        .await
+        .unwrap();
+    assert_eq!(
+        r.get::<_, String>(0),
+        "****",
+        "unknown coverage: fully masked"
+    );
+    assert_eq!(
+        r.get::<_, String>(1),
+        "****",
+        "every value, not only covered ones"
+    );
+    let err = c
+        .simple_query("copy (select name from customers) to stdout")
+        .await
+        .unwrap_err();
+    let msg = err
+        .as_db_error()
+        .map(|e| e.message().to_string())
+        .unwrap_or_default();
+    assert!(msg.contains("masking rules changed"), "{err:?}");
+    c.batch_execute("rollback").await.unwrap();
+    // Outside the block the catalog is read: exact masks again.
+    let r = c
+        .query_one("select ssn, name from customers", &[])
+        .await
+        .unwrap();
+    assert_eq!(r.get::<_, String>(0), "*******6789");
+    assert_eq!(r.get::<_, String>(1), "Alice");
+    drop(c);
+    f.done().await;
+}
