@@ -216,6 +216,40 @@ pub fn error_response(
     finish(out, at);
 }
 
+/// An ErrorResponse or NoticeResponse (`ty`, `body`) rewritten with `message` as its text
+/// and without the fields that may quote data (detail, hint, context, internal query); its
+/// severity, SQLSTATE, position and the names of the objects involved are kept. `None`
+/// when the fields cannot be read.
+pub fn rewrite_notice(ty: u8, body: &[u8], message: &str) -> Option<BytesMut> {
+    let mut out = BytesMut::with_capacity(body.len().min(512) + message.len() + 8);
+    let at = begin(&mut out, ty);
+    let mut rest = body;
+    loop {
+        let (&field, after) = rest.split_first()?;
+        if field == 0 {
+            break;
+        }
+        let (value, after) = cstr_bytes(after)?;
+        rest = after;
+        match field {
+            b'M' => {
+                out.put_u8(b'M');
+                put_cstr(&mut out, message);
+            }
+            // Severity, SQLSTATE, position, source location, object names.
+            b'S' | b'V' | b'C' | b'P' | b'F' | b'L' | b'R' | b's' | b't' | b'c' | b'd' | b'n' => {
+                out.put_u8(field);
+                out.put_slice(value);
+                out.put_u8(0);
+            }
+            _ => {}
+        }
+    }
+    out.put_u8(0);
+    finish(&mut out, at);
+    Some(out)
+}
+
 /// Appends an Authentication message with `code` and `data`.
 pub fn authentication(out: &mut BytesMut, code: i32, data: &[u8]) {
     let at = begin(out, b'R');

@@ -244,6 +244,40 @@ impl Masker {
             .ok_or(CodecError::Malformed("DataRow"))
     }
 
+    /// An ErrorResponse or NoticeResponse about a statement that reads masked data, with
+    /// its text replaced: a failed cast, a violated constraint's failing row or a RAISE in
+    /// a function may quote a masked value. `None`: forward it as it is. A message that
+    /// cannot be read is replaced by a bare one.
+    pub fn scrub(&self, ty: u8, body: &[u8]) -> Option<BytesMut> {
+        if !matches!(ty, b'E' | b'N') {
+            return None;
+        }
+        let plan = match self.queue.front()? {
+            Expect::Query { plans, index } => plans.as_ref()?.get(*index)?.as_ref(),
+            Expect::Execute(portal) => self.portals.get(portal)?.plan.as_ref(),
+            _ => None,
+        }?;
+        let mask = plan.messages?;
+        let what = if mask.rule.is_some() {
+            format!("masked data (rule {})", self.masking.describe(mask))
+        } else {
+            "values Postern cannot tell apart from masked data".to_string()
+        };
+        let kind = if ty == b'E' { "error" } else { "notice" };
+        let message = format!(
+            "the server's {kind} text is hidden by Postern: this statement reads {what} and the \
+             text may quote it; the SQLSTATE is the server's"
+        );
+        crate::codec::rewrite_notice(ty, body, &message).or_else(|| {
+            let bare: &[u8] = if ty == b'E' {
+                b"SERROR\0VERROR\0CXX000\0M\0\0"
+            } else {
+                b"SNOTICE\0VNOTICE\0C01000\0M\0\0"
+            };
+            crate::codec::rewrite_notice(ty, bare, &message)
+        })
+    }
+
     /// A server message other than DataRow (see [`Masker::masks_row`]).
     pub fn server_message(&mut self, ty: u8, body: &[u8]) {
         match ty {

@@ -118,7 +118,7 @@ impl Direction {
             Side::Server => {
                 matches!(ty, b'C' | b'E' | b'I' | b's' | b'Z' | b'G' | b'W' | b'S')
                     || masker.is_some_and(|m| {
-                        matches!(ty, b'T' | b'n') || (ty == b'D' && m.rows_need_masking())
+                        matches!(ty, b'T' | b'n' | b'N') || (ty == b'D' && m.rows_need_masking())
                     })
             }
         }
@@ -252,6 +252,9 @@ impl Direction {
                             None
                         }
                         None => {
+                            // Errors and notices about masked data lose their text.
+                            let scrubbed = masker.as_ref().and_then(|m| m.scrub(ty, body));
+                            let body = scrubbed.as_ref().map_or(body, |w| &w[5..]);
                             if let Some(m) = masker.as_mut() {
                                 m.server_message(ty, body);
                                 if let Some(cols) = m.take_masked() {
@@ -263,7 +266,7 @@ impl Direction {
                             if ty == b'Z' {
                                 confirm_search_path(g, &tracker.completed[before..]);
                             }
-                            None
+                            scrubbed
                         }
                     },
                 };

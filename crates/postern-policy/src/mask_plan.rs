@@ -9,7 +9,7 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 
 use postern_masking::MaskFn;
 use postern_sql::pg::{analyse, LexSettings, DYNAMIC_SQL_FUNCTIONS};
-use postern_sql::{ColumnFlow, ObjectName, Refs, Statement, StatementFacts};
+use postern_sql::{ColumnFlow, ObjectName, Refs, Statement, StatementFacts, StatementKind};
 
 use crate::decide::Mode;
 use crate::judge::{Refusal, SQLSTATE_REFUSED};
@@ -102,19 +102,25 @@ pub struct StatementMask {
     pub expands: Vec<bool>,
     /// The mask for a computed result column that cannot be matched to a written one.
     pub fallback: Option<Mask>,
+    /// Set when the statement reads masked columns (or a function Postern cannot see
+    /// into): the server's errors and notices about it may quote their values (a failed
+    /// cast, a check constraint's failing row, a RAISE), so their text is hidden.
+    pub messages: Option<Mask>,
 }
 
 impl StatementMask {
     /// A plan for rows Postern cannot follow (a function it cannot see into, an
     /// unanalysed statement, a cursor): every computed column is masked.
     pub fn opaque() -> StatementMask {
+        let all = Some(Mask {
+            rule: None,
+            how: How::Opaque,
+        });
         StatementMask {
             outputs: None,
             expands: Vec::new(),
-            fallback: Some(Mask {
-                rule: None,
-                how: How::Opaque,
-            }),
+            fallback: all,
+            messages: all,
         }
     }
 
@@ -439,6 +445,15 @@ impl SessionMasking {
                 ));
             }
         }
+        if facts.kind == StatementKind::DoBlock {
+            // Its code runs unseen: it could RAISE a masked value or copy it into a table.
+            return Err(refusal(
+                self.rules.first().map(|(_, _, r)| r),
+                "a DO block runs code Postern cannot see into, and masking rules apply to \
+                 you here; run its statements one by one"
+                    .to_string(),
+            ));
+        }
         if self.blind {
             if flow.copy_out {
                 return Err(refusal(
@@ -470,12 +485,13 @@ impl SessionMasking {
                 ),
             ));
         }
-        if let (Some(func), Mode::Protected) = (&f.opaque, mode) {
+        // A filter's effect on the rows cannot be masked afterwards, whatever the mode.
+        if let Some(func) = &f.opaque {
             return Err(refusal(
                 None,
                 format!(
-                    "{func} is used to filter rows and Postern cannot tell whether it reads \
-                     masked columns (PROTECTED mode)"
+                    "{func} is used to filter, join, group or order rows and Postern cannot \
+                     tell whether it reads masked columns"
                 ),
             ));
         }
@@ -492,14 +508,21 @@ impl SessionMasking {
                 ),
             ));
         }
-        if let (Some(func), Mode::Protected) = (&c.opaque, mode) {
+        // Copied values are read later without masking, whatever the mode.
+        if let Some(func) = &c.opaque {
             return Err(refusal(
                 None,
                 format!(
                     "{func} is copied into a table or definition and Postern cannot tell \
-                     whether it reads masked columns (PROTECTED mode)"
+                     whether it reads masked columns"
                 ),
             ));
+        }
+        // Everything the statement touches, for its errors and notices.
+        let mut touched = f;
+        touched.absorb(&c);
+        for t in taints.values() {
+            touched.absorb(t);
         }
         let Some(outs) = &flow.outputs else {
             // Rows of FETCH, CALL and EXECUTE of unknown statements come from a query not
@@ -508,12 +531,24 @@ impl SessionMasking {
                 facts.command.as_str(),
                 "FETCH" | "MOVE" | "CALL" | "EXECUTE"
             );
-            return Ok(unknown.then(StatementMask::opaque));
+            if unknown {
+                return Ok(Some(StatementMask::opaque()));
+            }
+            return Ok(self.mask_of(&touched).map(|m| StatementMask {
+                outputs: None,
+                expands: Vec::new(),
+                fallback: None,
+                messages: Some(m),
+            }));
         };
         let per: Vec<Taint> = outs
             .iter()
             .map(|o| self.taint_of(&o.refs, &taints, search_path))
             .collect();
+        for t in &per {
+            touched.absorb(t);
+        }
+        let messages = self.mask_of(&touched);
         if flow.copy_out {
             // COPY data is not rewritten: refuse what would need masking.
             let scope_masked = outs.iter().any(|o| o.expands || o.refs.star)
@@ -556,13 +591,14 @@ impl SessionMasking {
         }
         all.computed = true;
         let fallback = self.mask_of(&all);
-        if masks.iter().all(Option::is_none) && fallback.is_none() {
+        if masks.iter().all(Option::is_none) && fallback.is_none() && messages.is_none() {
             return Ok(None);
         }
         Ok(Some(StatementMask {
             expands: outs.iter().map(|o| o.expands).collect(),
             outputs: Some(masks),
             fallback,
+            messages,
         }))
     }
 

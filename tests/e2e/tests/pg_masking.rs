@@ -333,6 +333,12 @@ const BYPASS: &[(&str, bool)] = &[
         true,
     ),
     ("select get_ssn(1)", false),
+    ("select id from customers where get_ssn(id) like '1%'", true),
+    ("create table stolen2 as select get_ssn(1) as s", true),
+    (
+        "do $$ begin raise notice '%', (select ssn from customers limit 1); end $$",
+        true,
+    ),
     ("update customers set name = ssn", true),
     ("create table stolen as select email from customers", true),
     ("select * from pg_stats where tablename = 'customers'", true),
@@ -360,6 +366,118 @@ async fn bypass_attempts_never_show_clear_values() {
         .unwrap();
     assert_eq!(r.get::<_, String>(0), SSN);
     assert_eq!(r.get::<_, String>(1), "Alice");
+    f.done().await;
+}
+
+/// Statements the server rejects or comments on with text that would quote a masked value,
+/// with the SQLSTATE the client must still get.
+const LEAKY_ERRORS: &[(&str, &str)] = &[
+    ("select ssn::int from customers", "22P02"),
+    ("select email::int, name from customers", "22P02"),
+    ("select uid::text::numeric from customers", "22P02"),
+    ("select birth::text::int from customers", "22P02"),
+    (
+        "select x::int from (select ssn as x from customers) s",
+        "22P02",
+    ),
+    ("select e::int from v_customers", "22P02"),
+    // A violated check constraint's detail shows the failing row.
+    ("update customers set name = 'Bob', salary = -1", "23514"),
+    // A function that raises with its argument (RAISE EXCEPTION and NOTICE).
+    ("select boom(ssn) from customers", "P0001"),
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errors_and_notices_never_quote_masked_values() {
+    let f = setup("masked").await;
+    let su = f.up.superuser().await;
+    su.batch_execute(&format!(
+        "ALTER TABLE customers ADD CONSTRAINT salary_positive CHECK (salary >= 0);
+         CREATE FUNCTION boom(t text) RETURNS text LANGUAGE plpgsql AS \
+           'BEGIN RAISE NOTICE ''saw %'', t; RAISE EXCEPTION ''bad %'', t \
+            USING DETAIL = t, HINT = t; END';
+         CREATE FUNCTION shout(t text) RETURNS text LANGUAGE plpgsql AS \
+           'BEGIN RAISE NOTICE ''saw %'', t; RETURN upper(t); END';
+         ALTER FUNCTION boom(text) OWNER TO {role}; ALTER FUNCTION shout(text) OWNER TO {role};",
+        role = f.up.role
+    ))
+    .await
+    .unwrap();
+    // Directly, the server quotes the values: the cases below really would leak.
+    let direct = su
+        .batch_execute("select ssn::int from customers")
+        .await
+        .unwrap_err();
+    assert!(format!("{direct:?}").contains(SSN), "{direct:?}");
+
+    for (sql, sqlstate) in LEAKY_ERRORS {
+        let out = f
+            .postern
+            .psql("analyst", "analyst-pw", &f.alias)
+            .env("PGSSLMODE", "disable")
+            .args(["-At", "-v", "VERBOSITY=verbose", "-c", sql])
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(!out.status.success(), "{sql}: should fail: {text}");
+        assert_no_clear(sql, &text);
+        assert!(
+            text.contains(&format!("ERROR:  {sqlstate}:")),
+            "{sql}: SQLSTATE {sqlstate} kept: {text}"
+        );
+        assert!(text.contains("hidden by Postern"), "{sql}: {text}");
+    }
+    // A notice from a statement that succeeds.
+    let (ok, out) = f.psql("analyst", "select shout(ssn) from customers");
+    assert!(ok, "{out}");
+    assert_no_clear("shout", &out);
+    assert!(
+        out.contains("NOTICE:") && out.contains("hidden by Postern"),
+        "{out}"
+    );
+    // Errors of statements that read nothing masked keep their text.
+    let (ok, out) = f.psql("analyst", "select body::int from notes");
+    assert!(!ok);
+    assert!(
+        out.contains("invalid input syntax") && out.contains("hello"),
+        "{out}"
+    );
+
+    // The extended protocol (a Rust client): the same.
+    let c = f
+        .postern
+        .connect("analyst", "analyst-pw", &f.alias)
+        .await
+        .unwrap();
+    let err = c
+        .query("select ssn::int from customers where id = $1", &[&1i32])
+        .await
+        .unwrap_err();
+    let db = err.as_db_error().expect("a server error");
+    assert_eq!(db.code().code(), "22P02");
+    assert!(db.message().contains("hidden by Postern"), "{db:?}");
+    assert_no_clear("extended", &format!("{db:?}"));
+    // The session goes on.
+    let r = c.query_one("select ssn from customers", &[]).await.unwrap();
+    assert_eq!(r.get::<_, String>(0), "*******6789");
+    // The audit trail records the hidden text too.
+    let events = f
+        .postern
+        .audit(AuditFilter {
+            user: Some("analyst".into()),
+            kind: Some("statement".into()),
+            limit: Some(1000),
+            ..AuditFilter::default()
+        })
+        .await;
+    assert!(!events.is_empty());
+    for e in &events {
+        assert_no_clear("audit", &serde_json::to_string(e).unwrap());
+    }
     f.done().await;
 }
 

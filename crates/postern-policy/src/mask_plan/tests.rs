@@ -190,6 +190,13 @@ fn inference_and_copy_guards() {
         "copy (select ssn from customers) to stdout",
         "copy customers to stdout",
         "select * from pg_stats",
+        // What a function Postern cannot see into reads could be filtered on or copied,
+        // and neither can be masked afterwards: refused in MASKED mode too.
+        "select id from customers where get_ssn(id) like '1%'",
+        "select id from orders order by get_ssn(id)",
+        "create table leak as select get_ssn(1)",
+        "insert into orders (id) select get_ssn(1)::int",
+        "do $$ begin raise notice '%', (select ssn from customers limit 1); end $$",
     ] {
         let e = plan(&m, sql, Mode::Masked).unwrap_err();
         assert_eq!(e.sqlstate, "42501", "{sql}");
@@ -202,4 +209,24 @@ fn inference_and_copy_guards() {
             .unwrap()
             .is_none()
     );
+}
+
+#[test]
+fn messages_of_statements_touching_masked_data_are_hidden() {
+    let m = masking(&[]);
+    for sql in [
+        "select ssn::int from customers",
+        "update customers set name = 'x'",
+        "delete from customers where id = 1",
+        "select name from customers",
+        "select get_ssn(1)",
+        "fetch 1 from c",
+    ] {
+        let p = plan(&m, sql, Mode::Masked).unwrap();
+        assert!(p.and_then(|p| p.messages).is_some(), "{sql}");
+    }
+    for sql in ["update orders set total = 1", "select total from orders"] {
+        let p = plan(&m, sql, Mode::Masked).unwrap();
+        assert!(p.and_then(|p| p.messages).is_none(), "{sql}");
+    }
 }
