@@ -22,6 +22,10 @@ pub enum EventKind {
     AdminChange,
     /// Postern started.
     ServerStart,
+    /// Too many failed logins: a user, an address or both are locked for a while.
+    Lockout,
+    /// A second-factor event: enrolment, reset, an approval asked for, given or refused.
+    SecondFactor,
 }
 
 impl EventKind {
@@ -35,6 +39,8 @@ impl EventKind {
             EventKind::Statement => "statement",
             EventKind::AdminChange => "admin_change",
             EventKind::ServerStart => "server_start",
+            EventKind::Lockout => "lockout",
+            EventKind::SecondFactor => "second_factor",
         }
     }
 

@@ -216,6 +216,22 @@ pub fn error_response(
     finish(out, at);
 }
 
+/// Appends a NoticeResponse (severity NOTICE, SQLSTATE 00000) with `message`.
+pub fn notice_response(out: &mut BytesMut, message: &str) {
+    let at = begin(out, b'N');
+    for (field, value) in [
+        (b'S', "NOTICE"),
+        (b'V', "NOTICE"),
+        (b'C', "00000"),
+        (b'M', message),
+    ] {
+        out.put_u8(field);
+        put_cstr(out, value);
+    }
+    out.put_u8(0);
+    finish(out, at);
+}
+
 /// An ErrorResponse or NoticeResponse (`ty`, `body`) rewritten with `message` as its text
 /// and without the fields that may quote data (detail, hint, context, internal query); its
 /// severity, SQLSTATE, position and the names of the objects involved are kept. `None`

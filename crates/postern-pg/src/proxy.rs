@@ -76,6 +76,8 @@ pub(crate) struct Inner {
     pub decoy_key: [u8; 32],
     /// Upstream SCRAM salted passwords, so repeat logins skip PBKDF2.
     pub salted: postern_auth::SaltedPasswordCache,
+    /// The login flow shared with the other front doors (lockouts, second factor).
+    pub login: Arc<postern_login::LoginFlow>,
 }
 
 /// The PostgreSQL proxy.
@@ -91,6 +93,7 @@ impl PgProxy {
         store: Store,
         audit: AuditLog,
         tls: Option<Arc<rustls::ServerConfig>>,
+        login: Arc<postern_login::LoginFlow>,
         registry: &mut Registry,
     ) -> Self {
         let metrics = PgMetrics::default();
@@ -136,6 +139,7 @@ impl PgProxy {
                 metrics,
                 decoy_key,
                 salted: postern_auth::SaltedPasswordCache::new(4096),
+                login,
             }),
         }
     }

@@ -263,6 +263,13 @@ impl Direction {
                             }
                             let before = tracker.completed.len();
                             tracker.server_message(ty, body);
+                            // Told before the client's next message can be judged.
+                            if tracker.completed[before..]
+                                .iter()
+                                .any(crate::tracker::changes_schema)
+                            {
+                                g.schema_changed();
+                            }
                             if ty == b'Z' {
                                 confirm_search_path(g, &tracker.completed[before..]);
                             }

@@ -99,7 +99,7 @@ struct Refusal {
     message: String,
     /// What the audit log records, when it differs (e.g. the real reason of a login failure).
     audit_reason: Option<String>,
-    hint: Option<&'static str>,
+    hint: Option<std::borrow::Cow<'static, str>>,
     /// Whether this is a failed login (as opposed to a session that could not start).
     login: bool,
 }
@@ -114,9 +114,21 @@ impl Refusal {
             login: true,
         }
     }
-    fn hint(mut self, h: &'static str) -> Self {
-        self.hint = Some(h);
+    fn hint(mut self, h: impl Into<std::borrow::Cow<'static, str>>) -> Self {
+        self.hint = Some(h.into());
         self
+    }
+
+    /// A refusal of the shared login flow, in PostgreSQL's terms.
+    fn from_denial(d: postern_login::Denial) -> Self {
+        let sqlstate = match d.kind {
+            postern_login::DenialKind::Credentials => "28P01",
+            postern_login::DenialKind::Locked | postern_login::DenialKind::SecondFactor => "28000",
+            postern_login::DenialKind::Internal => "58000",
+        };
+        let mut r = Refusal::new(sqlstate, d.message).reason(d.reason);
+        r.hint = d.hint.map(Into::into);
+        r
     }
     fn reason(mut self, r: impl Into<String>) -> Self {
         self.audit_reason = Some(r.into());
@@ -125,6 +137,31 @@ impl Refusal {
     fn not_login(mut self) -> Self {
         self.login = false;
         self
+    }
+}
+
+/// Tells a psql (or any libpq) client waiting for its login approval what to do. The
+/// notice can only come after AuthenticationOk (libpq takes nothing else while it waits for
+/// authentication), so that is sent first; the session still relays nothing until the login
+/// is approved.
+struct ApprovalPrompt<'s> {
+    stream: &'s mut PgStream,
+    /// Authentication messages not sent yet (SASLFinal).
+    out: &'s mut BytesMut,
+    authenticated: bool,
+}
+
+impl postern_login::Prompt for ApprovalPrompt<'_> {
+    async fn tell(&mut self, text: &str) -> std::io::Result<()> {
+        if !self.authenticated {
+            codec::authentication(self.out, 0, &[]);
+            self.authenticated = true;
+        }
+        codec::notice_response(self.out, text);
+        self.stream.write_all(self.out).await?;
+        self.stream.flush().await?;
+        self.out.clear();
+        Ok(())
     }
 }
 
@@ -155,35 +192,45 @@ pub(crate) async fn run(inner: Arc<Inner>, tcp: TcpStream, peer: SocketAddr, adm
         datasource: None,
         db_user: None,
     };
-    let established = async {
-        let mut stream = PgStream::Plain(tcp);
-        if !admitted {
-            let _ = refuse(
-                &mut stream,
-                "53300",
-                "too many connections to Postern; try again later",
-                None,
-            )
-            .await;
-            return None;
-        }
-        let timeout = inner.cfg.handshake_timeout;
-        let established =
-            match tokio::time::timeout(timeout, handshake(&inner, stream, &mut ident)).await {
-                Ok(Some(e)) => e,
-                Ok(None) => return None,
-                Err(_) => {
-                    tracing::info!("client did not complete the handshake in time");
-                    let mut e = ident.event(EventKind::LoginFailure);
-                    e.error = Some(format!("handshake not completed within {timeout:?}"));
-                    let _ = inner.audit.record(e).await;
-                    return None;
-                }
+    let established =
+        async {
+            let mut stream = PgStream::Plain(tcp);
+            if !admitted {
+                let _ = refuse(
+                    &mut stream,
+                    "53300",
+                    "too many connections to Postern; try again later",
+                    None,
+                )
+                .await;
+                return None;
+            }
+            let timeout = inner.cfg.handshake_timeout;
+            let deadline = tokio::time::Instant::now() + timeout;
+            // A login waiting for its approval may take longer than the handshake itself.
+            let outer = if inner.login.config().require_2fa {
+                timeout + inner.login.config().approval_timeout
+            } else {
+                timeout
             };
-        Some(established)
-    }
-    .instrument(span.clone())
-    .await;
+            let established =
+                match tokio::time::timeout(outer, handshake(&inner, stream, &mut ident, deadline))
+                    .await
+                {
+                    Ok(Some(e)) => e,
+                    Ok(None) => return None,
+                    Err(_) => {
+                        tracing::info!("client did not complete the handshake in time");
+                        let mut e = ident.event(EventKind::LoginFailure);
+                        e.error = Some(format!("handshake not completed within {timeout:?}"));
+                        let _ = inner.audit.record(e).await;
+                        return None;
+                    }
+                };
+            Some(established)
+        }
+        .instrument(span.clone())
+        .await;
     // The relay runs outside the span (its logs name it as parent): entering and leaving
     // a span on every poll was a measurable part of the per-statement cost.
     if let Some(established) = established {
@@ -226,22 +273,31 @@ async fn deny(inner: &Inner, stream: &mut PgStream, ident: &Ident, r: Refusal) {
         return;
     }
     tracing::info!(sqlstate = r.sqlstate, reason = %r.audit_reason.as_deref().unwrap_or(&r.message), "session refused");
-    let _ = refuse(stream, r.sqlstate, &r.message, r.hint).await;
+    let _ = refuse(stream, r.sqlstate, &r.message, r.hint.as_deref()).await;
 }
 
 async fn handshake<'a>(
     inner: &'a Inner,
     stream: PgStream,
     ident: &mut Ident,
+    deadline: tokio::time::Instant,
 ) -> Option<Established<'a>> {
     let mut stream = stream;
     let mut buf = BytesMut::with_capacity(1024);
     // Up to two negotiation requests (SSL, GSS) may precede the startup packet.
     let mut params = None;
     for _ in 0..3 {
-        let pkt = match read_first_packet(&mut stream, &mut buf).await {
-            Ok(p) => p,
-            Err(e) => {
+        let pkt = match tokio::time::timeout_at(deadline, read_first_packet(&mut stream, &mut buf))
+            .await
+        {
+            Ok(Ok(p)) => p,
+            Err(_) => {
+                let mut e = ident.event(EventKind::LoginFailure);
+                e.error = Some("startup not completed in time".into());
+                let _ = inner.audit.record(e).await;
+                return None;
+            }
+            Ok(Err(e)) => {
                 bad_input(inner, &mut stream, ident, &e).await;
                 return None;
             }
@@ -335,6 +391,8 @@ async fn handshake<'a>(
 
     let user_field = param("user").unwrap_or("");
     if let Some(name) = user_field.split('@').next().filter(|s| !s.is_empty()) {
+        // A TOTP code given with the name (`alice:123456`) stays out of logs and audit.
+        let name = postern_login::split_code(name).0;
         ident.user = Some(name.into());
         tracing::Span::current().record("user", name);
     }
@@ -362,7 +420,7 @@ async fn handshake<'a>(
         .await;
         return None;
     }
-    let Some(target) = split_login(user_field, param("database")) else {
+    let Some(mut target) = split_login(user_field, param("database")) else {
         let r = if user_field.is_empty() {
             Refusal::new("28000", "no user name given")
         } else {
@@ -375,12 +433,65 @@ async fn handshake<'a>(
     ident.datasource = Some(target.alias.as_str().into());
     tracing::Span::current().record("datasource", target.alias.as_str());
 
-    // Authenticate the person.
-    let method = match authenticate(inner, &mut stream, &mut buf, &mut out, &target.user).await {
+    let code = {
+        let (name, code) = postern_login::split_code(&target.user);
+        let code = code.map(|c| zeroize::Zeroizing::new(c.to_string()));
+        target.user = name.to_string();
+        code
+    };
+
+    // Authenticate the person: lockouts first, then the password, then the second factor.
+    let flow = &inner.login;
+    if let Err(d) = flow.admit(&target.user, ident.ip) {
+        deny(inner, &mut stream, ident, Refusal::from_denial(d)).await;
+        return None;
+    }
+    let auth = tokio::time::timeout_at(
+        deadline,
+        authenticate(inner, &mut stream, &mut buf, &mut out, &target.user),
+    )
+    .await
+    .unwrap_or_else(|_| {
+        Err(
+            Refusal::new("08006", "authentication not completed in time").reason(format!(
+                "handshake not completed within {:?}",
+                inner.cfg.handshake_timeout
+            )),
+        )
+    });
+    let method = match auth {
         Ok(m) => m,
         Err(r) => {
+            if r.sqlstate == "28P01" {
+                flow.failed(&target.user, ident.ip, Protocol::Postgres)
+                    .await;
+            }
             tokio::time::sleep(inner.cfg.login_failure_delay).await;
             deny(inner, &mut stream, ident, r).await;
+            return None;
+        }
+    };
+    flow.succeeded(&target.user, ident.ip);
+    let mut prompt = ApprovalPrompt {
+        stream: &mut stream,
+        out: &mut out,
+        authenticated: false,
+    };
+    let factor = flow
+        .second_factor(
+            &target.user,
+            ident.ip,
+            code.as_ref().map(|c| c.as_str()),
+            &format!("postgres: {}", target.alias),
+            Protocol::Postgres,
+            &mut prompt,
+        )
+        .await;
+    let auth_ok_sent = prompt.authenticated;
+    let factor = match factor {
+        Ok(f) => f,
+        Err(d) => {
+            deny(inner, &mut stream, ident, Refusal::from_denial(d)).await;
             return None;
         }
     };
@@ -467,7 +578,11 @@ async fn handshake<'a>(
     };
     ident.db_user = Some(cred.username.as_str().into());
     let mut success = ident.event(EventKind::LoginSuccess);
-    success.detail = Some(serde_json::json!({ "auth": method, "tls": stream.is_tls() }));
+    success.detail = Some(serde_json::json!({
+        "auth": method,
+        "second_factor": factor.as_str(),
+        "tls": stream.is_tls(),
+    }));
     let _ = inner.audit.record(success).await;
 
     // Open the upstream session with the stored credential.
@@ -551,7 +666,9 @@ async fn handshake<'a>(
         }
         None => ((0, 0), None),
     };
-    codec::authentication(&mut out, 0, &[]);
+    if !auth_ok_sent {
+        codec::authentication(&mut out, 0, &[]);
+    }
     out.extend_from_slice(&upstream.parameter_status);
     codec::backend_key_data(&mut out, key.0, key.1);
     out.extend_from_slice(&[b'Z', 0, 0, 0, 5, upstream.ready_status]);
@@ -604,6 +721,7 @@ async fn authenticate(
     let (verifier, reason) = match &info {
         None => (None, "unknown user"),
         Some(i) if i.disabled => (None, "user is disabled"),
+        Some(i) if i.locked => (None, "user is locked by an admin"),
         Some(i) => match &i.scram {
             Some(v) => (Some(v.clone()), ""),
             None => (None, "user has no password set"),
@@ -719,15 +837,34 @@ async fn relay(inner: &Inner, est: Established<'_>, ident: &Ident, span: &tracin
     relay.tracker.utf8_client = crate::codec::encoding_reads_as_utf8(&upstream.client_encoding);
     relay.gate = gate;
     relay.masker = masker;
+    // An idle session learns within ACCESS_CHECK that its user was disabled, locked or lost
+    // the grant: the store's change counter is compared on every tick, the store read only
+    // when it moved.
+    let epoch = inner.store.policy_epoch();
+    let mut seen = epoch.load(std::sync::atomic::Ordering::Acquire);
+    let mut ticks =
+        tokio::time::interval_at(tokio::time::Instant::now() + ACCESS_CHECK, ACCESS_CHECK);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let end: Result<RelayEnd, Stop> = loop {
-        match relay.step().await {
-            Ok(Step::Statements) => {
-                let mut closed = false;
-                if let Some(g) = relay.gate.as_mut() {
-                    if relay.tracker.completed.iter().any(changes_schema) {
-                        g.schema_changed();
+        // `step` keeps its state in the relay, so it may be dropped at a tick and resumed.
+        let step = tokio::select! {
+            step = relay.step() => step,
+            _ = ticks.tick() => {
+                let now = epoch.load(std::sync::atomic::Ordering::Acquire);
+                if now != seen {
+                    seen = now;
+                    if let (Some(user), Some(alias)) = (ident.user.as_deref(), ident.datasource.as_deref()) {
+                        if let Err(why) = still_allowed(inner, user, alias, &credential).await {
+                            break Err(Stop::Revoked(why));
+                        }
                     }
                 }
+                continue;
+            }
+        };
+        match step {
+            Ok(Step::Statements) => {
+                let mut closed = false;
                 for done in relay.tracker.completed.drain(..) {
                     statements += 1;
                     inner.metrics.statements.inc();
@@ -800,15 +937,8 @@ async fn relay(inner: &Inner, est: Established<'_>, ident: &Ident, span: &tracin
     tracing::info!(parent: span, statements, end = ?end, "session closed");
 }
 
-/// Whether a completed statement changed the schema (what masking rules may cover).
-fn changes_schema(done: &crate::tracker::Completed) -> bool {
-    done.error.is_none()
-        && done.tags.split("; ").any(|t| {
-            ["CREATE ", "ALTER ", "DROP ", "IMPORT FOREIGN SCHEMA"]
-                .iter()
-                .any(|p| t.starts_with(p))
-        })
-}
+/// How often an open session checks that its user may still use it.
+const ACCESS_CHECK: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Reads the masking catalog again (after the policy or the schema changed, or the
 /// snapshot aged) and installs the masking built from it. Postern's query runs only while
@@ -905,14 +1035,33 @@ async fn reload(
         .policy_epoch()
         .load(std::sync::atomic::Ordering::Acquire);
     let failed = |e: postern_store::StoreError| format!("Postern could not read its store ({e})");
-    match store.login_info(user).await.map_err(failed)? {
-        Some(i) if !i.disabled => {}
-        Some(_) => return Err(format!("user {user} was disabled")),
-        None => return Err(format!("user {user} was removed")),
-    }
+    still_allowed(inner, user, alias, credential).await?;
     let Some(ds) = store.datasource(alias).await.map_err(failed)? else {
         return Err(format!("datasource {alias} was removed"));
     };
+    let policy = store.session_policy(user, &ds).await.map_err(failed)?;
+    Ok((Arc::new(policy), epoch))
+}
+
+/// Whether `user` may still use `credential` on `alias`: not disabled, locked or removed,
+/// and a role of theirs still grants it. The reason in words when not.
+async fn still_allowed(
+    inner: &Inner,
+    user: &str,
+    alias: &str,
+    credential: &str,
+) -> Result<(), String> {
+    let store = &inner.store;
+    let failed = |e: postern_store::StoreError| format!("Postern could not read its store ({e})");
+    match store.login_info(user).await.map_err(failed)? {
+        Some(i) if i.disabled => return Err(format!("user {user} was disabled")),
+        Some(i) if i.locked => return Err(format!("user {user} was locked by an admin")),
+        Some(_) => {}
+        None => return Err(format!("user {user} was removed")),
+    }
+    if store.datasource(alias).await.map_err(failed)?.is_none() {
+        return Err(format!("datasource {alias} was removed"));
+    }
     let grants = store.role_grants(user).await.map_err(failed)?;
     let granted = grants.iter().any(|g| {
         g.credentials
@@ -924,8 +1073,7 @@ async fn reload(
             "no role of yours grants credential {credential} on datasource {alias} any more"
         ));
     }
-    let policy = store.session_policy(user, &ds).await.map_err(failed)?;
-    Ok((Arc::new(policy), epoch))
+    Ok(())
 }
 
 /// Puts Postern's ruling on a statement into its audit event.

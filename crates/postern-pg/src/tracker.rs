@@ -423,6 +423,16 @@ impl Tracker {
     }
 }
 
+/// Whether a completed statement changed the schema (what masking rules may cover).
+pub fn changes_schema(done: &Completed) -> bool {
+    done.error.is_none()
+        && done.tags.split("; ").any(|t| {
+            ["CREATE ", "ALTER ", "DROP ", "IMPORT FOREIGN SCHEMA"]
+                .iter()
+                .any(|p| t.starts_with(p))
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

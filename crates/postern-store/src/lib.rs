@@ -18,6 +18,7 @@ mod credentials;
 mod datasources;
 mod error;
 mod masking;
+mod mfa;
 mod roles;
 mod tokens;
 mod users;
@@ -39,6 +40,8 @@ pub use audit::{AuditFilter, StoreAuditSink};
 pub use credentials::UpstreamCredential;
 pub use datasources::allow_list_form;
 pub use error::StoreError;
+pub use mfa::MfaStatus;
+pub use tokens::TokenScope;
 pub use users::LoginInfo;
 
 /// How long a connection waits for SQLite's write lock before failing.

@@ -16,6 +16,24 @@ pub const TOKEN_PREFIX: &str = "pst_";
 /// Tokens are `pst_` and 43 characters; anything much longer is not one of ours.
 const MAX_TOKEN_LEN: usize = 128;
 
+/// What a token may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenScope {
+    /// Everything its user's permissions allow.
+    Full,
+    /// Only enrol a second factor (a password-only sign-in while one is required).
+    Enroll,
+}
+
+impl TokenScope {
+    fn as_str(self) -> &'static str {
+        match self {
+            TokenScope::Full => "full",
+            TokenScope::Enroll => "enroll",
+        }
+    }
+}
+
 fn token_hash(token: &str) -> String {
     hex::encode(Sha256::digest(token.as_bytes()))
 }
@@ -24,6 +42,16 @@ impl Store {
     /// Issues an API token for `user`, valid for `ttl`. Returns the token (shown once);
     /// the store keeps only its SHA-256. Expired tokens of every user are purged on the way.
     pub async fn create_api_token(&self, user: &str, ttl: Duration) -> Result<String, StoreError> {
+        self.create_scoped_token(user, ttl, TokenScope::Full).await
+    }
+
+    /// [`Store::create_api_token`] with a scope.
+    pub async fn create_scoped_token(
+        &self,
+        user: &str,
+        ttl: Duration,
+        scope: TokenScope,
+    ) -> Result<String, StoreError> {
         let too_long = || {
             StoreError::Invalid(format!(
                 "an API token lifetime of {}s is too long; use at most a few years",
@@ -59,12 +87,14 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         sqlx::query(
-            "INSERT INTO api_tokens (token_sha256, user, created_at, expires_at) VALUES (?, ?, ?, ?)",
+            "INSERT INTO api_tokens (token_sha256, user, created_at, expires_at, scope) \
+             VALUES (?, ?, ?, ?, ?)",
         )
         .bind(token_hash(&token))
         .bind(user)
         .bind(&ts)
         .bind(fmt_ts(expires))
+        .bind(scope.as_str())
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
@@ -74,18 +104,45 @@ impl Store {
     /// The user a token belongs to, when the token exists, has not expired and its user is
     /// not disabled.
     pub async fn resolve_api_token(&self, token: &str) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .resolve_scoped_token(token)
+            .await?
+            .and_then(|(u, s)| (s == TokenScope::Full).then_some(u)))
+    }
+
+    /// The user and scope of a valid token (unexpired, user neither disabled nor locked).
+    pub async fn resolve_scoped_token(
+        &self,
+        token: &str,
+    ) -> Result<Option<(String, TokenScope)>, StoreError> {
         if !token.starts_with(TOKEN_PREFIX) || token.len() > MAX_TOKEN_LEN {
             return Ok(None);
         }
-        let row: Option<(String,)> = sqlx::query_as(
-            "SELECT t.user FROM api_tokens t JOIN users u ON u.name = t.user \
-             WHERE t.token_sha256 = ? AND t.expires_at > ? AND u.disabled = 0",
+        let row: Option<(String, String)> = sqlx::query_as(
+            "SELECT t.user, t.scope FROM api_tokens t JOIN users u ON u.name = t.user \
+             WHERE t.token_sha256 = ? AND t.expires_at > ? AND u.disabled = 0 AND u.locked = 0",
         )
         .bind(token_hash(token))
         .bind(now())
         .fetch_optional(&self.pool)
         .await?;
-        Ok(row.map(|(u,)| u))
+        Ok(row.map(|(u, s)| {
+            let scope = if s == "full" {
+                TokenScope::Full
+            } else {
+                TokenScope::Enroll
+            };
+            (u, scope)
+        }))
+    }
+
+    /// Revokes every token of `user` (locked, disabled, factor reset).
+    pub async fn revoke_user_tokens(&self, user: &str) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM api_tokens WHERE user = ?")
+            .bind(user)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
     }
 
     /// Revokes a token. Revoking an unknown or expired token is not an error.

@@ -18,6 +18,8 @@ pub struct LoginInfo {
     pub name: String,
     /// A disabled user must be refused.
     pub disabled: bool,
+    /// An admin lock (`postern user lock`): refused like a disabled user.
+    pub locked: bool,
     /// The SCRAM-SHA-256 verifier; `None` until a password is set.
     pub scram: Option<ScramVerifier>,
 }
@@ -88,12 +90,12 @@ pub(crate) fn format_permissions(perms: &[Permission]) -> String {
 impl Store {
     /// What a proxy needs to authenticate `user`; `None` when there is no such user.
     pub async fn login_info(&self, user: &str) -> Result<Option<LoginInfo>, StoreError> {
-        let row: Option<(String, bool, Option<String>)> =
-            sqlx::query_as("SELECT name, disabled, scram FROM users WHERE name = ?")
+        let row: Option<(String, bool, bool, Option<String>)> =
+            sqlx::query_as("SELECT name, disabled, locked, scram FROM users WHERE name = ?")
                 .bind(user)
                 .fetch_optional(&self.pool)
                 .await?;
-        let Some((name, disabled, scram)) = row else {
+        let Some((name, disabled, locked, scram)) = row else {
             return Ok(None);
         };
         let scram = match scram {
@@ -107,6 +109,7 @@ impl Store {
         Ok(Some(LoginInfo {
             name,
             disabled,
+            locked,
             scram,
         }))
     }

@@ -5,6 +5,7 @@ use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 use postern_audit::{AuditEvent, EventKind, Protocol};
 use postern_core::Permission;
+use postern_store::TokenScope;
 use zeroize::Zeroizing;
 
 use crate::error::ApiError;
@@ -51,22 +52,55 @@ fn expired() -> ApiError {
     )
 }
 
+/// A caller whose token may be limited to enrolling a second factor (a password-only
+/// sign-in while one is required): only the enrolment routes take it.
+pub struct EnrollingCaller {
+    /// User name.
+    pub user: String,
+    /// The token presented.
+    pub token: Zeroizing<String>,
+    /// What the token may do.
+    pub scope: TokenScope,
+}
+
+async fn resolve(parts: &Parts, st: &ApiState) -> Result<EnrollingCaller, ApiError> {
+    let token = bearer(parts)?;
+    let Some((user, scope)) = st.store.resolve_scoped_token(token).await? else {
+        return Err(expired());
+    };
+    // A user disabled or locked after signing in loses access at once, token or not.
+    match st.store.login_info(&user).await? {
+        Some(info) if !info.disabled && !info.locked => Ok(EnrollingCaller {
+            user,
+            token: Zeroizing::new(token.to_string()),
+            scope,
+        }),
+        _ => Err(expired()),
+    }
+}
+
+impl FromRequestParts<ApiState> for EnrollingCaller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, st: &ApiState) -> Result<Self, ApiError> {
+        resolve(parts, st).await
+    }
+}
+
 impl FromRequestParts<ApiState> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, st: &ApiState) -> Result<Self, ApiError> {
-        let token = bearer(parts)?;
-        let Some(user) = st.store.resolve_api_token(token).await? else {
-            return Err(expired());
-        };
-        // A user disabled after signing in loses access at once, token or not.
-        match st.store.login_info(&user).await? {
-            Some(info) if !info.disabled => Ok(Caller {
-                user,
-                token: Zeroizing::new(token.to_string()),
-            }),
-            _ => Err(expired()),
+        let c = resolve(parts, st).await?;
+        if c.scope != TokenScope::Full {
+            return Err(ApiError::forbidden(
+                "a second factor is required: enrol one with `postern mfa enroll` first",
+            ));
         }
+        Ok(Caller {
+            user: c.user,
+            token: c.token,
+        })
     }
 }
 

@@ -6,7 +6,15 @@
 //!
 //! | route | who | what |
 //! |---|---|---|
-//! | `POST /api/v1/auth/login` | anyone | `{user, password}` → `{token, expires_at, user}` |
+//! | `POST /api/v1/auth/login` | anyone | `{user, password, code?}` → `{token, expires_at, user}`; with `next: "totp"` (no token: send `code`) or `next: "enroll"` (a token that may only enrol) when a second factor is required |
+//! | `GET /api/v1/mfa` | signed in (also enrolling) | `{enrolled, recovery_codes_left}` |
+//! | `POST /api/v1/mfa/enroll` | signed in (also enrolling) | `{secret, uri}` of a new TOTP factor |
+//! | `POST /api/v1/mfa/confirm` | signed in (also enrolling) | `{code}` → `{recovery_codes, token?}` |
+//! | `DELETE /api/v1/users/{name}/mfa` | admin | removes a user's factor (they enrol again) |
+//! | `POST /api/v1/users/{name}/lock`, `/unlock` | admin | admin lock (ends live sessions); unlock also lifts lockouts |
+//! | `GET /api/v1/approvals` | signed in | the caller's logins waiting for approval |
+//! | `GET /api/v1/approvals/{id}` | anyone with the id | one waiting login |
+//! | `POST /api/v1/approvals/{id}` | anyone with the id | `{code, approve?}`: the user's TOTP code approves (or refuses) it |
 //! | `POST /api/v1/auth/logout` | signed in | revokes the presented token |
 //! | `GET /api/v1/whoami` | signed in | `{user, permissions}` |
 //! | `GET /api/v1/{kind}` | admin | list `users`, `roles`, `masking-policies`, `datasources`, `credentials` |
@@ -31,6 +39,7 @@ mod auth;
 mod error;
 mod extract;
 mod login;
+mod mfa_routes;
 mod ops;
 pub mod policy_routes;
 mod resources;
@@ -62,6 +71,8 @@ pub struct ApiState {
     pub metrics: Arc<prometheus_client::registry::Registry>,
     /// Lifetime of the tokens `auth/login` issues.
     pub token_ttl: Duration,
+    /// The login flow shared with the proxies (lockouts, second factor, approvals).
+    pub login: Arc<postern_login::LoginFlow>,
     /// Reads the upstream catalog a session's masking needs, so `policy/check` can show
     /// the masking plan (`None`: the check shows decisions only).
     pub masking_probe: Option<Arc<dyn policy_routes::MaskingProbe>>,
@@ -79,6 +90,20 @@ pub fn router(state: ApiState) -> Router {
         .route("/audit/verify", get(audit_routes::verify))
         .route("/policy/check", post(policy_routes::check))
         .route("/users/{name}/password", post(resources::set_password))
+        .route(
+            "/users/{name}/mfa",
+            axum::routing::delete(mfa_routes::reset),
+        )
+        .route("/users/{name}/lock", post(mfa_routes::lock))
+        .route("/users/{name}/unlock", post(mfa_routes::unlock))
+        .route("/mfa", get(mfa_routes::status))
+        .route("/mfa/enroll", post(mfa_routes::enroll))
+        .route("/mfa/confirm", post(mfa_routes::confirm))
+        .route("/approvals", get(mfa_routes::my_approvals))
+        .route(
+            "/approvals/{id}",
+            get(mfa_routes::approval).post(mfa_routes::decide),
+        )
         .route("/{kind}", get(resources::list))
         .route(
             "/{kind}/{name}",

@@ -12,6 +12,7 @@ use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::extract::{ApiJson, ClientAddr};
 use crate::ApiState;
+use postern_store::TokenScope;
 
 /// Longest user name recorded in a refused-login event.
 const MAX_AUDITED_NAME: usize = 128;
@@ -25,14 +26,25 @@ const INVALID: &str = "invalid user name or password";
 pub struct LoginRequest {
     user: String,
     password: Zeroizing<String>,
+    /// The TOTP (or recovery) code, when the user has a second factor.
+    #[serde(default)]
+    code: Option<Zeroizing<String>>,
 }
 
 /// `POST /api/v1/auth/login` answer.
 #[derive(Serialize)]
 pub struct LoginResponse {
-    token: String,
-    expires_at: String,
+    /// The bearer token; absent when a code is still needed (`next` = `totp`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    token: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    expires_at: Option<String>,
     user: String,
+    /// What the client must do next: `totp` (send the login again with `code`) or
+    /// `enroll` (the token may only enrol a second factor: `POST /mfa/enroll`, then
+    /// `POST /mfa/confirm`). Absent when signed in.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    next: Option<&'static str>,
 }
 
 /// `GET /api/v1/whoami` answer.
@@ -51,41 +63,129 @@ fn login_event(kind: EventKind, user: &str, client: &ClientAddr) -> AuditEvent {
     e
 }
 
-/// Signs in with a password and returns a bearer token.
+/// The address brute-force accounting counts a caller under.
+pub(crate) fn client_ip(client: &ClientAddr) -> std::net::IpAddr {
+    client
+        .0
+        .map(|a| a.ip())
+        .unwrap_or(std::net::IpAddr::from([0, 0, 0, 0]))
+}
+
+/// Records a refused sign-in, then returns the error for it.
+async fn refused(
+    st: &ApiState,
+    user: &str,
+    client: &ClientAddr,
+    reason: &str,
+    answer: ApiError,
+) -> Result<Json<LoginResponse>, ApiError> {
+    let mut e = login_event(EventKind::LoginFailure, user, client);
+    e.error = Some(reason.to_string());
+    st.audit.record_durable(e).await?;
+    tracing::info!(user = %log_name(user), reason, "API sign-in refused");
+    Err(answer)
+}
+
+/// Signs in with a password (and, when the user has one, a second-factor code) through
+/// the shared login flow, and returns a bearer token.
 ///
 /// Unknown users and wrong passwords get the same answer, and both pay for a full argon2
 /// verification (the store checks unknown names against a decoy hash), so neither the text
-/// nor the timing tells them apart. Every refusal is on record before the caller hears it.
+/// nor the timing tells them apart. Failures count towards lockouts. Every refusal is on
+/// record before the caller hears it.
 pub async fn login(
     State(st): State<ApiState>,
     client: ClientAddr,
     ApiJson(req): ApiJson<LoginRequest>,
 ) -> Result<Json<LoginResponse>, ApiError> {
+    let ip = client_ip(&client);
+    let flow = &st.login;
+    if let Err(d) = flow.admit(&req.user, ip) {
+        let msg = match &d.hint {
+            Some(h) => format!("{}; {h}", d.message),
+            None => d.message.clone(),
+        };
+        return refused(
+            &st,
+            &req.user,
+            &client,
+            &d.reason,
+            ApiError::new(StatusCode::TOO_MANY_REQUESTS, msg),
+        )
+        .await;
+    }
     let info = st.store.login_info(&req.user).await?;
     let password_ok = st.store.verify_password(&req.user, &req.password).await?;
     let refusal = match &info {
         None => Some("unknown user"),
         Some(i) if i.disabled => Some("user is disabled"),
+        Some(i) if i.locked => Some("user is locked by an admin"),
         Some(_) if !password_ok => Some("wrong password"),
         Some(_) => None,
     };
     if let Some(reason) = refusal {
-        let mut e = login_event(EventKind::LoginFailure, &req.user, &client);
-        e.error = Some(reason.to_string());
-        st.audit.record_durable(e).await?;
-        tracing::info!(user = %log_name(&req.user), reason, "API sign-in refused");
-        return Err(ApiError::unauthorized(INVALID));
+        flow.failed(&req.user, ip, Protocol::Api).await;
+        return refused(
+            &st,
+            &req.user,
+            &client,
+            reason,
+            ApiError::unauthorized(INVALID),
+        )
+        .await;
+    }
+    flow.succeeded(&req.user, ip);
+    let mut factor = "not required";
+    if flow.config().require_2fa {
+        let status = st.store.mfa_status(&req.user).await?;
+        if !status.enrolled {
+            // Signed in only to enrol (the bootstrap admin's first login, a factor reset).
+            let token = st
+                .store
+                .create_scoped_token(&req.user, ENROLL_TTL, TokenScope::Enroll)
+                .await?;
+            return Ok(Json(LoginResponse {
+                token: Some(token),
+                expires_at: Some(expires_at(ENROLL_TTL)),
+                user: req.user,
+                next: Some("enroll"),
+            }));
+        }
+        let Some(code) = &req.code else {
+            return Ok(Json(LoginResponse {
+                token: None,
+                expires_at: None,
+                user: req.user,
+                next: Some("totp"),
+            }));
+        };
+        if !flow.check_code(&req.user, code).await? {
+            flow.failed(&req.user, ip, Protocol::Api).await;
+            return refused(
+                &st,
+                &req.user,
+                &client,
+                "wrong second-factor code",
+                ApiError::unauthorized("the second-factor code is wrong, expired or already used"),
+            )
+            .await;
+        }
+        factor = "code";
     }
     let token = st.store.create_api_token(&req.user, st.token_ttl).await?;
-    st.audit
-        .record_durable(login_event(EventKind::LoginSuccess, &req.user, &client))
-        .await?;
+    let mut e = login_event(EventKind::LoginSuccess, &req.user, &client);
+    e.detail = Some(serde_json::json!({ "auth": "password", "second_factor": factor }));
+    st.audit.record_durable(e).await?;
     Ok(Json(LoginResponse {
-        token,
-        expires_at: expires_at(st.token_ttl),
+        token: Some(token),
+        expires_at: Some(expires_at(st.token_ttl)),
         user: req.user,
+        next: None,
     }))
 }
+
+/// Lifetime of a token that may only enrol a second factor.
+pub(crate) const ENROLL_TTL: std::time::Duration = std::time::Duration::from_secs(15 * 60);
 
 /// A user name safe to log: bounded, control characters replaced.
 fn log_name(user: &str) -> String {
@@ -96,7 +196,7 @@ fn log_name(user: &str) -> String {
 }
 
 /// RFC 3339 UTC time `ttl` from now (seconds precision).
-fn expires_at(ttl: std::time::Duration) -> String {
+pub(crate) fn expires_at(ttl: std::time::Duration) -> String {
     let now = time::OffsetDateTime::now_utc();
     let at = time::Duration::try_from(ttl)
         .ok()

@@ -21,6 +21,8 @@ pub struct Config {
     pub tls: TlsConfig,
     /// The audit trail.
     pub audit: AuditConfig,
+    /// Logins: second factor, approvals, lockouts.
+    pub auth: AuthConfig,
 }
 
 impl Default for Config {
@@ -32,6 +34,7 @@ impl Default for Config {
             postgres: PostgresConfig::default(),
             tls: TlsConfig::default(),
             audit: AuditConfig::default(),
+            auth: AuthConfig::default(),
         }
     }
 }
@@ -194,6 +197,77 @@ impl Default for AuditConfig {
             file: PathBuf::from("audit.jsonl"),
             queue: 8192,
             group_commit_window: Duration::from_millis(10),
+        }
+    }
+}
+
+/// `[auth]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// Every login needs a second factor (TOTP code, or an approval for native tools).
+    /// On by default; turn it off only for labs and tests.
+    pub require_2fa: bool,
+    /// How long a native-tool login waits for its approval (`postern approve`).
+    #[serde(with = "humantime_serde")]
+    pub approval_timeout: Duration,
+    /// An approval also covers later logins of the same user from the same address until
+    /// it has gone unused this long.
+    #[serde(with = "humantime_serde")]
+    pub approval_cache_idle: Duration,
+    /// TOTP steps (30 s) accepted either side of now, for clock drift.
+    pub totp_skew_steps: u64,
+    /// Failed logins of one user from one address before that pair is locked out.
+    pub max_failures: u32,
+    /// Failed logins from one address (any user) before the address is locked out.
+    pub max_failures_per_address: u32,
+    /// Failed logins of one user (any address) before the user is locked out.
+    pub max_failures_per_user: u32,
+    /// The first lockout; each further one doubles, up to `max_lockout`.
+    #[serde(with = "humantime_serde")]
+    pub lockout: Duration,
+    /// The longest lockout.
+    #[serde(with = "humantime_serde")]
+    pub max_lockout: Duration,
+    /// Failures older than this are forgotten.
+    #[serde(with = "humantime_serde")]
+    pub failure_window: Duration,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        let l = postern_login::LoginConfig::default();
+        Self {
+            require_2fa: l.require_2fa,
+            approval_timeout: l.approval_timeout,
+            approval_cache_idle: l.approval_cache_idle,
+            totp_skew_steps: l.totp_skew_steps,
+            max_failures: l.throttle.max_failures,
+            max_failures_per_address: l.throttle.max_failures_per_ip,
+            max_failures_per_user: l.throttle.max_failures_per_user,
+            lockout: l.throttle.lockout,
+            max_lockout: l.throttle.max_lockout,
+            failure_window: l.throttle.window,
+        }
+    }
+}
+
+impl AuthConfig {
+    /// The login flow's settings.
+    pub fn to_login(&self) -> postern_login::LoginConfig {
+        postern_login::LoginConfig {
+            require_2fa: self.require_2fa,
+            approval_timeout: self.approval_timeout,
+            approval_cache_idle: self.approval_cache_idle,
+            totp_skew_steps: self.totp_skew_steps,
+            throttle: postern_login::ThrottleConfig {
+                max_failures: self.max_failures.max(1),
+                max_failures_per_ip: self.max_failures_per_address.max(1),
+                max_failures_per_user: self.max_failures_per_user.max(1),
+                window: self.failure_window,
+                lockout: self.lockout,
+                max_lockout: self.max_lockout.max(self.lockout),
+            },
         }
     }
 }

@@ -151,6 +151,15 @@ pub async fn start(cfg: Config) -> anyhow::Result<ServerHandle> {
     );
     audit.record(start_event).await?;
 
+    let login = Arc::new(postern_login::LoginFlow::new(
+        store.clone(),
+        audit.clone(),
+        cfg.auth.to_login(),
+    ));
+    if !cfg.auth.require_2fa {
+        tracing::warn!("auth.require_2fa is off: a password alone opens every door");
+    }
+
     let (stop, stopped) = watch::channel(false);
     let shutdown = move |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
@@ -170,6 +179,7 @@ pub async fn start(cfg: Config) -> anyhow::Result<ServerHandle> {
             store.clone(),
             audit.clone(),
             Some(pg_tls),
+            login.clone(),
             &mut registry,
         );
         let sd = shutdown(stopped.clone());
@@ -192,6 +202,7 @@ pub async fn start(cfg: Config) -> anyhow::Result<ServerHandle> {
         audit: audit.clone(),
         metrics: Arc::new(registry),
         token_ttl: cfg.api.token_ttl,
+        login: login.clone(),
         masking_probe: Some(Arc::new(PgMaskingProbe {
             store: store.clone(),
             timeout: cfg.postgres.upstream_timeout,

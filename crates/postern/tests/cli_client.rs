@@ -68,6 +68,8 @@ async fn admin_commands_against_a_live_server() {
         ..Default::default()
     };
     cfg.api.listen = "127.0.0.1:0".into();
+    // The second factor has its own tests (tests/e2e identity); these are about the CLI.
+    cfg.auth.require_2fa = false;
     cfg.postgres.enabled = false;
     let handle = postern::server::start(cfg).await.unwrap();
     let admin_pw = handle.bootstrap_password.clone().unwrap();

@@ -173,6 +173,12 @@ impl Postern {
         cfg.postgres.listen = "127.0.0.1:0".into();
         cfg.postgres.login_failure_delay = Duration::from_millis(50);
         cfg.postgres.shutdown_grace = Duration::from_secs(2);
+        // Tests that exercise the second factor turn it back on.
+        cfg.auth.require_2fa = false;
+        // Every test connects from 127.0.0.1, many with wrong passwords on purpose: only the
+        // per user-and-address lockout applies unless a test asks for more.
+        cfg.auth.max_failures_per_address = 100_000;
+        cfg.auth.max_failures_per_user = 100_000;
         tweak(&mut cfg);
         let handle = postern::server::start(cfg).await.expect("postern starts");
         Self { handle, dir }

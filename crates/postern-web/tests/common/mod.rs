@@ -57,6 +57,14 @@ pub fn state(store: &Store, audit: &AuditLog) -> ApiState {
         audit: audit.clone(),
         metrics: Arc::new(prometheus_client::registry::Registry::default()),
         token_ttl: Duration::from_secs(3600),
+        login: Arc::new(postern_login::LoginFlow::new(
+            store.clone(),
+            audit.clone(),
+            postern_login::LoginConfig {
+                require_2fa: false,
+                ..postern_login::LoginConfig::default()
+            },
+        )),
         masking_probe: None,
     }
 }

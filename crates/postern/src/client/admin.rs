@@ -27,6 +27,9 @@ pub struct LoginArgs {
     /// User to sign in as [default: the profile's; asked when interactive]
     #[arg(long, short)]
     user: Option<String>,
+    /// The TOTP (or recovery) code; asked when needed, or read from the next line of stdin.
+    #[arg(long)]
+    code: Option<String>,
     #[command(flatten)]
     conn: ConnArgs,
 }
@@ -40,9 +43,10 @@ pub struct LogoutArgs {
 
 #[derive(Deserialize)]
 struct LoginAnswer {
-    token: String,
-    expires_at: String,
+    token: Option<String>,
+    expires_at: Option<String>,
     user: String,
+    next: Option<String>,
 }
 
 /// Runs an admin command.
@@ -69,24 +73,53 @@ async fn login(args: LoginArgs) -> CmdResult {
         return Err(ClientError::Usage("give the user name with --user".into()));
     }
     let password = input::secret(&format!("Password for {user}: "), "the password", false)?;
-    let api = Api::new(conn)?;
-    let body = serde_json::json!({ "user": user, "password": password.as_str() });
-    let answer = api.call_anonymous("/api/v1/auth/login", &body).await?;
-    let answer: LoginAnswer = serde_json::from_value(answer)
-        .map_err(|e| ClientError::Failed(format!("unexpected sign-in answer: {e}")))?;
+    let mut api = Api::new(conn)?;
+    let mut body = serde_json::json!({ "user": user, "password": password.as_str() });
+    if let Some(c) = &args.code {
+        body["code"] = serde_json::json!(c);
+    }
+    let parse = |v: serde_json::Value| -> Result<LoginAnswer, ClientError> {
+        serde_json::from_value(v)
+            .map_err(|e| ClientError::Failed(format!("unexpected sign-in answer: {e}")))
+    };
+    let mut answer = parse(api.call_anonymous("/api/v1/auth/login", &body).await?)?;
+    if answer.next.as_deref() == Some("totp") {
+        let code = if input::interactive() {
+            zeroize::Zeroizing::new(input::prompt_line("TOTP code (or a recovery code): ")?)
+        } else {
+            input::stdin_line("the TOTP code")?
+        };
+        body["code"] = serde_json::json!(code.as_str());
+        answer = parse(api.call_anonymous("/api/v1/auth/login", &body).await?)?;
+    }
+    let (mut token, mut expires) = (answer.token.clone(), answer.expires_at.clone());
+    if answer.next.as_deref() == Some("enroll") {
+        println!("A second factor is required and {user} has none yet: enrolling one now.");
+        let mut conn = api.conn().clone();
+        conn.token = token.clone();
+        api = Api::new(conn)?;
+        let done = super::mfa::enroll(&api, true).await?;
+        token = done.token;
+        expires = done.expires_at;
+    }
+    let Some(token) = token else {
+        return Err(ClientError::Failed(
+            "the server did not issue a token (a second-factor code is needed: pass --code)".into(),
+        ));
+    };
     let conn = api.conn();
     let p = Profile {
         server: conn.server.clone(),
         ca: conn.ca.as_deref().map(absolute),
         user: Some(answer.user.clone()),
-        token: Some(answer.token),
+        token: Some(token),
     };
     let path = profile::save(&p)?;
     println!(
         "Signed in to {} as {} (token valid until {}); profile saved in {}",
         p.server,
         answer.user,
-        answer.expires_at,
+        expires.unwrap_or_default(),
         path.display()
     );
     Ok(ExitCode::SUCCESS)

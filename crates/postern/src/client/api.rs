@@ -106,6 +106,12 @@ impl Api {
         self.answer(resp).await
     }
 
+    /// A GET without a token.
+    pub async fn call_anonymous_get(&self, path: &str) -> Result<Value, ClientError> {
+        let resp = self.send(Method::GET, path, &[], None, None).await?;
+        self.answer(resp).await
+    }
+
     /// Shorthand for a typed GET.
     pub async fn get<T: DeserializeOwned>(
         &self,

@@ -14,6 +14,7 @@ pub mod apply;
 pub mod audit;
 mod conn;
 mod input;
+pub mod mfa;
 pub mod policy;
 mod profile;
 pub mod resources;
@@ -45,6 +46,11 @@ pub enum ClientCommand {
     /// Check what Postern decides for SQL, without running it.
     #[command(subcommand)]
     Policy(policy::PolicyCommand),
+    /// Your second factor (TOTP): enrol, status; admins reset others'.
+    #[command(subcommand)]
+    Mfa(mfa::MfaCommand),
+    /// Approve (or refuse) a login waiting for your second factor, e.g. a psql session.
+    Approve(mfa::ApproveArgs),
 }
 
 /// Why a client command failed; each maps to an exit code.
@@ -89,6 +95,8 @@ pub async fn run(cmd: ClientCommand) -> anyhow::Result<ExitCode> {
         ClientCommand::User(c) => user::run(c).await,
         ClientCommand::Audit(c) => audit::run(c).await,
         ClientCommand::Policy(c) => policy::run(c).await,
+        ClientCommand::Mfa(c) => mfa::run(c).await,
+        ClientCommand::Approve(a) => mfa::approve(a).await,
     };
     Ok(match result {
         Ok(code) => code,

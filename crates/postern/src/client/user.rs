@@ -24,6 +24,20 @@ pub enum UserCommand {
     /// With --password-stdin the new password is the first line of stdin; a user who is not
     /// an admin gives the current password on the first line and the new one on the second.
     Passwd(PasswdArgs),
+    /// Lock a user (admin): their logins are refused and their live sessions end within
+    /// seconds, until `postern user unlock`.
+    Lock(NameArgs),
+    /// Unlock a user (admin): lifts the admin lock and any lockout from failed logins.
+    Unlock(NameArgs),
+}
+
+/// `postern user lock|unlock`
+#[derive(clap::Args, Debug)]
+pub struct NameArgs {
+    /// User name.
+    name: String,
+    #[command(flatten)]
+    conn: ConnArgs,
 }
 
 /// `postern user add`
@@ -67,7 +81,18 @@ pub async fn run(cmd: UserCommand) -> CmdResult {
     match cmd {
         UserCommand::Add(a) => add(a).await,
         UserCommand::Passwd(a) => passwd(a).await,
+        UserCommand::Lock(a) => lock(a, true).await,
+        UserCommand::Unlock(a) => lock(a, false).await,
     }
+}
+
+async fn lock(a: NameArgs, locked: bool) -> CmdResult {
+    let api = api(&a.conn)?;
+    let verb = if locked { "lock" } else { "unlock" };
+    let path = format!("/api/v1/users/{}/{verb}", seg(&a.name));
+    api.call(Method::POST, &path, &[], Some(&json!({}))).await?;
+    println!("user {} {verb}ed", a.name);
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn add(a: AddArgs) -> CmdResult {
