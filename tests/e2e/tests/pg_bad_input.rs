@@ -164,8 +164,7 @@ async fn bad_input_is_refused_cleanly() {
     let e = postern
         .connect(&user, "erin-password-1", &alias)
         .await
-        .err()
-        .expect("locked out");
+        .expect_err("locked out");
     assert!(format!("{e:?}").contains("too many failed logins"), "{e:?}");
     // ...until an admin unlocks them.
     postern_e2e::Cli::admin(&postern).ok(&["user", "unlock", &user], None);
