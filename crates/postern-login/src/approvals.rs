@@ -44,6 +44,18 @@ struct Pending {
     tx: Option<oneshot::Sender<Outcome>>,
 }
 
+impl Pending {
+    fn view(&self, id: &str, now: Instant) -> PendingView {
+        PendingView {
+            id: id.to_string(),
+            user: self.user.clone(),
+            source: self.source.to_string(),
+            target: self.target.clone(),
+            expires_in: self.deadline.saturating_duration_since(now).as_secs(),
+        }
+    }
+}
+
 /// Wrong codes tried against one approval before it is denied.
 pub const MAX_WRONG_CODES: u32 = 5;
 /// Pending approvals at once (a flood of held logins cannot grow memory without bound).
@@ -117,26 +129,19 @@ impl Approvals {
     pub fn get(&self, id: &str) -> Option<PendingView> {
         let now = Instant::now();
         let p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
-        let x = p.get(id).filter(|x| x.deadline > now)?;
-        Some(PendingView {
-            id: id.to_string(),
-            user: x.user.clone(),
-            source: x.source.to_string(),
-            target: x.target.clone(),
-            expires_in: x.deadline.saturating_duration_since(now).as_secs(),
-        })
+        p.get(id)
+            .filter(|x| x.deadline > now)
+            .map(|x| x.view(id, now))
     }
 
     /// The live pending approvals of `user`.
     pub fn of_user(&self, user: &str) -> Vec<PendingView> {
-        let ids: Vec<String> = {
-            let p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
-            p.iter()
-                .filter(|(_, x)| x.user == user)
-                .map(|(id, _)| id.clone())
-                .collect()
-        };
-        ids.iter().filter_map(|id| self.get(id)).collect()
+        let now = Instant::now();
+        let p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        p.iter()
+            .filter(|(_, x)| x.user == user && x.deadline > now)
+            .map(|(id, x)| x.view(id, now))
+            .collect()
     }
 
     /// Ends a pending approval with `outcome`; when approved, the (user, source) pair is

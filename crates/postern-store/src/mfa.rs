@@ -78,24 +78,26 @@ impl Store {
         &self,
         user: &str,
     ) -> Result<Option<Zeroizing<Vec<u8>>>, StoreError> {
-        let row: Option<(Option<Vec<u8>>,)> =
-            sqlx::query_as("SELECT pending FROM user_totp WHERE user = ?")
-                .bind(user)
-                .fetch_optional(&self.pool)
-                .await?;
-        match row.and_then(|(p,)| p) {
-            Some(s) => Ok(Some(self.open_totp(user, &s)?)),
-            None => Ok(None),
-        }
+        self.sealed_totp(user, "SELECT pending FROM user_totp WHERE user = ?")
+            .await
     }
 
     /// The confirmed secret, if any.
     pub async fn mfa_secret(&self, user: &str) -> Result<Option<Zeroizing<Vec<u8>>>, StoreError> {
-        let row: Option<(Option<Vec<u8>>,)> =
-            sqlx::query_as("SELECT secret FROM user_totp WHERE user = ?")
-                .bind(user)
-                .fetch_optional(&self.pool)
-                .await?;
+        self.sealed_totp(user, "SELECT secret FROM user_totp WHERE user = ?")
+            .await
+    }
+
+    /// Reads one sealed secret column of `user` (`sql` selects it) and opens it.
+    async fn sealed_totp(
+        &self,
+        user: &str,
+        sql: &'static str,
+    ) -> Result<Option<Zeroizing<Vec<u8>>>, StoreError> {
+        let row: Option<(Option<Vec<u8>>,)> = sqlx::query_as(sql)
+            .bind(user)
+            .fetch_optional(&self.pool)
+            .await?;
         match row.and_then(|(p,)| p) {
             Some(s) => Ok(Some(self.open_totp(user, &s)?)),
             None => Ok(None),

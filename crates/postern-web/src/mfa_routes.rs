@@ -126,6 +126,31 @@ pub async fn status(
     Ok(Json(st.store.mfa_status(&caller.user).await?))
 }
 
+/// Ends what `name` holds now: API tokens and logins waiting for approval (their live
+/// proxy sessions end on their own: the store's change counter moved).
+async fn cut_access(st: &ApiState, name: &str) -> Result<(), ApiError> {
+    st.store.revoke_user_tokens(name).await?;
+    st.login.approvals.forget_user(name);
+    Ok(())
+}
+
+/// Records the admin change `action` on user `name`.
+async fn record_user_change(
+    caller: &Caller,
+    st: &ApiState,
+    client: &ClientAddr,
+    action: &str,
+    name: &str,
+) -> Result<(), ApiError> {
+    caller
+        .record_change(
+            st,
+            client,
+            serde_json::json!({ "action": action, "kind": "user", "name": name }),
+        )
+        .await
+}
+
 /// `DELETE /api/v1/users/{name}/mfa` (admin): removes a user's factor; they enrol again.
 pub async fn reset(
     State(st): State<ApiState>,
@@ -135,15 +160,8 @@ pub async fn reset(
 ) -> Result<StatusCode, ApiError> {
     caller.require(&st, &[Permission::Admin]).await?;
     st.store.mfa_reset(&name).await?;
-    st.store.revoke_user_tokens(&name).await?;
-    st.login.approvals.forget_user(&name);
-    caller
-        .record_change(
-            &st,
-            &client,
-            serde_json::json!({ "action": "mfa-reset", "kind": "user", "name": name }),
-        )
-        .await?;
+    cut_access(&st, &name).await?;
+    record_user_change(&caller, &st, &client, "mfa-reset", &name).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -162,15 +180,8 @@ pub async fn lock(
         ));
     }
     st.store.set_locked(&name, true).await?;
-    st.store.revoke_user_tokens(&name).await?;
-    st.login.approvals.forget_user(&name);
-    caller
-        .record_change(
-            &st,
-            &client,
-            serde_json::json!({ "action": "lock", "kind": "user", "name": name }),
-        )
-        .await?;
+    cut_access(&st, &name).await?;
+    record_user_change(&caller, &st, &client, "lock", &name).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -185,13 +196,7 @@ pub async fn unlock(
     caller.require(&st, &[Permission::Admin]).await?;
     st.store.set_locked(&name, false).await?;
     st.login.unlock_user(&name);
-    caller
-        .record_change(
-            &st,
-            &client,
-            serde_json::json!({ "action": "unlock", "kind": "user", "name": name }),
-        )
-        .await?;
+    record_user_change(&caller, &st, &client, "unlock", &name).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -273,6 +278,11 @@ pub async fn decide(
     } else {
         (Outcome::Denied("refused by the user".into()), "refused")
     };
+    // Resolved first, so the audit trail records only an approval that took effect (one
+    // that timed out meanwhile is a 404 with nothing recorded as approved).
+    if !st.login.approvals.resolve(&id, outcome) {
+        return Err(no_approval());
+    }
     st.audit
         .record_durable(event(
             &view.user,
@@ -280,8 +290,5 @@ pub async fn decide(
             serde_json::json!({ "action": action, "approval": id, "source": view.source, "target": view.target }),
         ))
         .await?;
-    if !st.login.approvals.resolve(&id, outcome) {
-        return Err(no_approval());
-    }
     Ok(StatusCode::NO_CONTENT)
 }

@@ -294,6 +294,28 @@ impl Postern {
         last.unwrap_or_default()
     }
 
+    /// Audit events matching `f` once one of them satisfies `want` (polled for up to 10 s;
+    /// then whatever is there, for the caller's assertion to report).
+    pub async fn audit_until(
+        &self,
+        f: AuditFilter,
+        want: impl Fn(&AuditEvent) -> bool,
+    ) -> Vec<AuditEvent> {
+        let started = std::time::Instant::now();
+        loop {
+            let now = self
+                .handle
+                .store
+                .audit_search(&f)
+                .await
+                .expect("audit search");
+            if now.iter().any(&want) || started.elapsed() > Duration::from_secs(10) {
+                return now;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// Stops the server.
     pub async fn stop(self) {
         self.handle.shutdown().await;

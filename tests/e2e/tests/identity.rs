@@ -232,7 +232,7 @@ async fn psql_login_waits_for_approval() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn timed_out_login_tells_what_to_do_and_scripts_give_the_code() {
+async fn scripts_give_the_code_with_the_user_name() {
     let f = setup(true, &["bob"]).await;
     let (_cli, secret) = sign_in_enrolling(&f.postern, "bob", "bob-pw-123456");
     // The `user:code` form: no wait.

@@ -85,12 +85,21 @@ async fn psql_query_describe_and_refusals() {
         .output()
         .unwrap();
     assert!(!out.status.success(), "{}", psql_output(&out));
+    let is_alter = |e: &postern_audit::AuditEvent| {
+        e.statement
+            .as_deref()
+            .is_some_and(|s| s.starts_with("ALTER ROLE postern_no_such_role_x"))
+    };
+    // Waits for this event itself: under load, two equal reads can come before it lands.
     let events = postern
-        .audit(AuditFilter {
-            user: Some(user.clone()),
-            kind: Some("statement".into()),
-            ..Default::default()
-        })
+        .audit_until(
+            AuditFilter {
+                user: Some(user.clone()),
+                kind: Some("statement".into()),
+                ..Default::default()
+            },
+            is_alter,
+        )
         .await;
     let alter = events
         .iter()
