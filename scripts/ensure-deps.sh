@@ -33,8 +33,18 @@ REQUIREMENTS=(
     "cmd:psql postgresql-client"
     # pg_query (PostgreSQL's own parser, in postern-sql) generates its bindings with bindgen.
     "glob:/usr/lib/llvm-*/lib/libclang.so libclang-dev"
-    # Later: "sbin:mariadbd mariadb-server", "cmd:mariadb mariadb-client",
-    #        "sbin:sshd openssh-server", "cmd:ssh openssh-client"
+    # LDAP directory logins are tested against a real OpenLDAP (scripts/test-ldap.sh).
+    "sbin:slapd slapd"
+    "cmd:ldapadd ldap-utils"
+    # Single sign-on is tested against a real OpenID Connect provider (npm oidc-provider,
+    # scripts/test-oidc.sh).
+    "cmd:node nodejs"
+    "cmd:npm npm"
+    # The MySQL front door is tested against MariaDB (scripts/test-mariadb.sh).
+    "sbin:mariadbd mariadb-server"
+    "cmd:mariadb mariadb-client"
+    "cmd:mariadb-install-db mariadb-server"
+    # Later: "sbin:sshd openssh-server", "cmd:ssh openssh-client"
 )
 
 present() {

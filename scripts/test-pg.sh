@@ -33,6 +33,8 @@
 set -euo pipefail
 # shellcheck source-path=SCRIPTDIR source=lib/common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
+# Temporary directories of this service are "$TEMP_PREFIX.XXXXXX" (remove_dir deletes no other).
+TEMP_PREFIX="postern-test-pg"
 
 ENV_FILE="${POSTERN_TEST_PG_ENV_FILE:-$POSTERN_ROOT/target/test-pg.env}"
 SUPERUSER="postern_test"
@@ -57,13 +59,6 @@ ensure_os_user() {
     fi
 }
 
-# Loads the env file into this shell; fails when there is none.
-load_env() {
-    [[ -f "$ENV_FILE" ]] || return 1
-    # shellcheck disable=SC1090
-    source "$ENV_FILE"
-}
-
 healthy() {
     load_env || return 1
     [[ -d "${POSTERN_TEST_PG_DATA:-}" && -f "${POSTERN_TEST_PG_CA:-}" ]] || return 1
@@ -71,15 +66,6 @@ healthy() {
     "$POSTERN_TEST_PG_BIN/psql" -X -q -At -h "$POSTERN_TEST_PG_SOCKET_DIR" \
         -p "$POSTERN_TEST_PG_PORT" -U "$POSTERN_TEST_PG_SUPERUSER" -d postgres \
         -c 'select 1' >/dev/null 2>&1
-}
-
-# Deletes a cluster directory, but only one that this script could have created.
-remove_dir() {
-    local dir="$1"
-    case "$(basename "$dir")" in
-    postern-test-pg.*) rm -rf -- "$dir" ;;
-    *) warn "not removing unexpected directory '$dir'" ;;
-    esac
 }
 
 cmd_stop() {
@@ -114,33 +100,6 @@ pick_tmp_parent() {
     printf '%s\n' "$parent"
 }
 
-make_certs() {
-    local dir="$1" tmp="$1/certs.tmp"
-    mkdir -p "$tmp"
-    # CA: P-256, v3, CA:TRUE.
-    openssl req -x509 -new -nodes -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 \
-        -keyout "$tmp/ca.key" -out "$tmp/ca.crt" -days 30 -sha256 \
-        -subj "/CN=Postern test PostgreSQL CA" \
-        -addext "basicConstraints=critical,CA:TRUE" \
-        -addext "keyUsage=critical,keyCertSign,cRLSign" \
-        -addext "subjectKeyIdentifier=hash" 2>/dev/null
-    # Server certificate signed by the CA; SAN = 127.0.0.1 and localhost.
-    openssl req -new -nodes -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 \
-        -keyout "$tmp/server.key" -out "$tmp/server.csr" -subj "/CN=localhost" 2>/dev/null
-    cat >"$tmp/server.ext" <<'EOF'
-basicConstraints = critical,CA:FALSE
-keyUsage = critical,digitalSignature,keyEncipherment
-extendedKeyUsage = serverAuth
-subjectAltName = IP:127.0.0.1,DNS:localhost
-subjectKeyIdentifier = hash
-authorityKeyIdentifier = keyid
-EOF
-    openssl x509 -req -in "$tmp/server.csr" -CA "$tmp/ca.crt" -CAkey "$tmp/ca.key" \
-        -set_serial "0x$(openssl rand -hex 8)" -days 30 -sha256 \
-        -extfile "$tmp/server.ext" -out "$tmp/server.crt" 2>/dev/null
-    openssl verify -CAfile "$tmp/ca.crt" "$tmp/server.crt" >/dev/null ||
-        die "generated server certificate does not verify"
-}
 
 # Sets STARTED=1 on success. Called as a plain command (never in a condition), so that
 # `set -e` stays in force inside; a failed server start (port taken) returns with STARTED=0.
@@ -149,7 +108,7 @@ start_once() {
     STARTED=0
     local bin="$1" parent dir data sock port pass
     parent="$(pick_tmp_parent)"
-    dir="$(mktemp -d "$parent/postern-test-pg.XXXXXX")"
+    dir="$(mktemp -d "$parent/$TEMP_PREFIX.XXXXXX")"
     chmod 0755 "$dir"
     data="$dir/data"
     sock="$dir/sock"
@@ -158,7 +117,7 @@ start_once() {
     pass="$(openssl rand -hex 16)"
     (umask 077 && printf '%s\n' "$pass" >"$dir/superpass")
 
-    make_certs "$dir"
+    make_test_certs "$dir" "Postern test PostgreSQL CA"
     cp "$dir/certs.tmp/ca.crt" "$dir/ca.crt"
     chmod 0644 "$dir/ca.crt"
     if ((EUID == 0)); then
@@ -271,15 +230,6 @@ cmd_start() {
         warn "test-pg: start attempt $attempt failed"
     done
     die "could not start the test PostgreSQL cluster"
-}
-
-with_lock() {
-    mkdir -p "$(dirname "$ENV_FILE")"
-    exec 9>"$ENV_FILE.lock"
-    if command -v flock >/dev/null 2>&1; then
-        flock -w 120 9 || die "timed out waiting for $ENV_FILE.lock"
-    fi
-    "$@"
 }
 
 case "${1:-}" in

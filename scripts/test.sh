@@ -8,8 +8,9 @@
 #   scripts/test.sh --no-lint [-- …]    skip cargo fmt and clippy (quick local iterations)
 #
 # Steps: install missing tools (scripts/ensure-deps.sh) -> cargo build --workspace
-# --all-targets -> start a throwaway PostgreSQL cluster (scripts/test-pg.sh; stopped on exit
-# unless it was already running before) -> cargo fmt --check -> cargo clippy -D warnings ->
+# --all-targets -> start a throwaway PostgreSQL cluster (scripts/test-pg.sh), LDAP server
+# (scripts/test-ldap.sh) and OpenID provider (scripts/test-oidc.sh); each stopped on exit unless
+# it was already running before -> cargo fmt --check -> cargo clippy -D warnings ->
 # tests (cargo nextest when installed, else cargo test) -> doc tests (with nextest, when no
 # runner args were given).
 #
@@ -78,9 +79,17 @@ summary() {
 
 # ---- cluster life cycle: stop at exit only what this run started -------------------------
 stop_pg=0
+stop_ldap=0
+stop_oidc=0
 cleanup() {
+    if ((stop_oidc)) && [[ "${POSTERN_TEST_PG_KEEP:-0}" != 1 ]]; then
+        scripts/test-oidc.sh stop || true
+    fi
     if ((stop_pg)) && [[ "${POSTERN_TEST_PG_KEEP:-0}" != 1 ]]; then
         scripts/test-pg.sh stop || true
+    fi
+    if ((stop_ldap)) && [[ "${POSTERN_TEST_PG_KEEP:-0}" != 1 ]]; then
+        scripts/test-ldap.sh stop || true
     fi
 }
 trap cleanup EXIT
@@ -114,7 +123,29 @@ scripts/test-pg.sh start
 # shellcheck disable=SC1090
 source "$ENV_FILE"
 log "upstream: 127.0.0.1:$POSTERN_TEST_PG_PORT, socket $POSTERN_TEST_PG_SOCKET_DIR, bin $POSTERN_TEST_PG_BIN"
-record "test cluster" 0
+# The directory for LDAP logins (scripts/test-ldap.sh), same life cycle.
+if scripts/test-ldap.sh status 2>/dev/null; then
+    log "an already running test LDAP server is reused and left running"
+else
+    stop_ldap=1
+fi
+scripts/test-ldap.sh start
+LDAP_ENV_FILE="${POSTERN_TEST_LDAP_ENV_FILE:-$POSTERN_ROOT/target/test-ldap.env}"
+# shellcheck disable=SC1090
+source "$LDAP_ENV_FILE"
+log "directory: $POSTERN_TEST_LDAP_URL"
+# The single sign-on provider (scripts/test-oidc.sh), same life cycle.
+if scripts/test-oidc.sh status 2>/dev/null; then
+    log "an already running test OpenID provider is reused and left running"
+else
+    stop_oidc=1
+fi
+scripts/test-oidc.sh start
+OIDC_ENV_FILE="${POSTERN_TEST_OIDC_ENV_FILE:-$POSTERN_ROOT/target/test-oidc.env}"
+# shellcheck disable=SC1090
+source "$OIDC_ENV_FILE"
+log "identity provider: $POSTERN_TEST_OIDC_ISSUER"
+record "test cluster, directory and identity provider" 0
 
 # ---- 4. fmt + clippy -----------------------------------------------------------------------
 if ((lint)); then

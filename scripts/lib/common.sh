@@ -109,3 +109,61 @@ stop_pid() {
     fi
     wait "$pid" 2>/dev/null || true
 }
+
+# Runs "$@" holding the lock file "$ENV_FILE.lock" (fd 9; at most 120 s wait), so that
+# concurrent start/stop of a test service queue up. Daemons started inside must close fd 9.
+with_lock() {
+    mkdir -p "$(dirname "$ENV_FILE")"
+    exec 9>"$ENV_FILE.lock"
+    if command -v flock >/dev/null 2>&1; then
+        flock -w 120 9 || die "timed out waiting for $ENV_FILE.lock"
+    fi
+    "$@"
+}
+
+# Makes a throwaway CA and a server certificate it signs (P-256; SAN 127.0.0.1 and localhost)
+# in "$1"/certs.tmp: ca.crt, ca.key, server.crt, server.key. "$2" names the CA.
+make_test_certs() {
+    local dir="$1" ca_name="$2" tmp="$1/certs.tmp"
+    mkdir -p "$tmp"
+    # CA: P-256, v3, CA:TRUE.
+    openssl req -x509 -new -nodes -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 \
+        -keyout "$tmp/ca.key" -out "$tmp/ca.crt" -days 30 -sha256 \
+        -subj "/CN=$ca_name" \
+        -addext "basicConstraints=critical,CA:TRUE" \
+        -addext "keyUsage=critical,keyCertSign,cRLSign" \
+        -addext "subjectKeyIdentifier=hash" 2>/dev/null
+    # Server certificate signed by the CA; SAN = 127.0.0.1 and localhost.
+    openssl req -new -nodes -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 \
+        -keyout "$tmp/server.key" -out "$tmp/server.csr" -subj "/CN=localhost" 2>/dev/null
+    cat >"$tmp/server.ext" <<'EOF'
+basicConstraints = critical,CA:FALSE
+keyUsage = critical,digitalSignature,keyEncipherment
+extendedKeyUsage = serverAuth
+subjectAltName = IP:127.0.0.1,DNS:localhost
+subjectKeyIdentifier = hash
+authorityKeyIdentifier = keyid
+EOF
+    openssl x509 -req -in "$tmp/server.csr" -CA "$tmp/ca.crt" -CAkey "$tmp/ca.key" \
+        -set_serial "0x$(openssl rand -hex 8)" -days 30 -sha256 \
+        -extfile "$tmp/server.ext" -out "$tmp/server.crt" 2>/dev/null
+    openssl verify -CAfile "$tmp/ca.crt" "$tmp/server.crt" >/dev/null ||
+        die "generated server certificate does not verify"
+}
+
+# Loads the test service's env file "$ENV_FILE" into this shell; fails when there is none.
+load_env() {
+    [[ -f "$ENV_FILE" ]] || return 1
+    # shellcheck disable=SC1090
+    source "$ENV_FILE"
+}
+
+# Deletes a test service's temporary directory "$1", but only one named "$TEMP_PREFIX".*,
+# as the calling script creates them.
+remove_dir() {
+    local dir="$1"
+    case "$(basename "$dir")" in
+    "$TEMP_PREFIX".*) rm -rf -- "$dir" ;;
+    *) warn "not removing unexpected directory '$dir'" ;;
+    esac
+}

@@ -26,6 +26,8 @@ pub enum EventKind {
     Lockout,
     /// A second-factor event: enrolment, reset, an approval asked for, given or refused.
     SecondFactor,
+    /// A client certificate was issued to a person (`postern login`) or revoked.
+    Certificate,
 }
 
 impl EventKind {
@@ -41,6 +43,7 @@ impl EventKind {
             EventKind::ServerStart => "server_start",
             EventKind::Lockout => "lockout",
             EventKind::SecondFactor => "second_factor",
+            EventKind::Certificate => "certificate",
         }
     }
 

@@ -11,6 +11,10 @@ use postern_audit::{AuditEvent, AuditLog, EventKind, Protocol};
 use postern_store::{Store, StoreError};
 
 use crate::approvals::{Approvals, Outcome};
+use crate::certs::{BadUserCa, CertVerifiers, PresentedCert};
+use crate::directory::{DirectoryAnswer, LdapDirectory};
+use crate::sso::{Oidc, SsoError, SsoIdentity};
+
 use crate::throttle::{Throttle, ThrottleConfig};
 use crate::totp;
 
@@ -51,6 +55,8 @@ pub enum DenialKind {
     Locked,
     /// The second factor is missing, was denied or timed out.
     SecondFactor,
+    /// A client certificate that is expired, revoked, foreign or for someone else.
+    Certificate,
     /// Postern could not decide (store unreadable).
     Internal,
 }
@@ -69,7 +75,11 @@ pub struct Denial {
 }
 
 impl Denial {
-    fn new(kind: DenialKind, message: impl Into<String>, reason: impl Into<String>) -> Self {
+    pub(crate) fn new(
+        kind: DenialKind,
+        message: impl Into<String>,
+        reason: impl Into<String>,
+    ) -> Self {
         Self {
             kind,
             message: message.into(),
@@ -78,7 +88,7 @@ impl Denial {
         }
     }
 
-    fn hint(mut self, h: impl Into<String>) -> Self {
+    pub(crate) fn hint(mut self, h: impl Into<String>) -> Self {
         self.hint = Some(h.into());
         self
     }
@@ -103,6 +113,8 @@ pub enum SecondFactor {
     Cached,
     /// Approved while the connection waited.
     Approved,
+    /// A client certificate, obtained with a full login (`postern login`).
+    Certificate,
 }
 
 impl SecondFactor {
@@ -113,6 +125,7 @@ impl SecondFactor {
             SecondFactor::Code => "code",
             SecondFactor::Cached => "cached approval",
             SecondFactor::Approved => "approved",
+            SecondFactor::Certificate => "certificate",
         }
     }
 }
@@ -122,6 +135,12 @@ pub trait Prompt {
     /// Shows `text` to the person (a notice, a banner line).
     fn tell(&mut self, text: &str)
         -> impl std::future::Future<Output = std::io::Result<()>> + Send;
+
+    /// Resolves when the waiting client has gone away (so its pending approval is dropped
+    /// at once instead of at the timeout). Never resolves by default.
+    fn gone(&mut self) -> impl std::future::Future<Output = ()> + Send {
+        std::future::pending()
+    }
 }
 
 /// The login flow of one server.
@@ -132,12 +151,29 @@ pub struct LoginFlow {
     throttle: Mutex<Throttle>,
     /// Pending approvals and the approval cache.
     pub approvals: Approvals,
+    certs: Option<CertVerifiers>,
+    directory: Option<LdapDirectory>,
+    sso: Option<Oidc>,
 }
 
 impl std::fmt::Debug for LoginFlow {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("LoginFlow").finish_non_exhaustive()
     }
+}
+
+/// A time as people read it in messages: `2026-11-23 17:04:05 UTC`.
+pub(crate) fn fmt_time(t: time::OffsetDateTime) -> String {
+    let t = t.to_offset(time::UtcOffset::UTC);
+    format!(
+        "{:04}-{:02}-{:02} {:02}:{:02}:{:02} UTC",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second()
+    )
 }
 
 fn unix_now() -> u64 {
@@ -168,6 +204,259 @@ impl LoginFlow {
             cfg,
             throttle,
             approvals: Approvals::default(),
+            certs: None,
+            directory: None,
+            sso: None,
+        }
+    }
+
+    /// Accepts ID tokens of the OpenID Connect provider `sso`.
+    pub fn with_sso(mut self, sso: Oidc) -> Self {
+        self.sso = Some(sso);
+        self
+    }
+
+    /// The single sign-on provider, when configured.
+    pub fn sso(&self) -> Option<&Oidc> {
+        self.sso.as_ref()
+    }
+
+    /// A sign-in with an ID token of the provider: checks it, records the user and the
+    /// roles their groups map to, then refuses a user disabled or locked here. The provider
+    /// stands for both factors.
+    pub async fn sso_login(&self, id_token: &str) -> Result<SsoIdentity, Denial> {
+        let Some(sso) = &self.sso else {
+            return Err(Denial::new(
+                DenialKind::Credentials,
+                "single sign-on is not configured on this Postern",
+                "no [oidc] configured",
+            ));
+        };
+        let who = match sso.verify(id_token).await {
+            Ok(w) => w,
+            Err(SsoError::Rejected(why)) => {
+                return Err(Denial::new(
+                    DenialKind::Credentials,
+                    format!("the identity provider's token was not accepted: {why}"),
+                    why,
+                ))
+            }
+            Err(e @ SsoError::Unreachable(_)) => {
+                return Err(Denial::new(
+                    DenialKind::Internal,
+                    e.to_string(),
+                    e.to_string(),
+                ))
+            }
+        };
+        // The store refuses a claim that cannot be a user name (Invalid → refused here).
+        self.adopt(&who.user, "oidc", &who.roles, &who.groups, |m| {
+            m.to_string()
+        })
+        .await?;
+        Ok(who)
+    }
+
+    /// Checks passwords of directory users against `directory`.
+    pub fn with_directory(mut self, directory: LdapDirectory) -> Self {
+        self.directory = Some(directory);
+        self
+    }
+
+    /// Whether the directory checks the password of a user whose stored login facts are
+    /// `info`: a directory is configured, and the user is unknown here, came from the
+    /// directory, or has no password here.
+    pub fn directory_checks(&self, info: Option<&postern_store::LoginInfo>) -> bool {
+        self.directory.is_some()
+            && match info {
+                None => true,
+                Some(i) => i.source == "ldap" || (i.source == "local" && i.scram.is_none()),
+            }
+    }
+
+    /// Checks `user`'s `password` in the directory; on success records the user and the
+    /// roles their groups map to, then refuses a user disabled or locked here.
+    pub async fn directory_password(&self, user: &str, password: &str) -> Result<(), Denial> {
+        let Some(dir) = &self.directory else {
+            return Err(Denial::new(
+                DenialKind::Credentials,
+                format!("password authentication failed for user \"{user}\""),
+                "no directory configured",
+            ));
+        };
+        let found = match dir.authenticate(user, password).await {
+            Ok(DirectoryAnswer::Valid(u)) => u,
+            Ok(DirectoryAnswer::Invalid(why)) => {
+                return Err(Denial::new(
+                    DenialKind::Credentials,
+                    format!("password authentication failed for user \"{user}\""),
+                    why,
+                ))
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "directory login failed");
+                return Err(Denial::new(
+                    DenialKind::Internal,
+                    "Postern could not reach its user directory; try again later",
+                    e.to_string(),
+                ));
+            }
+        };
+        self.adopt(user, "ldap", &found.roles, &found.groups, |_| {
+            format!("password authentication failed for user \"{user}\"")
+        })
+        .await
+    }
+
+    /// Records a person that `source` (`ldap`, `oidc`) vouched for, with the roles their
+    /// `groups` map to, then refuses them if disabled or locked here. A user this source may
+    /// not sign in (a password here, another source, an unusable name) is refused with the
+    /// message `refusal` makes of the store's reason.
+    async fn adopt(
+        &self,
+        user: &str,
+        source: &str,
+        roles: &[String],
+        groups: &[String],
+        refusal: impl Fn(&str) -> String,
+    ) -> Result<(), Denial> {
+        match self.store.sync_external_user(user, source, roles).await {
+            Ok(unknown) => {
+                if !unknown.is_empty() {
+                    tracing::warn!(user, source, roles = ?unknown, groups = ?groups, "group_roles names roles that do not exist");
+                }
+            }
+            Err(StoreError::Conflict(m)) | Err(StoreError::Invalid(m)) => {
+                return Err(Denial::new(DenialKind::Credentials, refusal(&m), m))
+            }
+            Err(e) => return Err(Denial::internal(&e)),
+        }
+        self.usable(user, &format!("a user of {source} vanished during login"))
+            .await
+    }
+
+    /// Whether `user` may still be signed in: refused when disabled, locked by an admin or
+    /// removed. Open sessions ask again when the store changes.
+    pub async fn user_usable(&self, user: &str) -> Result<(), Denial> {
+        self.usable(user, "user removed").await
+    }
+
+    /// Refuses `user` when disabled, locked by an admin or (saying `gone`) not there.
+    async fn usable(&self, user: &str, gone: &str) -> Result<(), Denial> {
+        match self
+            .store
+            .login_info(user)
+            .await
+            .map_err(|e| Denial::internal(&e))?
+        {
+            None => Err(Denial::new(
+                DenialKind::Credentials,
+                format!("user \"{user}\" does not exist"),
+                gone,
+            )),
+            Some(i) if i.disabled => Err(Denial::new(
+                DenialKind::Locked,
+                format!("user \"{user}\" is disabled"),
+                "user is disabled",
+            )),
+            Some(i) if i.locked => Err(Denial::new(
+                DenialKind::Locked,
+                format!("user \"{user}\" is locked by an admin"),
+                "user is locked by an admin",
+            )
+            .hint(format!("ask an admin to run `postern user unlock {user}`"))),
+            Some(_) => Ok(()),
+        }
+    }
+
+    /// Accepts client certificates issued by the user CA `user_ca_der`.
+    pub fn with_user_ca(mut self, user_ca_der: Vec<u8>) -> Result<Self, BadUserCa> {
+        self.certs = Some(CertVerifiers::new(user_ca_der)?);
+        Ok(self)
+    }
+
+    /// The TLS-layer verifier for front doors that accept client certificates (`None`
+    /// without a user CA).
+    pub fn tls_client_verifier(
+        &self,
+    ) -> Option<std::sync::Arc<dyn rustls::server::danger::ClientCertVerifier>> {
+        self.certs.as_ref().map(CertVerifiers::tls)
+    }
+
+    /// A login by client certificate (`chain`, end entity first, as the TLS handshake got
+    /// it) for `wanted_user` (the name the client asked for; empty: the certificate's).
+    /// Checks the chain and validity, then the store: the certificate was issued here and
+    /// not revoked, its user exists and is neither disabled nor locked. The certificate
+    /// stands for both factors (it was issued after a full login), so the password and
+    /// second-factor steps do not apply, nor do password lockouts.
+    pub async fn certificate(
+        &self,
+        chain: &[rustls::pki_types::CertificateDer<'_>],
+        wanted_user: &str,
+    ) -> Result<PresentedCert, Denial> {
+        let Some(certs) = &self.certs else {
+            return Err(Denial::new(
+                DenialKind::Certificate,
+                "this Postern does not accept client certificates",
+                "no user CA configured",
+            ));
+        };
+        let now = time::OffsetDateTime::now_utc();
+        let presented = certs.check(chain, now)?;
+        let user = presented.user.as_str();
+        if !wanted_user.is_empty() && wanted_user != user {
+            return Err(Denial::new(
+                DenialKind::Certificate,
+                format!("the client certificate is for user \"{user}\", not \"{wanted_user}\""),
+                format!("certificate of {user} presented for {wanted_user}"),
+            )
+            .hint(format!(
+                "connect as user {user}, or run `postern login` as {wanted_user}"
+            )));
+        }
+        self.certificate_current(&presented).await?;
+        self.usable(user, "certificate of a removed user").await?;
+        Ok(presented)
+    }
+
+    /// Whether a certificate (accepted at login, or now) still stands in the store: issued
+    /// here to the user it names, and not revoked. Sessions opened with it call this again
+    /// when the store changes.
+    pub async fn certificate_current(&self, presented: &PresentedCert) -> Result<(), Denial> {
+        let user = presented.user.as_str();
+        let record = self
+            .store
+            .cert(&presented.serial)
+            .await
+            .map_err(|e| Denial::internal(&e))?;
+        match record {
+            None => Err(Denial::new(
+                DenialKind::Certificate,
+                "this client certificate is not one Postern issued (or its record is gone)",
+                format!("unknown certificate serial {}", presented.serial),
+            )
+            .hint("run `postern login` to get a new one")),
+            Some(r) if r.user != user => Err(Denial::new(
+                DenialKind::Certificate,
+                "the client certificate is not acceptable",
+                format!(
+                    "certificate serial {} names {user} but was issued to {}",
+                    presented.serial, r.user
+                ),
+            )),
+            Some(r) if r.revoked_at.is_some() => Err(Denial::new(
+                DenialKind::Certificate,
+                format!(
+                    "your Postern certificate (serial {}) was revoked",
+                    presented.serial
+                ),
+                format!(
+                    "certificate revoked by {}",
+                    r.revoked_by.unwrap_or_default()
+                ),
+            )
+            .hint("run `postern login` to get a new one, or ask an admin why it was revoked")),
+            Some(_) => Ok(()),
         }
     }
 
@@ -320,7 +609,19 @@ impl LoginFlow {
                 format!("client gone: {e}"),
             ));
         }
-        let outcome = tokio::time::timeout(timeout, rx).await;
+        let outcome = tokio::select! {
+            o = tokio::time::timeout(timeout, rx) => o,
+            _ = prompt.gone() => {
+                self.approvals.close(&id);
+                self.record_second_factor(user, ip, protocol, "client left while waiting", &id)
+                    .await;
+                return Err(Denial::new(
+                    DenialKind::SecondFactor,
+                    "the client left while its login waited for approval",
+                    "client left while waiting for approval",
+                ));
+            }
+        };
         self.approvals.close(&id);
         match outcome {
             Ok(Ok(Outcome::Approved)) => Ok(SecondFactor::Approved),

@@ -123,7 +123,9 @@ impl Refusal {
     fn from_denial(d: postern_login::Denial) -> Self {
         let sqlstate = match d.kind {
             postern_login::DenialKind::Credentials => "28P01",
-            postern_login::DenialKind::Locked | postern_login::DenialKind::SecondFactor => "28000",
+            postern_login::DenialKind::Locked
+            | postern_login::DenialKind::SecondFactor
+            | postern_login::DenialKind::Certificate => "28000",
             postern_login::DenialKind::Internal => "58000",
         };
         let mut r = Refusal::new(sqlstate, d.message).reason(d.reason);
@@ -148,8 +150,14 @@ struct ApprovalPrompt<'s> {
     stream: &'s mut PgStream,
     /// Authentication messages not sent yet (SASLFinal).
     out: &'s mut BytesMut,
+    /// The client's input buffer: anything it sends while waiting is kept for the relay.
+    input: &'s mut BytesMut,
     authenticated: bool,
 }
+
+/// Most a client may send while its login waits for approval (a well-behaved one sends
+/// nothing until ReadyForQuery).
+const MAX_WAITING_INPUT: usize = 64 * 1024;
 
 impl postern_login::Prompt for ApprovalPrompt<'_> {
     async fn tell(&mut self, text: &str) -> std::io::Result<()> {
@@ -162,6 +170,17 @@ impl postern_login::Prompt for ApprovalPrompt<'_> {
         self.stream.flush().await?;
         self.out.clear();
         Ok(())
+    }
+
+    async fn gone(&mut self) {
+        use tokio::io::AsyncReadExt;
+        loop {
+            match self.stream.read_buf(self.input).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) if self.input.len() > MAX_WAITING_INPUT => return,
+                Ok(_) => {}
+            }
+        }
     }
 }
 
@@ -176,6 +195,9 @@ struct Established<'a> {
     masker: Option<crate::masker::Masker>,
     /// The credential the upstream session was opened with.
     credential: String,
+    /// The client certificate the person logged in with: the session ends when it expires
+    /// or is revoked.
+    cert: Option<postern_login::PresentedCert>,
     /// Keeps the cancel key routable exactly as long as the session lives.
     _cancel: Option<crate::cancel::CancelGuard<'a>>,
 }
@@ -433,68 +455,15 @@ async fn handshake<'a>(
     ident.datasource = Some(target.alias.as_str().into());
     tracing::Span::current().record("datasource", target.alias.as_str());
 
-    let code = {
-        let (name, code) = postern_login::split_code(&target.user);
-        let code = code.map(|c| zeroize::Zeroizing::new(c.to_string()));
-        target.user = name.to_string();
-        code
-    };
-
-    // Authenticate the person: lockouts first, then the password, then the second factor.
-    let flow = &inner.login;
-    if let Err(d) = flow.admit(&target.user, ident.ip) {
-        deny(inner, &mut stream, ident, Refusal::from_denial(d)).await;
-        return None;
-    }
-    let auth = tokio::time::timeout_at(
-        deadline,
-        authenticate(inner, &mut stream, &mut buf, &mut out, &target.user),
-    )
-    .await
-    .unwrap_or_else(|_| {
-        Err(
-            Refusal::new("08006", "authentication not completed in time").reason(format!(
-                "handshake not completed within {:?}",
-                inner.cfg.handshake_timeout
-            )),
-        )
-    });
-    let method = match auth {
-        Ok(m) => m,
-        Err(r) => {
-            if r.sqlstate == "28P01" {
-                flow.failed(&target.user, ident.ip, Protocol::Postgres)
-                    .await;
-            }
-            tokio::time::sleep(inner.cfg.login_failure_delay).await;
-            deny(inner, &mut stream, ident, r).await;
-            return None;
-        }
-    };
-    flow.succeeded(&target.user, ident.ip);
-    let mut prompt = ApprovalPrompt {
-        stream: &mut stream,
-        out: &mut out,
-        authenticated: false,
-    };
-    let factor = flow
-        .second_factor(
-            &target.user,
-            ident.ip,
-            code.as_ref().map(|c| c.as_str()),
-            &format!("postgres: {}", target.alias),
-            Protocol::Postgres,
-            &mut prompt,
-        )
-        .await;
-    let auth_ok_sent = prompt.authenticated;
-    let factor = match factor {
-        Ok(f) => f,
-        Err(d) => {
-            deny(inner, &mut stream, ident, Refusal::from_denial(d)).await;
-            return None;
-        }
-    };
+    let Authenticated {
+        mut stream,
+        buf,
+        mut out,
+        method,
+        factor,
+        auth_ok_sent,
+        cert,
+    } = authenticate_person(inner, stream, buf, out, ident, &mut target, deadline).await?;
 
     // Authorise: the datasource and a credential for it.
     let store = &inner.store;
@@ -578,11 +547,15 @@ async fn handshake<'a>(
     };
     ident.db_user = Some(cred.username.as_str().into());
     let mut success = ident.event(EventKind::LoginSuccess);
-    success.detail = Some(serde_json::json!({
+    let mut detail = serde_json::json!({
         "auth": method,
         "second_factor": factor.as_str(),
         "tls": stream.is_tls(),
-    }));
+    });
+    if let Some(c) = &cert {
+        detail["certificate"] = serde_json::json!(c.serial);
+    }
+    success.detail = Some(detail);
     let _ = inner.audit.record(success).await;
 
     // Open the upstream session with the stored credential.
@@ -682,8 +655,127 @@ async fn handshake<'a>(
         gate,
         masker,
         credential: cred_name,
+        cert,
         _cancel: guard,
     })
+}
+
+/// A person whose identity the handshake established, before the grant check.
+struct Authenticated {
+    stream: PgStream,
+    buf: BytesMut,
+    /// Authentication messages not sent yet.
+    out: BytesMut,
+    method: &'static str,
+    factor: postern_login::SecondFactor,
+    /// Whether AuthenticationOk went out already (a login held for approval).
+    auth_ok_sent: bool,
+    /// The client certificate the person logged in with.
+    cert: Option<postern_login::PresentedCert>,
+}
+
+/// Authenticates the person on `stream` for `target` ([`Authenticated`], or `None` once the
+/// client has been refused). A code in the user name (`alice:123456`) is removed from
+/// `target`.
+async fn authenticate_person(
+    inner: &Inner,
+    mut stream: PgStream,
+    mut buf: BytesMut,
+    mut out: BytesMut,
+    ident: &mut Ident,
+    target: &mut postern_core::LoginTarget,
+    deadline: tokio::time::Instant,
+) -> Option<Authenticated> {
+    // A TOTP code given with the name (`alice:123456`) is taken off it.
+    let code = {
+        let (name, code) = postern_login::split_code(&target.user);
+        let code = code.map(|c| zeroize::Zeroizing::new(c.to_string()));
+        target.user = name.to_string();
+        code
+    };
+
+    // Authenticate the person: a client certificate from `postern login`, or lockouts
+    // first, then the password, then the second factor.
+    let flow = &inner.login;
+    if let Some(chain) = stream.client_certificates() {
+        return match flow.certificate(&chain, &target.user).await {
+            Ok(cert) => Some(Authenticated {
+                stream,
+                buf,
+                out,
+                method: "certificate",
+                factor: postern_login::SecondFactor::Certificate,
+                auth_ok_sent: false,
+                cert: Some(cert),
+            }),
+            Err(d) => {
+                deny(inner, &mut stream, ident, Refusal::from_denial(d)).await;
+                None
+            }
+        };
+    }
+    if let Err(d) = flow.admit(&target.user, ident.ip) {
+        deny(inner, &mut stream, ident, Refusal::from_denial(d)).await;
+        return None;
+    }
+    let auth = tokio::time::timeout_at(
+        deadline,
+        authenticate(inner, &mut stream, &mut buf, &mut out, &target.user),
+    )
+    .await
+    .unwrap_or_else(|_| {
+        Err(
+            Refusal::new("08006", "authentication not completed in time").reason(format!(
+                "handshake not completed within {:?}",
+                inner.cfg.handshake_timeout
+            )),
+        )
+    });
+    let method = match auth {
+        Ok(m) => m,
+        Err(r) => {
+            if r.sqlstate == "28P01" {
+                flow.failed(&target.user, ident.ip, Protocol::Postgres)
+                    .await;
+            }
+            tokio::time::sleep(inner.cfg.login_failure_delay).await;
+            deny(inner, &mut stream, ident, r).await;
+            return None;
+        }
+    };
+    flow.succeeded(&target.user, ident.ip);
+    let mut prompt = ApprovalPrompt {
+        stream: &mut stream,
+        out: &mut out,
+        input: &mut buf,
+        authenticated: false,
+    };
+    let factor = flow
+        .second_factor(
+            &target.user,
+            ident.ip,
+            code.as_ref().map(|c| c.as_str()),
+            &format!("postgres: {}", target.alias),
+            Protocol::Postgres,
+            &mut prompt,
+        )
+        .await;
+    let auth_ok_sent = prompt.authenticated;
+    match factor {
+        Ok(factor) => Some(Authenticated {
+            stream,
+            buf,
+            out,
+            method,
+            factor,
+            auth_ok_sent,
+            cert: None,
+        }),
+        Err(d) => {
+            deny(inner, &mut stream, ident, Refusal::from_denial(d)).await;
+            None
+        }
+    }
 }
 
 async fn bad_input(inner: &Inner, stream: &mut PgStream, ident: &Ident, e: &ReadError) {
@@ -729,6 +821,32 @@ async fn authenticate(
     };
     let io_fail =
         |e: std::io::Error| failed().reason(format!("connection lost during authentication: {e}"));
+
+    // A directory user: the directory checks the password, which must come in clear
+    // (only ever over TLS).
+    let flow = &inner.login;
+    if flow.directory_checks(info.as_ref())
+        && !info.as_ref().is_some_and(|i| i.disabled || i.locked)
+    {
+        if !stream.is_tls() {
+            return Err(Refusal::new(
+                "28000",
+                format!("user \"{user}\" signs in with a directory password, which Postern accepts only over TLS"),
+            )
+            .hint("connect with sslmode=require (or verify-full with Postern's CA)")
+            .reason("directory login without TLS"));
+        }
+        let pw = read_cleartext_password(stream, buf, out)
+            .await
+            .map_err(|e| match e {
+                Some(r) => r,
+                None => failed().reason("client left during authentication"),
+            })?;
+        return match flow.directory_password(user, &pw).await {
+            Ok(()) => Ok("ldap"),
+            Err(d) => Err(Refusal::from_denial(d)),
+        };
+    }
 
     if inner.cfg.allow_cleartext_password && stream.is_tls() {
         codec::authentication(out, 3, &[]);
@@ -813,6 +931,35 @@ async fn authenticate(
     Ok("scram-sha-256")
 }
 
+/// Asks for the password in clear (AuthenticationCleartextPassword) and reads it. `Err(None)`:
+/// the client left; `Err(Some(_))`: what to tell it.
+async fn read_cleartext_password(
+    stream: &mut PgStream,
+    buf: &mut BytesMut,
+    out: &mut BytesMut,
+) -> Result<zeroize::Zeroizing<String>, Option<Refusal>> {
+    codec::authentication(out, 3, &[]);
+    stream.write_all(out).await.map_err(|_| None)?;
+    stream.flush().await.map_err(|_| None)?;
+    out.clear();
+    let (ty, msg) = read_frame(stream, buf, MAX_AUTH_MESSAGE)
+        .await
+        .map_err(|e| match e {
+            ReadError::Codec(c) => Some(Refusal::new(
+                "08P01",
+                format!("invalid authentication message: {c}"),
+            )),
+            _ => None,
+        })?;
+    if ty != b'p' {
+        return Err(Some(Refusal::new("08P01", "expected a password message")));
+    }
+    let pw = codec::cstr(&msg[5..])
+        .map(|(p, _)| p.to_string())
+        .unwrap_or_default();
+    Ok(zeroize::Zeroizing::new(pw))
+}
+
 async fn relay(inner: &Inner, est: Established<'_>, ident: &Ident, span: &tracing::Span) {
     let Established {
         mut client,
@@ -821,6 +968,7 @@ async fn relay(inner: &Inner, est: Established<'_>, ident: &Ident, span: &tracin
         gate,
         masker,
         credential,
+        cert,
         _cancel,
     } = est;
     let mut up_stream = upstream.stream;
@@ -850,11 +998,16 @@ async fn relay(inner: &Inner, est: Established<'_>, ident: &Ident, span: &tracin
         let step = tokio::select! {
             step = relay.step() => step,
             _ = ticks.tick() => {
+                if let Some(c) = &cert {
+                    if time::OffsetDateTime::now_utc() >= c.not_after {
+                        break Err(Stop::Expired);
+                    }
+                }
                 let now = epoch.load(std::sync::atomic::Ordering::Acquire);
                 if now != seen {
                     seen = now;
                     if let (Some(user), Some(alias)) = (ident.user.as_deref(), ident.datasource.as_deref()) {
-                        if let Err(why) = still_allowed(inner, user, alias, &credential).await {
+                        if let Err(why) = still_allowed(inner, user, alias, &credential, cert.as_ref()).await {
                             break Err(Stop::Revoked(why));
                         }
                     }
@@ -885,7 +1038,7 @@ async fn relay(inner: &Inner, est: Established<'_>, ident: &Ident, span: &tracin
                 };
                 let mut changed = false;
                 if !g.policy_current() {
-                    match reload(inner, ident, &credential).await {
+                    match reload(inner, ident, &credential, cert.as_ref()).await {
                         Ok((policy, epoch)) => {
                             let was = g.mode();
                             g.set_policy(policy, epoch);
@@ -923,6 +1076,11 @@ async fn relay(inner: &Inner, est: Established<'_>, ident: &Ident, span: &tracin
             let msg = format!("Postern ended this session: {why}");
             let hint = Some("ask an admin for access, then reconnect");
             let _ = refuse(&mut client, "57P01", &msg, hint).await;
+        }
+        Err(Stop::Expired) => {
+            let msg = "Postern ended this session: your Postern certificate expired";
+            let hint = Some("run `postern login` to get a new one, then reconnect");
+            let _ = refuse(&mut client, "57P01", msg, hint).await;
         }
         _ => {}
     }
@@ -1026,6 +1184,7 @@ async fn reload(
     inner: &Inner,
     ident: &Ident,
     credential: &str,
+    cert: Option<&postern_login::PresentedCert>,
 ) -> Result<(Arc<postern_policy::Policy>, u64), String> {
     let (Some(user), Some(alias)) = (ident.user.as_deref(), ident.datasource.as_deref()) else {
         return Err("the session has no user".into());
@@ -1035,33 +1194,32 @@ async fn reload(
         .policy_epoch()
         .load(std::sync::atomic::Ordering::Acquire);
     let failed = |e: postern_store::StoreError| format!("Postern could not read its store ({e})");
-    still_allowed(inner, user, alias, credential).await?;
-    let Some(ds) = store.datasource(alias).await.map_err(failed)? else {
-        return Err(format!("datasource {alias} was removed"));
-    };
+    let ds = still_allowed(inner, user, alias, credential, cert).await?;
     let policy = store.session_policy(user, &ds).await.map_err(failed)?;
     Ok((Arc::new(policy), epoch))
 }
 
-/// Whether `user` may still use `credential` on `alias`: not disabled, locked or removed,
-/// and a role of theirs still grants it. The reason in words when not.
+/// Whether `user` may still use `credential` on `alias`: the certificate they logged in
+/// with (if any) still stands, they are not disabled, locked or removed (the login flow's
+/// own checks), the datasource is there and a role of theirs still grants the credential.
+/// The datasource when so, the reason in words when not.
 async fn still_allowed(
     inner: &Inner,
     user: &str,
     alias: &str,
     credential: &str,
-) -> Result<(), String> {
+    cert: Option<&postern_login::PresentedCert>,
+) -> Result<postern_core::DatasourceSpec, String> {
     let store = &inner.store;
     let failed = |e: postern_store::StoreError| format!("Postern could not read its store ({e})");
-    match store.login_info(user).await.map_err(failed)? {
-        Some(i) if i.disabled => return Err(format!("user {user} was disabled")),
-        Some(i) if i.locked => return Err(format!("user {user} was locked by an admin")),
-        Some(_) => {}
-        None => return Err(format!("user {user} was removed")),
+    let ended = |d: postern_login::Denial| d.message;
+    if let Some(c) = cert {
+        inner.login.certificate_current(c).await.map_err(ended)?;
     }
-    if store.datasource(alias).await.map_err(failed)?.is_none() {
+    inner.login.user_usable(user).await.map_err(ended)?;
+    let Some(ds) = store.datasource(alias).await.map_err(failed)? else {
         return Err(format!("datasource {alias} was removed"));
-    }
+    };
     let grants = store.role_grants(user).await.map_err(failed)?;
     let granted = grants.iter().any(|g| {
         g.credentials
@@ -1073,7 +1231,7 @@ async fn still_allowed(
             "no role of yours grants credential {credential} on datasource {alias} any more"
         ));
     }
-    Ok(())
+    Ok(ds)
 }
 
 /// Puts Postern's ruling on a statement into its audit event.
@@ -1102,6 +1260,8 @@ enum Stop {
     Protocol(String),
     /// The user's access went away while the session was open (they are told why).
     Revoked(String),
+    /// The client certificate the session was opened with expired.
+    Expired,
     /// Anything else: I/O, the audit log closing.
     Failed(String),
 }
@@ -1111,6 +1271,7 @@ impl std::fmt::Display for Stop {
         match self {
             Stop::Protocol(m) | Stop::Failed(m) => f.write_str(m),
             Stop::Revoked(why) => write!(f, "access revoked: {why}"),
+            Stop::Expired => f.write_str("client certificate expired"),
         }
     }
 }

@@ -21,6 +21,19 @@ impl PgStream {
     pub fn is_tls(&self) -> bool {
         !matches!(self, PgStream::Plain(_))
     }
+
+    /// The certificate chain a TLS client presented (end entity first), if any.
+    pub fn client_certificates(&self) -> Option<Vec<rustls::pki_types::CertificateDer<'static>>> {
+        match self {
+            PgStream::ServerTls(s) => s
+                .get_ref()
+                .1
+                .peer_certificates()
+                .filter(|c| !c.is_empty())
+                .map(|c| c.iter().map(|c| c.clone().into_owned()).collect()),
+            _ => None,
+        }
+    }
 }
 
 impl AsyncRead for PgStream {

@@ -14,6 +14,7 @@
 mod admin;
 mod apply;
 mod audit;
+mod certs;
 mod credentials;
 mod datasources;
 mod error;
@@ -37,6 +38,7 @@ use sqlx::sqlite::{
 use sqlx::{Sqlite, Transaction};
 
 pub use audit::{AuditFilter, StoreAuditSink};
+pub use certs::CertRecord;
 pub use credentials::UpstreamCredential;
 pub use datasources::allow_list_form;
 pub use error::StoreError;

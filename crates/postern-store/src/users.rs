@@ -22,6 +22,9 @@ pub struct LoginInfo {
     pub locked: bool,
     /// The SCRAM-SHA-256 verifier; `None` until a password is set.
     pub scram: Option<ScramVerifier>,
+    /// Where the user came from: `local` (made by an admin), `ldap` or `oidc` (made at their
+    /// first login there; roles follow their groups).
+    pub source: String,
 }
 
 /// The two stored forms of a user password.
@@ -88,14 +91,105 @@ pub(crate) fn format_permissions(perms: &[Permission]) -> String {
 }
 
 impl Store {
+    /// Records a login of `user` vouched for by `source` (`ldap` or `oidc`) whose groups map
+    /// to `roles`: creates the user (no password) on the first one, and sets the roles of a
+    /// user from that source to exactly `roles` (those that exist; the others are returned,
+    /// for a warning). An admin-made user without a password keeps the roles the admin gave;
+    /// one with a password here, or from the other source, is refused.
+    pub async fn sync_external_user(
+        &self,
+        user: &str,
+        source: &str,
+        roles: &[String],
+    ) -> Result<Vec<String>, StoreError> {
+        if !matches!(source, "ldap" | "oidc") {
+            return Err(StoreError::Invalid(format!("unknown user source {source}")));
+        }
+        if !postern_core::names::valid_name(user) {
+            return Err(StoreError::Invalid(format!(
+                "{user:?} cannot be a Postern user name (letters, digits, _ - . only)"
+            )));
+        }
+        let mut tx = self.write_tx().await?;
+        let row: Option<(String, Option<String>)> =
+            sqlx::query_as("SELECT source, password_hash FROM users WHERE name = ?")
+                .bind(user)
+                .fetch_optional(&mut *tx)
+                .await?;
+        match row {
+            Some((_, Some(_))) => {
+                return Err(StoreError::Conflict(format!(
+                    "user {user} has a password in Postern; the directory cannot sign them in"
+                )))
+            }
+            Some((had, None)) if had == "local" => return Ok(Vec::new()),
+            Some((had, None)) if had != source => {
+                return Err(StoreError::Conflict(format!(
+                    "user {user} signs in through {had}, not {source}"
+                )))
+            }
+            Some(_) => {}
+            None => {
+                let t = now();
+                sqlx::query(
+                    "INSERT INTO users (name, source, created_at, updated_at) VALUES (?, ?, ?, ?)",
+                )
+                .bind(user)
+                .bind(source)
+                .bind(&t)
+                .bind(&t)
+                .execute(&mut *tx)
+                .await?;
+            }
+        }
+        let held: Vec<(String,)> =
+            sqlx::query_as("SELECT role FROM user_roles WHERE user = ? ORDER BY role")
+                .bind(user)
+                .fetch_all(&mut *tx)
+                .await?;
+        let mut known = Vec::new();
+        let mut unknown = Vec::new();
+        for r in crate::name_set(roles) {
+            let exists: Option<(i64,)> = sqlx::query_as("SELECT 1 FROM roles WHERE name = ?")
+                .bind(&r)
+                .fetch_optional(&mut *tx)
+                .await?;
+            if exists.is_some() {
+                known.push(r);
+            } else {
+                unknown.push(r);
+            }
+        }
+        let held: Vec<String> = held.into_iter().map(|(r,)| r).collect();
+        if held != known {
+            sqlx::query("DELETE FROM user_roles WHERE user = ?")
+                .bind(user)
+                .execute(&mut *tx)
+                .await?;
+            for r in &known {
+                sqlx::query("INSERT INTO user_roles (user, role) VALUES (?, ?)")
+                    .bind(user)
+                    .bind(r)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            tx.commit().await?;
+            self.changed();
+        } else {
+            tx.commit().await?;
+        }
+        Ok(unknown)
+    }
+
     /// What a proxy needs to authenticate `user`; `None` when there is no such user.
     pub async fn login_info(&self, user: &str) -> Result<Option<LoginInfo>, StoreError> {
-        let row: Option<(String, bool, bool, Option<String>)> =
-            sqlx::query_as("SELECT name, disabled, locked, scram FROM users WHERE name = ?")
-                .bind(user)
-                .fetch_optional(&self.pool)
-                .await?;
-        let Some((name, disabled, locked, scram)) = row else {
+        let row: Option<(String, bool, bool, Option<String>, String)> = sqlx::query_as(
+            "SELECT name, disabled, locked, scram, source FROM users WHERE name = ?",
+        )
+        .bind(user)
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some((name, disabled, locked, scram, source)) = row else {
             return Ok(None);
         };
         let scram = match scram {
@@ -111,6 +205,7 @@ impl Store {
             disabled,
             locked,
             scram,
+            source,
         }))
     }
 
@@ -473,5 +568,46 @@ mod tests {
             vec![Permission::Admin, Permission::AuditRead]
         );
         assert!(parse_permissions("").is_empty());
+    }
+
+    #[tokio::test]
+    async fn directory_users_follow_their_groups() {
+        let (_dir, store) = open_temp().await;
+        store.apply(&sample_doc()).await.unwrap();
+        // First login: created without a password, roles from the groups.
+        let unknown = store
+            .sync_external_user("dora", "ldap", &["dba".into(), "nope".into()])
+            .await
+            .unwrap();
+        assert_eq!(unknown, ["nope"]);
+        let info = store.login_info("dora").await.unwrap().unwrap();
+        assert!(info.source == "ldap" && info.scram.is_none());
+        assert_eq!(store.role_grants("dora").await.unwrap().len(), 1);
+        // Groups changed in the directory: roles follow at the next login.
+        let epoch = store.policy_epoch();
+        let before = epoch.load(std::sync::atomic::Ordering::Acquire);
+        store.sync_external_user("dora", "ldap", &[]).await.unwrap();
+        assert!(store.role_grants("dora").await.unwrap().is_empty());
+        assert!(epoch.load(std::sync::atomic::Ordering::Acquire) > before);
+        // Nothing changed: no bump.
+        let now = epoch.load(std::sync::atomic::Ordering::Acquire);
+        store.sync_external_user("dora", "ldap", &[]).await.unwrap();
+        assert_eq!(epoch.load(std::sync::atomic::Ordering::Acquire), now);
+        // A local user with a password is not the directory's.
+        assert!(store
+            .sync_external_user("alice", "ldap", &[])
+            .await
+            .is_err());
+        assert!(store
+            .sync_external_user("bad name", "ldap", &[])
+            .await
+            .is_err());
+        // One person, one source.
+        assert!(store.sync_external_user("dora", "oidc", &[]).await.is_err());
+        store.sync_external_user("olga", "oidc", &[]).await.unwrap();
+        assert_eq!(
+            store.login_info("olga").await.unwrap().unwrap().source,
+            "oidc"
+        );
     }
 }

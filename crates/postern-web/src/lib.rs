@@ -7,6 +7,8 @@
 //! | route | who | what |
 //! |---|---|---|
 //! | `POST /api/v1/auth/login` | anyone | `{user, password, code?}` → `{token, expires_at, user}`; with `next: "totp"` (no token: send `code`) or `next: "enroll"` (a token that may only enrol) when a second factor is required |
+//! | `GET /api/v1/auth/oidc` | anyone | single sign-on settings (`issuer`, `client_id`, `scopes`) and a single-use `nonce` |
+//! | `POST /api/v1/auth/oidc` | anyone | `{id_token}` from the identity provider (with that nonce) → `{token, expires_at, user}` |
 //! | `GET /api/v1/mfa` | signed in (also enrolling) | `{enrolled, recovery_codes_left}` |
 //! | `POST /api/v1/mfa/enroll` | signed in (also enrolling) | `{secret, uri}` of a new TOTP factor |
 //! | `POST /api/v1/mfa/confirm` | signed in (also enrolling) | `{code}` → `{recovery_codes, token?}` |
@@ -15,6 +17,10 @@
 //! | `GET /api/v1/approvals` | signed in | the caller's logins waiting for approval |
 //! | `GET /api/v1/approvals/{id}` | anyone with the id | one waiting login |
 //! | `POST /api/v1/approvals/{id}` | anyone with the id | `{code, approve?}`: the user's TOTP code approves (or refuses) it |
+//! | `POST /api/v1/certs` | signed in | `{csr, ttl_seconds?}` → a client certificate for the caller from the user CA (`{serial, certificate, not_after, user_ca}`) |
+//! | `GET /api/v1/certs` | signed in | unexpired certificates: own; admins anyone's (`?user=`) |
+//! | `POST /api/v1/certs/revoke` | signed in | `{serial}` or `{user}`: own certificates; admins anyone's |
+//! | `GET /api/v1/me/datasources` | signed in | the datasources the caller's roles reach, and Postern's ports |
 //! | `POST /api/v1/auth/logout` | signed in | revokes the presented token |
 //! | `GET /api/v1/whoami` | signed in | `{user, permissions}` |
 //! | `GET /api/v1/{kind}` | admin | list `users`, `roles`, `masking-policies`, `datasources`, `credentials` |
@@ -36,6 +42,7 @@
 
 mod audit_routes;
 mod auth;
+mod cert_routes;
 mod error;
 mod extract;
 mod login;
@@ -54,6 +61,7 @@ use axum::Router;
 use postern_audit::AuditLog;
 use postern_store::Store;
 
+pub use cert_routes::{CertIssuer, Listeners};
 pub use error::ApiError;
 pub use serve::serve;
 
@@ -73,6 +81,10 @@ pub struct ApiState {
     pub token_ttl: Duration,
     /// The login flow shared with the proxies (lockouts, second factor, approvals).
     pub login: Arc<postern_login::LoginFlow>,
+    /// Issues client certificates (`None`: this server issues none).
+    pub certs: Option<Arc<CertIssuer>>,
+    /// Postern's ports, told to clients that ask where to connect.
+    pub listeners: Listeners,
     /// Reads the upstream catalog a session's masking needs, so `policy/check` can show
     /// the masking plan (`None`: the check shows decisions only).
     pub masking_probe: Option<Arc<dyn policy_routes::MaskingProbe>>,
@@ -84,6 +96,7 @@ pub fn router(state: ApiState) -> Router {
     let api = Router::new()
         .route("/auth/login", post(login::login))
         .route("/auth/logout", post(login::logout))
+        .route("/auth/oidc", get(login::sso_start).post(login::sso_login))
         .route("/whoami", get(login::whoami))
         .route("/apply", post(resources::apply))
         .route("/audit", get(audit_routes::search))
@@ -100,6 +113,9 @@ pub fn router(state: ApiState) -> Router {
         .route("/mfa/enroll", post(mfa_routes::enroll))
         .route("/mfa/confirm", post(mfa_routes::confirm))
         .route("/approvals", get(mfa_routes::my_approvals))
+        .route("/certs", get(cert_routes::list).post(cert_routes::issue))
+        .route("/certs/revoke", post(cert_routes::revoke))
+        .route("/me/datasources", get(cert_routes::my_datasources))
         .route(
             "/approvals/{id}",
             get(mfa_routes::approval).post(mfa_routes::decide),

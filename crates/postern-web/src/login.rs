@@ -115,15 +115,32 @@ pub async fn login(
         .await;
     }
     let info = st.store.login_info(&req.user).await?;
-    let password_ok = st.store.verify_password(&req.user, &req.password).await?;
-    let refusal = match &info {
-        None => Some("unknown user"),
-        Some(i) if i.disabled => Some("user is disabled"),
-        Some(i) if i.locked => Some("user is locked by an admin"),
-        Some(_) if !password_ok => Some("wrong password"),
-        Some(_) => None,
+    let mut method = "password";
+    let refusal = if flow.directory_checks(info.as_ref()) {
+        // The directory checks the password (and records the user and their roles).
+        method = "ldap";
+        match flow.directory_password(&req.user, &req.password).await {
+            Ok(()) => None,
+            Err(d) if d.kind == postern_login::DenialKind::Internal => {
+                let mut e = login_event(EventKind::LoginFailure, &req.user, &client);
+                e.error = Some(d.reason.clone());
+                st.audit.record_durable(e).await?;
+                return Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, d.message));
+            }
+            Err(d) => Some(d.reason),
+        }
+    } else {
+        let password_ok = st.store.verify_password(&req.user, &req.password).await?;
+        match &info {
+            None => Some("unknown user".to_string()),
+            Some(i) if i.disabled => Some("user is disabled".to_string()),
+            Some(i) if i.locked => Some("user is locked by an admin".to_string()),
+            Some(_) if !password_ok => Some("wrong password".to_string()),
+            Some(_) => None,
+        }
     };
     if let Some(reason) = refusal {
+        let reason = reason.as_str();
         flow.failed(&req.user, ip, Protocol::Api).await;
         return refused(
             &st,
@@ -174,7 +191,7 @@ pub async fn login(
     }
     let token = st.store.create_api_token(&req.user, st.token_ttl).await?;
     let mut e = login_event(EventKind::LoginSuccess, &req.user, &client);
-    e.detail = Some(serde_json::json!({ "auth": "password", "second_factor": factor }));
+    e.detail = Some(serde_json::json!({ "auth": method, "second_factor": factor }));
     st.audit.record_durable(e).await?;
     Ok(Json(LoginResponse {
         token: Some(token),
@@ -219,5 +236,85 @@ pub async fn whoami(State(st): State<ApiState>, caller: Caller) -> Result<Json<W
     Ok(Json(WhoAmI {
         user: caller.user,
         permissions,
+    }))
+}
+
+/// `GET /api/v1/auth/oidc` answer: what the command-line client needs to sign in at the
+/// identity provider, and a nonce for this one sign-in.
+#[derive(Serialize)]
+pub struct SsoStart {
+    issuer: String,
+    client_id: String,
+    scopes: Vec<String>,
+    nonce: String,
+}
+
+/// Starts a single sign-on: the provider's settings and a single-use nonce.
+pub async fn sso_start(
+    State(st): State<ApiState>,
+    client: ClientAddr,
+) -> Result<Json<SsoStart>, ApiError> {
+    let Some(sso) = st.login.sso() else {
+        return Err(ApiError::not_found(
+            "single sign-on is not configured on this Postern ([oidc] in its configuration); sign in with a password",
+        ));
+    };
+    let nonce = sso
+        .issue_nonce(client_ip(&client))
+        .map_err(|e| ApiError::new(StatusCode::TOO_MANY_REQUESTS, e.to_string()))?;
+    let s = sso.settings();
+    Ok(Json(SsoStart {
+        issuer: s.issuer.clone(),
+        client_id: s.client_id.clone(),
+        scopes: s.scopes.clone(),
+        nonce,
+    }))
+}
+
+/// `POST /api/v1/auth/oidc` body.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SsoLogin {
+    id_token: Zeroizing<String>,
+}
+
+/// Signs in with an ID token from the identity provider (which stands for both factors).
+pub async fn sso_login(
+    State(st): State<ApiState>,
+    client: ClientAddr,
+    ApiJson(req): ApiJson<SsoLogin>,
+) -> Result<Json<LoginResponse>, ApiError> {
+    let who = match st.login.sso_login(&req.id_token).await {
+        Ok(w) => w,
+        Err(d) => {
+            let status = if d.kind == postern_login::DenialKind::Internal {
+                StatusCode::SERVICE_UNAVAILABLE
+            } else {
+                StatusCode::UNAUTHORIZED
+            };
+            return refused(
+                &st,
+                "",
+                &client,
+                &d.reason,
+                ApiError::new(status, d.message),
+            )
+            .await;
+        }
+    };
+    let token = st.store.create_api_token(&who.user, st.token_ttl).await?;
+    let mut e = login_event(EventKind::LoginSuccess, &who.user, &client);
+    e.detail = Some(serde_json::json!({
+        "auth": "oidc",
+        "second_factor": "identity provider",
+        "subject": who.subject,
+        "groups": who.groups,
+    }));
+    st.audit.record_durable(e).await?;
+    Ok(Json(LoginResponse {
+        token: Some(token),
+        expires_at: Some(expires_at(st.token_ttl)),
+        user: who.user,
+        next: None,
     }))
 }

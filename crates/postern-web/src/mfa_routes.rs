@@ -126,10 +126,12 @@ pub async fn status(
     Ok(Json(st.store.mfa_status(&caller.user).await?))
 }
 
-/// Ends what `name` holds now: API tokens and logins waiting for approval (their live
+/// Ends what `name` holds now: API tokens, client certificates (a factor reset often means
+/// a lost or stolen device, which may hold one) and logins waiting for approval (their live
 /// proxy sessions end on their own: the store's change counter moved).
-async fn cut_access(st: &ApiState, name: &str) -> Result<(), ApiError> {
+async fn cut_access(st: &ApiState, name: &str, by: &str) -> Result<(), ApiError> {
     st.store.revoke_user_tokens(name).await?;
+    st.store.revoke_user_certs(name, by).await?;
     st.login.approvals.forget_user(name);
     Ok(())
 }
@@ -160,7 +162,7 @@ pub async fn reset(
 ) -> Result<StatusCode, ApiError> {
     caller.require(&st, &[Permission::Admin]).await?;
     st.store.mfa_reset(&name).await?;
-    cut_access(&st, &name).await?;
+    cut_access(&st, &name, &caller.user).await?;
     record_user_change(&caller, &st, &client, "mfa-reset", &name).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -180,7 +182,7 @@ pub async fn lock(
         ));
     }
     st.store.set_locked(&name, true).await?;
-    cut_access(&st, &name).await?;
+    cut_access(&st, &name, &caller.user).await?;
     record_user_change(&caller, &st, &client, "lock", &name).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -23,6 +23,10 @@ pub struct Config {
     pub audit: AuditConfig,
     /// Logins: second factor, approvals, lockouts.
     pub auth: AuthConfig,
+    /// A directory (LDAP / Active Directory) that checks people's passwords; absent: none.
+    pub ldap: Option<LdapConfig>,
+    /// An OpenID Connect provider for single sign-on (`postern login --sso`); absent: none.
+    pub oidc: Option<OidcConfig>,
 }
 
 impl Default for Config {
@@ -35,7 +39,172 @@ impl Default for Config {
             tls: TlsConfig::default(),
             audit: AuditConfig::default(),
             auth: AuthConfig::default(),
+            ldap: None,
+            oidc: None,
         }
+    }
+}
+
+/// `[oidc]`: single sign-on through an OpenID Connect provider. Register Postern there as a
+/// public native client (no secret; PKCE; redirect URI `http://127.0.0.1/callback` on any
+/// port; the device grant for hosts without a browser).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OidcConfig {
+    /// The provider's issuer URL (https; http only on a loopback address).
+    pub issuer: String,
+    /// Postern's client id at the provider.
+    pub client_id: String,
+    /// Scopes asked for.
+    #[serde(default = "default_oidc_scopes")]
+    pub scopes: Vec<String>,
+    /// The ID-token claim holding the Postern user name.
+    #[serde(default = "default_username_claim")]
+    pub username_claim: String,
+    /// The ID-token claim holding the person's groups.
+    #[serde(default = "default_groups_claim")]
+    pub groups_claim: String,
+    /// The provider's CA certificate (PEM), when not a public one.
+    #[serde(default)]
+    pub ca: Option<PathBuf>,
+    /// Time a request to the provider may take.
+    #[serde(default = "default_oidc_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Group → Postern roles, applied at every sign-in.
+    #[serde(default)]
+    pub group_roles: std::collections::BTreeMap<String, Vec<String>>,
+}
+
+/// The PEM file a `*.ca` key names, read at start-up.
+fn read_ca(key: &str, path: Option<&Path>) -> anyhow::Result<Option<Vec<u8>>> {
+    use anyhow::Context;
+    path.map(|p| std::fs::read(p).with_context(|| format!("{key}: cannot read {}", p.display())))
+        .transpose()
+}
+
+fn default_oidc_scopes() -> Vec<String> {
+    vec!["openid".into(), "profile".into()]
+}
+fn default_username_claim() -> String {
+    "preferred_username".into()
+}
+fn default_groups_claim() -> String {
+    "groups".into()
+}
+fn default_oidc_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+
+impl OidcConfig {
+    /// The verifier's settings, reading the CA file.
+    pub fn to_settings(&self) -> anyhow::Result<postern_login::OidcSettings> {
+        let ca_pem = read_ca("oidc.ca", self.ca.as_deref())?;
+        Ok(postern_login::OidcSettings {
+            issuer: self.issuer.clone(),
+            client_id: self.client_id.clone(),
+            scopes: self.scopes.clone(),
+            username_claim: self.username_claim.clone(),
+            groups_claim: self.groups_claim.clone(),
+            group_roles: self.group_roles.clone(),
+            ca_pem,
+            timeout: self.timeout,
+        })
+    }
+}
+
+/// `[ldap]`: people whose password the directory checks (no password is stored here).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LdapConfig {
+    /// `ldaps://host:636`, or `ldap://host:389` (with `starttls`, or on a trusted network).
+    pub url: String,
+    /// Upgrade `ldap://` with StartTLS.
+    #[serde(default)]
+    pub starttls: bool,
+    /// The directory's CA certificate (PEM), needed for `ldaps://` and StartTLS.
+    #[serde(default)]
+    pub ca: Option<PathBuf>,
+    /// Postern's service account.
+    pub bind_dn: String,
+    /// A file holding the service account's password (first line).
+    #[serde(default)]
+    pub bind_password_file: Option<PathBuf>,
+    /// Or an environment variable holding it.
+    #[serde(default)]
+    pub bind_password_env: Option<String>,
+    /// Where people are searched.
+    pub base_dn: String,
+    /// Finds one person; `{user}` is the login name, escaped. Active Directory:
+    /// `(&(objectClass=user)(sAMAccountName={user}))`.
+    #[serde(default = "default_user_filter")]
+    pub user_filter: String,
+    /// Where groups are searched [default: base_dn].
+    #[serde(default)]
+    pub group_base_dn: Option<String>,
+    /// Finds a person's groups; `{dn}` is their DN, `{user}` their name.
+    #[serde(default = "default_group_filter")]
+    pub group_filter: String,
+    /// The attribute naming a group.
+    #[serde(default = "default_group_name_attribute")]
+    pub group_name_attribute: String,
+    /// Time one login may spend in the directory.
+    #[serde(default = "default_ldap_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Group name → Postern roles (`dbas = ["dba"]`). Directory users get exactly the
+    /// roles their groups map to, at every login.
+    #[serde(default)]
+    pub group_roles: std::collections::BTreeMap<String, Vec<String>>,
+}
+
+fn default_user_filter() -> String {
+    "(&(objectClass=inetOrgPerson)(uid={user}))".into()
+}
+fn default_group_filter() -> String {
+    "(|(member={dn})(uniqueMember={dn})(memberUid={user}))".into()
+}
+fn default_group_name_attribute() -> String {
+    "cn".into()
+}
+fn default_ldap_timeout() -> Duration {
+    Duration::from_secs(5)
+}
+
+impl LdapConfig {
+    /// The directory settings, reading the password and CA files.
+    pub fn to_settings(&self) -> anyhow::Result<postern_login::LdapSettings> {
+        use anyhow::Context;
+        let password = match (&self.bind_password_file, &self.bind_password_env) {
+            (Some(f), None) => std::fs::read_to_string(f)
+                .with_context(|| format!("ldap.bind_password_file: cannot read {}", f.display()))?
+                .lines()
+                .next()
+                .unwrap_or_default()
+                .to_string(),
+            (None, Some(v)) => std::env::var(v).with_context(|| {
+                format!("ldap.bind_password_env: the variable {v} is not set")
+            })?,
+            _ => anyhow::bail!(
+                "ldap: give the service account's password with exactly one of bind_password_file or bind_password_env"
+            ),
+        };
+        let ca_pem = read_ca("ldap.ca", self.ca.as_deref())?;
+        Ok(postern_login::LdapSettings {
+            url: self.url.clone(),
+            starttls: self.starttls,
+            ca_pem,
+            bind_dn: self.bind_dn.clone(),
+            bind_password: zeroize::Zeroizing::new(password),
+            base_dn: self.base_dn.clone(),
+            user_filter: self.user_filter.clone(),
+            group_base_dn: self
+                .group_base_dn
+                .clone()
+                .unwrap_or_else(|| self.base_dn.clone()),
+            group_filter: self.group_filter.clone(),
+            group_name_attribute: self.group_name_attribute.clone(),
+            group_roles: self.group_roles.clone(),
+            timeout: self.timeout,
+        })
     }
 }
 
@@ -232,6 +401,12 @@ pub struct AuthConfig {
     /// Failures older than this are forgotten.
     #[serde(with = "humantime_serde")]
     pub failure_window: Duration,
+    /// Lifetime of the client certificate `postern login` gets when it asks for none.
+    #[serde(with = "humantime_serde")]
+    pub cert_ttl: Duration,
+    /// The longest lifetime a client certificate may be issued for (`postern login --ttl`).
+    #[serde(with = "humantime_serde")]
+    pub cert_max_ttl: Duration,
 }
 
 impl Default for AuthConfig {
@@ -248,6 +423,8 @@ impl Default for AuthConfig {
             lockout: l.throttle.lockout,
             max_lockout: l.throttle.max_lockout,
             failure_window: l.throttle.window,
+            cert_ttl: Duration::from_secs(8 * 3600),
+            cert_max_ttl: Duration::from_secs(12 * 3600),
         }
     }
 }
@@ -311,7 +488,58 @@ impl Config {
             }
         })?;
         cfg.apply_env();
+        cfg.check(origin)?;
         Ok(cfg)
+    }
+
+    /// Settings that parse but contradict each other.
+    fn check(&self, origin: &str) -> Result<(), ConfigError> {
+        let a = &self.auth;
+        if a.cert_ttl.is_zero() || a.cert_ttl > a.cert_max_ttl {
+            return Err(ConfigError::Invalid {
+                path: format!("{origin}: key `auth.cert_ttl`"),
+                message: format!(
+                    "must be more than 0 and at most auth.cert_max_ttl ({}); raise cert_max_ttl or lower cert_ttl",
+                    humantime::format_duration(a.cert_max_ttl)
+                ),
+            });
+        }
+        if let Some(o) = &self.oidc {
+            if !postern_login::sso::acceptable_issuer(&o.issuer) {
+                return Err(ConfigError::Invalid {
+                    path: format!("{origin}: key `oidc.issuer`"),
+                    message: "must be an https:// URL (http:// only on a loopback address)".into(),
+                });
+            }
+            if !o.scopes.iter().any(|s| s == "openid") {
+                return Err(ConfigError::Invalid {
+                    path: format!("{origin}: key `oidc.scopes`"),
+                    message: "must include \"openid\"".into(),
+                });
+            }
+        }
+        if let Some(l) = &self.ldap {
+            let bad = |key: &str, message: String| ConfigError::Invalid {
+                path: format!("{origin}: key `ldap.{key}`"),
+                message,
+            };
+            if !l.url.starts_with("ldap://") && !l.url.starts_with("ldaps://") {
+                return Err(bad("url", "must start with ldap:// or ldaps://".into()));
+            }
+            if !l.user_filter.contains("{user}") {
+                return Err(bad(
+                    "user_filter",
+                    "must contain {user} (e.g. \"(uid={user})\")".into(),
+                ));
+            }
+            if l.bind_password_file.is_some() == l.bind_password_env.is_some() {
+                return Err(bad(
+                    "bind_password_file",
+                    "give exactly one of bind_password_file or bind_password_env".into(),
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// Loads `path`, or the defaults when no file is given.
@@ -371,6 +599,49 @@ mod tests {
         .unwrap();
         assert_eq!(c.postgres.handshake_timeout, Duration::from_secs(5));
         assert_eq!(c.log.format, LogFormat::Json);
+    }
+
+    #[test]
+    fn certificate_lifetimes_must_agree() {
+        let c = Config::parse("[auth]\ncert_ttl = \"2h\"\n", "t.toml").unwrap();
+        assert_eq!(c.auth.cert_ttl, Duration::from_secs(7200));
+        let e = Config::parse(
+            "[auth]\ncert_ttl = \"1d\"\ncert_max_ttl = \"12h\"\n",
+            "t.toml",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("auth.cert_ttl") && e.contains("cert_max_ttl"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn ldap_section() {
+        let c = Config::parse(
+            "[ldap]\nurl = \"ldap://dir:389\"\nbind_dn = \"cn=p\"\nbind_password_env = \"X\"\nbase_dn = \"dc=x\"\n[ldap.group_roles]\ndbas = [\"dba\"]\n",
+            "t.toml",
+        )
+        .unwrap();
+        let l = c.ldap.unwrap();
+        assert_eq!(l.group_roles["dbas"], ["dba"]);
+        assert!(l.user_filter.contains("{user}"));
+        let e = Config::parse(
+            "[ldap]\nurl = \"ldap://dir\"\nbind_dn = \"cn=p\"\nbase_dn = \"dc=x\"\n",
+            "t.toml",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("bind_password"), "{e}");
+        let e = Config::parse(
+            "[ldap]\nurl = \"ldap://dir\"\nbind_dn = \"cn=p\"\nbind_password_env = \"X\"\nbase_dn = \"dc=x\"\nuser_filter = \"(uid=alice)\"\n",
+            "t.toml",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("ldap.user_filter"), "{e}");
+        assert!(Config::parse("[ldap]\nurl = \"x\"\n", "t.toml").is_err());
     }
 
     #[test]

@@ -70,7 +70,11 @@ fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn tls_config(ck: &CertAndKey, alpn: &[&[u8]]) -> anyhow::Result<Arc<rustls::ServerConfig>> {
+fn tls_config(
+    ck: &CertAndKey,
+    alpn: &[&[u8]],
+    client_certs: Option<Arc<dyn rustls::server::danger::ClientCertVerifier>>,
+) -> anyhow::Result<Arc<rustls::ServerConfig>> {
     let certs = rustls_pemfile::certs(&mut ck.cert_pem.as_bytes())
         .collect::<Result<Vec<_>, _>>()
         .context("server certificate is not valid PEM")?;
@@ -78,9 +82,13 @@ fn tls_config(ck: &CertAndKey, alpn: &[&[u8]]) -> anyhow::Result<Arc<rustls::Ser
         .context("server key is not valid PEM")?
         .context("no private key found in the server key file")?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()?
-        .with_no_client_auth()
+    let builder = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?;
+    let builder = match client_certs {
+        Some(v) => builder.with_client_cert_verifier(v),
+        None => builder.with_no_client_auth(),
+    };
+    let mut cfg = builder
         .with_single_cert(certs, key)
         .context("server certificate and key do not match")?;
     cfg.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
@@ -125,8 +133,10 @@ pub async fn start(cfg: Config) -> anyhow::Result<ServerHandle> {
         (None, None) => load_or_issue_server(&data_dir, &ca, &key, &cfg.tls.server_names)?,
         _ => anyhow::bail!("tls.cert and tls.key must be given together"),
     };
-    let api_tls = tls_config(&server_cert, &[b"h2", b"http/1.1"])?;
-    let pg_tls = tls_config(&server_cert, &[])?;
+    let (user_ca, user_ca_created) = Ca::load_or_create_user(&data_dir, &key)?;
+    if user_ca_created {
+        tracing::info!(path = %data_dir.join("user-ca.crt").display(), "created Postern's user CA (signs the short-lived certificates of `postern login`)");
+    }
 
     // Audit: the store and the JSON-lines file, continuing the store's chain.
     let head = store
@@ -151,11 +161,25 @@ pub async fn start(cfg: Config) -> anyhow::Result<ServerHandle> {
     );
     audit.record(start_event).await?;
 
-    let login = Arc::new(postern_login::LoginFlow::new(
-        store.clone(),
-        audit.clone(),
-        cfg.auth.to_login(),
-    ));
+    let mut login =
+        postern_login::LoginFlow::new(store.clone(), audit.clone(), cfg.auth.to_login())
+            .with_user_ca(user_ca.cert_der())?;
+    if let Some(l) = &cfg.ldap {
+        let dir = postern_login::LdapDirectory::new(l.to_settings()?)
+            .map_err(|e| anyhow::anyhow!("ldap: {e}"))?;
+        tracing::info!(url = %l.url, "directory logins enabled");
+        login = login.with_directory(dir);
+    }
+    if let Some(o) = &cfg.oidc {
+        let sso =
+            postern_login::Oidc::new(o.to_settings()?).map_err(|e| anyhow::anyhow!("oidc: {e}"))?;
+        tracing::info!(issuer = %o.issuer, "single sign-on enabled");
+        login = login.with_sso(sso);
+    }
+    let login = Arc::new(login);
+    let api_tls = tls_config(&server_cert, &[b"h2", b"http/1.1"], None)?;
+    // The database ports take the client certificates of `postern login`.
+    let pg_tls = tls_config(&server_cert, &[], login.tls_client_verifier())?;
     if !cfg.auth.require_2fa {
         tracing::warn!("auth.require_2fa is off: a password alone opens every door");
     }
@@ -203,6 +227,14 @@ pub async fn start(cfg: Config) -> anyhow::Result<ServerHandle> {
         metrics: Arc::new(registry),
         token_ttl: cfg.api.token_ttl,
         login: login.clone(),
+        certs: Some(Arc::new(postern_web::CertIssuer {
+            ca: user_ca,
+            default_ttl: cfg.auth.cert_ttl,
+            max_ttl: cfg.auth.cert_max_ttl,
+        })),
+        listeners: postern_web::Listeners {
+            postgres: pg_addr.map(|a| a.port()),
+        },
         masking_probe: Some(Arc::new(PgMaskingProbe {
             store: store.clone(),
             timeout: cfg.postgres.upstream_timeout,

@@ -316,6 +316,41 @@ impl Postern {
         }
     }
 
+    /// The first audit event matching `f` that satisfies `want`, waiting for it as
+    /// [`Postern::audit_until`] does; panics naming `what` (and what was there) when none
+    /// comes.
+    pub async fn audit_expect(
+        &self,
+        f: AuditFilter,
+        what: &str,
+        want: impl Fn(&AuditEvent) -> bool,
+    ) -> AuditEvent {
+        let events = self.audit_until(f, &want).await;
+        match events.iter().find(|e| want(e)) {
+            Some(e) => e.clone(),
+            None => panic!("no audit event {what} among {events:?}"),
+        }
+    }
+
+    /// The audit events of `user` of `kind` (e.g. `login_failure`), newest first.
+    pub async fn audit_of(&self, user: &str, kind: &str) -> Vec<AuditEvent> {
+        self.audit(AuditFilter {
+            user: Some(user.into()),
+            kind: Some(kind.into()),
+            ..AuditFilter::default()
+        })
+        .await
+    }
+
+    /// A filter on `user` and `kind`, for [`Postern::audit_until`] and friends.
+    pub fn filter(user: &str, kind: &str) -> AuditFilter {
+        AuditFilter {
+            user: Some(user.into()),
+            kind: Some(kind.into()),
+            ..AuditFilter::default()
+        }
+    }
+
     /// Stops the server.
     pub async fn stop(self) {
         self.handle.shutdown().await;

@@ -26,6 +26,16 @@ fn now_unix() -> u64 {
 /// A CLI home signed in as `user` through `postern admin login`, enrolling the user's
 /// TOTP factor on the way (the password-only sign-in asks for it); returns the secret.
 fn sign_in_enrolling(postern: &Postern, user: &str, password: &str) -> (Cli, Vec<u8>) {
+    let (cli, secret, _) = sign_in_enrolling_with_codes(postern, user, password);
+    (cli, secret)
+}
+
+/// [`sign_in_enrolling`], also returning the recovery codes the enrolment printed.
+fn sign_in_enrolling_with_codes(
+    postern: &Postern,
+    user: &str,
+    password: &str,
+) -> (Cli, Vec<u8>, Vec<String>) {
     let cli = Cli {
         home: tempfile::tempdir().unwrap(),
     };
@@ -71,7 +81,14 @@ fn sign_in_enrolling(postern: &Postern, user: &str, password: &str) -> (Cli, Vec
     assert!(status.success(), "{seen}{rest}{err}");
     assert!(rest.contains("Recovery codes"), "{rest}");
     assert!(rest.contains("Signed in"), "{rest}");
-    (cli, secret)
+    let codes: Vec<String> = rest
+        .lines()
+        .map(str::trim)
+        .filter(|l| l.len() == 11 && l.as_bytes()[5] == b'-')
+        .map(String::from)
+        .collect();
+    assert_eq!(codes.len(), 10, "{rest}");
+    (cli, secret, codes)
 }
 
 struct Fixture {
@@ -214,14 +231,7 @@ async fn psql_login_waits_for_approval() {
         factors.contains(&"cached approval".to_string()),
         "{factors:?}"
     );
-    let failures = f
-        .postern
-        .audit(AuditFilter {
-            user: Some("carol".into()),
-            kind: Some("login_failure".into()),
-            ..AuditFilter::default()
-        })
-        .await;
+    let failures = f.postern.audit_of("carol", "login_failure").await;
     assert!(
         failures
             .iter()
@@ -397,19 +407,83 @@ async fn locking_or_disabling_a_user_ends_their_live_session() {
     f.postern.handle.store.apply(&doc).await.unwrap();
     let took = wait_closed(&c).await;
     assert!(took < Duration::from_secs(5), "{took:?}");
-    let closes = f
-        .postern
-        .audit(AuditFilter {
-            user: Some("hank".into()),
-            kind: Some("session_close".into()),
-            ..AuditFilter::default()
-        })
-        .await;
+    let closes = f.postern.audit_of("hank", "session_close").await;
     assert!(
         closes
             .iter()
             .any(|e| e.error.as_deref().is_some_and(|m| m.contains("disabled"))),
         "{closes:?}"
     );
+    f.done().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn denied_abandoned_and_recovery_code_logins() {
+    let f = setup(true, &["hana"]).await;
+    let (cli, secret, codes) = sign_in_enrolling_with_codes(&f.postern, "hana", "hana-pw-123456");
+
+    // Refused by the person with `postern approve --deny`: psql is told so.
+    let (child, id, _) = psql_waiting(f.psql("hana", "hana"));
+    let code = totp_at(&secret, now_unix() + 30);
+    let said = cli.ok(&["approve", &id, "--deny", "--code", &code], None);
+    assert!(said.contains("login refused"), "{said}");
+    let out = child.wait_with_output().unwrap();
+    assert!(!out.status.success(), "{out:?}");
+    f.postern
+        .audit_expect(
+            Postern::filter("hana", "login_failure"),
+            "of the denied approval",
+            |e| {
+                e.error
+                    .as_deref()
+                    .is_some_and(|r| r.starts_with("approval denied"))
+            },
+        )
+        .await;
+
+    // The client gives up while waiting: its pending approval goes at once, not at the
+    // timeout.
+    let (mut child, id, _) = psql_waiting(f.psql("hana", "hana"));
+    let listed = cli.ok(&["approve"], None);
+    assert!(listed.contains(&id), "{listed}");
+    child.kill().unwrap();
+    let _ = child.wait();
+    let started = Instant::now();
+    loop {
+        let listed = cli.ok(&["approve"], None);
+        if !listed.contains(&id) {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "still pending: {listed}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    f.postern
+        .audit_expect(
+            Postern::filter("hana", "second_factor"),
+            "of the client that left",
+            |e| {
+                e.detail
+                    .as_ref()
+                    .is_some_and(|d| d["action"] == "client left while waiting")
+            },
+        )
+        .await;
+
+    // A recovery code in place of the TOTP code: once.
+    let out = f
+        .psql("hana", &format!("hana:{}", codes[0]))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let out = f
+        .psql("hana", &format!("hana:{}", codes[0]))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let status = cli.ok(&["mfa", "status"], None);
+    assert!(status.contains("9 recovery codes left"), "{status}");
     f.done().await;
 }

@@ -65,6 +65,8 @@ pub fn state(store: &Store, audit: &AuditLog) -> ApiState {
                 ..postern_login::LoginConfig::default()
             },
         )),
+        certs: None,
+        listeners: postern_web::Listeners::default(),
         masking_probe: None,
     }
 }

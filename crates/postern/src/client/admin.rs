@@ -31,7 +31,21 @@ pub struct LoginArgs {
     #[arg(long)]
     code: Option<String>,
     #[command(flatten)]
+    sso: SsoArgs,
+    #[command(flatten)]
     conn: ConnArgs,
+}
+
+/// Single sign-on switches of the sign-in commands.
+#[derive(clap::Args, Debug, Clone, Copy, Default)]
+pub struct SsoArgs {
+    /// Sign in at the identity provider (single sign-on) instead of with a password: a
+    /// browser opens (or the address is printed).
+    #[arg(long, conflicts_with_all = ["user", "code"])]
+    pub sso: bool,
+    /// With --sso on a host without a browser: show a code to enter on another device.
+    #[arg(long, requires = "sso")]
+    pub device: bool,
 }
 
 /// `postern admin logout`
@@ -58,13 +72,57 @@ pub async fn run(cmd: AdminCommand) -> CmdResult {
 }
 
 async fn login(args: LoginArgs) -> CmdResult {
+    let signed = sign_in(args.user, args.code, args.sso, &args.conn).await?;
+    println!(
+        "Signed in to {} as {} (token valid until {}); profile saved in {}",
+        signed.profile.server,
+        signed.user,
+        signed.expires_at,
+        signed.profile_path.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A completed sign-in: the profile is saved, `api` carries the new token.
+pub(crate) struct SignedIn {
+    /// A client for the server, with the token.
+    pub api: Api,
+    /// The user signed in as.
+    pub user: String,
+    /// When the token expires.
+    pub expires_at: String,
+    /// The saved profile.
+    pub profile: Profile,
+    /// Where it was saved.
+    pub profile_path: std::path::PathBuf,
+}
+
+/// Signs in with password and, when needed, a second factor (asked for, or `code`),
+/// enrolling one on the spot when the server requires it and the user has none; or, with
+/// `sso`, at the identity provider. Saves the server, CA and token in the profile.
+pub(crate) async fn sign_in(
+    user: Option<String>,
+    code: Option<String>,
+    sso: SsoArgs,
+    conn: &ConnArgs,
+) -> Result<SignedIn, ClientError> {
     let saved = profile::load()?;
-    let mut conn = args.conn.resolve(saved.as_ref())?;
+    let mut conn = conn.resolve(saved.as_ref())?;
     conn.token = None;
-    let user = match args
-        .user
-        .or_else(|| saved.as_ref().and_then(|p| p.user.clone()))
-    {
+    if sso.sso {
+        let api = Api::new(conn)?;
+        let id_token = zeroize::Zeroizing::new(super::sso::id_token(&api, sso.device).await?);
+        let answer: LoginAnswer = serde_json::from_value(
+            api.call_anonymous(
+                "/api/v1/auth/oidc",
+                &serde_json::json!({ "id_token": id_token.as_str() }),
+            )
+            .await?,
+        )
+        .map_err(|e| ClientError::Failed(format!("unexpected sign-in answer: {e}")))?;
+        return finish(api, answer.user, answer.token, answer.expires_at);
+    }
+    let user = match user.or_else(|| saved.as_ref().and_then(|p| p.user.clone())) {
         Some(u) => u,
         None if input::interactive() => input::prompt_line("User: ")?,
         None => return Err(ClientError::Usage("give the user name with --user".into())),
@@ -75,7 +133,7 @@ async fn login(args: LoginArgs) -> CmdResult {
     let password = input::secret(&format!("Password for {user}: "), "the password", false)?;
     let mut api = Api::new(conn)?;
     let mut body = serde_json::json!({ "user": user, "password": password.as_str() });
-    if let Some(c) = &args.code {
+    if let Some(c) = &code {
         body["code"] = serde_json::json!(c);
     }
     let parse = |v: serde_json::Value| -> Result<LoginAnswer, ClientError> {
@@ -102,32 +160,48 @@ async fn login(args: LoginArgs) -> CmdResult {
         token = done.token;
         expires = done.expires_at;
     }
+    finish(api, answer.user, token, expires)
+}
+
+/// Saves the profile of a completed sign-in.
+fn finish(
+    api: Api,
+    user: String,
+    token: Option<String>,
+    expires: Option<String>,
+) -> Result<SignedIn, ClientError> {
     let Some(token) = token else {
         return Err(ClientError::Failed(
             "the server did not issue a token (a second-factor code is needed: pass --code)".into(),
         ));
     };
-    let conn = api.conn();
+    let mut conn = api.conn().clone();
+    conn.token = Some(token.clone());
+    let api = Api::new(conn)?;
     let p = Profile {
-        server: conn.server.clone(),
-        ca: conn.ca.as_deref().map(absolute),
-        user: Some(answer.user.clone()),
+        server: api.conn().server.clone(),
+        ca: api.conn().ca.as_deref().map(absolute),
+        user: Some(user.clone()),
         token: Some(token),
     };
-    let path = profile::save(&p)?;
-    println!(
-        "Signed in to {} as {} (token valid until {}); profile saved in {}",
-        p.server,
-        answer.user,
-        expires.unwrap_or_default(),
-        path.display()
-    );
-    Ok(ExitCode::SUCCESS)
+    let profile_path = profile::save(&p)?;
+    Ok(SignedIn {
+        api,
+        user,
+        expires_at: expires.unwrap_or_default(),
+        profile: p,
+        profile_path,
+    })
 }
 
 async fn logout(args: LogoutArgs) -> CmdResult {
+    sign_out(&args.conn).await
+}
+
+/// Revokes the profile's token and forgets it.
+pub(crate) async fn sign_out(conn: &ConnArgs) -> CmdResult {
     let saved = profile::load()?;
-    let conn = args.conn.resolve(saved.as_ref())?;
+    let conn = conn.resolve(saved.as_ref())?;
     let Some(_) = conn.token else {
         println!("Not signed in to {}.", conn.server);
         return Ok(ExitCode::SUCCESS);

@@ -12,12 +12,15 @@ pub mod admin;
 mod api;
 pub mod apply;
 pub mod audit;
+pub mod certs;
 mod conn;
+pub mod db;
 mod input;
 pub mod mfa;
 pub mod policy;
 mod profile;
 pub mod resources;
+mod sso;
 mod table;
 pub mod user;
 
@@ -51,6 +54,17 @@ pub enum ClientCommand {
     Mfa(mfa::MfaCommand),
     /// Approve (or refuse) a login waiting for your second factor, e.g. a psql session.
     Approve(mfa::ApproveArgs),
+    /// Sign in and get a short-lived client certificate, so psql connects without a
+    /// password (saved in ~/.postern/certs; see `postern db`).
+    Login(certs::LoginArgs),
+    /// Revoke and remove the certificate of `postern login`, and sign out.
+    Logout(certs::LogoutArgs),
+    /// Your datasources: list them, and connect with your certificate.
+    #[command(subcommand)]
+    Db(db::DbCommand),
+    /// Client certificates issued by this server: list, revoke.
+    #[command(subcommand)]
+    Cert(certs::CertCommand),
 }
 
 /// Why a client command failed; each maps to an exit code.
@@ -97,6 +111,10 @@ pub async fn run(cmd: ClientCommand) -> anyhow::Result<ExitCode> {
         ClientCommand::Policy(c) => policy::run(c).await,
         ClientCommand::Mfa(c) => mfa::run(c).await,
         ClientCommand::Approve(a) => mfa::approve(a).await,
+        ClientCommand::Login(a) => certs::login(a).await,
+        ClientCommand::Logout(a) => certs::logout(a).await,
+        ClientCommand::Db(c) => db::run(c).await,
+        ClientCommand::Cert(c) => certs::run(c).await,
     };
     Ok(match result {
         Ok(code) => code,

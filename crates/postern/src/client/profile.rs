@@ -87,38 +87,55 @@ pub fn save(p: &Profile) -> Result<PathBuf, ClientError> {
 
 /// Writes `p` to `path` atomically, readable by its owner only.
 pub fn save_to(path: &Path, p: &Profile) -> Result<(), ClientError> {
-    let fail = |what: &str, e: std::io::Error| {
-        ClientError::Failed(format!("cannot {what} {}: {e}", path.display()))
-    };
     let text = toml::to_string(p)
         .map_err(|e| ClientError::Failed(format!("cannot encode the profile: {e}")))?;
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        if !parent.exists() {
-            let mut b = std::fs::DirBuilder::new();
-            b.recursive(true);
-            #[cfg(unix)]
-            {
-                use std::os::unix::fs::DirBuilderExt;
-                b.mode(0o700);
-            }
-            b.create(parent)
-                .map_err(|e| fail("create the directory of", e))?;
-        }
+        create_private_dir(parent)?;
     }
-    let tmp = path.with_extension("toml.tmp");
+    write_file(path, text.as_bytes(), 0o600)
+}
+
+/// Creates `dir` (and its parents) when missing, mode 0700 on Unix.
+pub fn create_private_dir(dir: &Path) -> Result<(), ClientError> {
+    if dir.exists() {
+        return Ok(());
+    }
+    let mut b = std::fs::DirBuilder::new();
+    b.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        b.mode(0o700);
+    }
+    b.create(dir).map_err(|e| {
+        ClientError::Failed(format!(
+            "cannot create the directory {}: {e}",
+            dir.display()
+        ))
+    })
+}
+
+/// Writes `data` to `path` through a temporary file renamed over it (readers never see a
+/// half-written file), created with `mode` on Unix and synced before the rename.
+pub fn write_file(path: &Path, data: &[u8], mode: u32) -> Result<(), ClientError> {
+    let fail =
+        |e: std::io::Error| ClientError::Failed(format!("cannot write {}: {e}", path.display()));
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
     let _ = std::fs::remove_file(&tmp);
     let mut o = std::fs::OpenOptions::new();
     o.write(true).create_new(true);
     #[cfg(unix)]
     {
         use std::os::unix::fs::OpenOptionsExt;
-        o.mode(0o600);
+        o.mode(mode);
     }
-    let mut f = o.open(&tmp).map_err(|e| fail("write", e))?;
-    f.write_all(text.as_bytes())
-        .and_then(|_| f.sync_all())
-        .map_err(|e| fail("write", e))?;
-    std::fs::rename(&tmp, path).map_err(|e| fail("write", e))
+    #[cfg(not(unix))]
+    let _ = mode;
+    let mut f = o.open(&tmp).map_err(fail)?;
+    f.write_all(data).and_then(|_| f.sync_all()).map_err(fail)?;
+    std::fs::rename(&tmp, path).map_err(fail)
 }
 
 #[cfg(test)]

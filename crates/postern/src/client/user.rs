@@ -24,8 +24,9 @@ pub enum UserCommand {
     /// With --password-stdin the new password is the first line of stdin; a user who is not
     /// an admin gives the current password on the first line and the new one on the second.
     Passwd(PasswdArgs),
-    /// Lock a user (admin): their logins are refused and their live sessions end within
-    /// seconds, until `postern user unlock`.
+    /// Lock a user (admin): their logins are refused, their live sessions end within
+    /// seconds and their API tokens and client certificates are revoked; until `postern
+    /// user unlock`.
     Lock(NameArgs),
     /// Unlock a user (admin): lifts the admin lock and any lockout from failed logins.
     Unlock(NameArgs),
