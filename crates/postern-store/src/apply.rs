@@ -95,7 +95,7 @@ impl Store {
             if exists.is_some() {
                 continue;
             }
-            let h = hash_both(pw).await.map_err(|e| match e {
+            let h = hash_both(&self.key, &u.name, pw).await.map_err(|e| match e {
                 StoreError::Invalid(m) => StoreError::Invalid(format!("user {}: {m}", u.name)),
                 other => other,
             })?;
@@ -584,14 +584,15 @@ async fn apply_user(
                 )));
             }
             sqlx::query(
-                "INSERT INTO users (name, password_hash, scram, disabled, created_at, updated_at) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?5)",
+                "INSERT INTO users (name, password_hash, scram, mysql_verifier, disabled, created_at, updated_at) \
+                 VALUES (?1, ?2, ?3, ?6, ?4, ?5, ?5)",
             )
             .bind(&u.name)
             .bind(hashes.map(|h| &h.phc))
             .bind(hashes.map(|h| &h.scram))
             .bind(u.disabled)
             .bind(now())
+            .bind(hashes.map(|h| &h.mysql))
             .execute(&mut *conn)
             .await?;
             ApplyOutcome::Created

@@ -5,7 +5,8 @@
 //! except through [`Store::upstream_credential`], which the proxies call to log in upstream:
 //!
 //! * credential passwords are sealed with the master key (context `credential:<name>`);
-//! * user passwords are kept only as an argon2id hash and a SCRAM-SHA-256 verifier;
+//! * user passwords are kept only as an argon2id hash, a SCRAM-SHA-256 verifier and a MySQL
+//!   verifier (sealed, context `mysql-verifier:<user>`);
 //! * API tokens are kept only as their SHA-256.
 //!
 //! Every multi-statement write runs in one `BEGIN IMMEDIATE` transaction, so concurrent

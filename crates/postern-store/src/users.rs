@@ -4,7 +4,8 @@ use std::collections::BTreeMap;
 use std::sync::OnceLock;
 
 use postern_auth::scram::DEFAULT_ITERATIONS;
-use postern_auth::{check_password_policy, hash_password, ScramVerifier};
+use postern_auth::{check_password_policy, hash_password, MysqlVerifier, ScramVerifier};
+use postern_vault::MasterKey;
 use postern_core::{Kind, Permission, RoleGrants, UserView};
 use rand::Rng;
 use zeroize::Zeroizing;
@@ -33,19 +34,33 @@ pub(crate) struct PasswordHashes {
     pub phc: String,
     /// SCRAM verifier, PostgreSQL text form.
     pub scram: String,
+    /// MySQL verifier ([`postern_auth::MysqlVerifier`]), sealed for this user.
+    pub mysql: Vec<u8>,
+}
+
+/// Seal context of a user's MySQL verifier.
+fn mysql_context(user: &str) -> String {
+    format!("mysql-verifier:{user}")
 }
 
 /// Checks the password policy, then derives both stored forms off the async threads
 /// (argon2id and PBKDF2 take tens of milliseconds each).
-pub(crate) async fn hash_both(password: &str) -> Result<PasswordHashes, StoreError> {
+pub(crate) async fn hash_both(
+    key: &MasterKey,
+    user: &str,
+    password: &str,
+) -> Result<PasswordHashes, StoreError> {
     check_password_policy(password)?;
     let pw = Zeroizing::new(password.to_string());
-    tokio::task::spawn_blocking(move || {
+    let (phc, scram, mysql) = tokio::task::spawn_blocking(move || {
         let phc = hash_password(&pw)?;
         let scram = ScramVerifier::derive(&pw, DEFAULT_ITERATIONS).to_pg_string();
-        Ok(PasswordHashes { phc, scram })
+        let mysql = Zeroizing::new(MysqlVerifier::derive(&pw).to_bytes());
+        Ok::<_, StoreError>((phc, scram, mysql))
     })
-    .await?
+    .await??;
+    let mysql = key.seal(&mysql_context(user), &mysql);
+    Ok(PasswordHashes { phc, scram, mysql })
 }
 
 /// A valid argon2id hash of a throw-away password, verified against when the user is
@@ -182,6 +197,29 @@ impl Store {
     }
 
     /// What a proxy needs to authenticate `user`; `None` when there is no such user.
+    /// The MySQL verifier of `user` (`None`: unknown user, or no password set since Postern
+    /// learnt MySQL — setting the password again derives it).
+    pub async fn mysql_verifier(&self, user: &str) -> Result<Option<MysqlVerifier>, StoreError> {
+        let row: Option<(Option<Vec<u8>>,)> =
+            sqlx::query_as("SELECT mysql_verifier FROM users WHERE name = ?")
+                .bind(user)
+                .fetch_optional(&self.pool)
+                .await?;
+        let Some((Some(sealed),)) = row else {
+            return Ok(None);
+        };
+        let opened = self.key.open(&mysql_context(user), &sealed).map_err(|_| {
+            StoreError::corrupt(format_args!(
+                "the MySQL verifier of user {user} (reset it with `postern user passwd {user}`)"
+            ))
+        })?;
+        MysqlVerifier::from_bytes(&opened).map(Some).ok_or_else(|| {
+            StoreError::corrupt(format_args!(
+                "the MySQL verifier of user {user} (reset it with `postern user passwd {user}`)"
+            ))
+        })
+    }
+
     pub async fn login_info(&self, user: &str) -> Result<Option<LoginInfo>, StoreError> {
         let row: Option<(String, bool, bool, Option<String>, String)> = sqlx::query_as(
             "SELECT name, disabled, locked, scram, source FROM users WHERE name = ?",
@@ -240,12 +278,13 @@ impl Store {
     /// Sets `user`'s password: checks the policy, then stores an argon2id hash (API login)
     /// and a SCRAM-SHA-256 verifier (PostgreSQL login).
     pub async fn set_password(&self, user: &str, password: &str) -> Result<(), StoreError> {
-        let h = hash_both(password).await?;
+        let h = hash_both(&self.key, user, password).await?;
         let done = sqlx::query(
-            "UPDATE users SET password_hash = ?, scram = ?, updated_at = ? WHERE name = ?",
+            "UPDATE users SET password_hash = ?, scram = ?, mysql_verifier = ?, updated_at = ? WHERE name = ?",
         )
         .bind(&h.phc)
         .bind(&h.scram)
+        .bind(&h.mysql)
         .bind(now())
         .bind(user)
         .execute(&self.pool)
@@ -305,7 +344,7 @@ impl Store {
             return Ok(None);
         }
         let password = random_password();
-        let h = hash_both(&password).await?;
+        let h = hash_both(&self.key, "admin", &password).await?;
         let mut tx = self.write_tx().await?;
         let (count,): (i64,) = sqlx::query_as("SELECT count(*) FROM users")
             .fetch_one(&mut *tx)
@@ -344,11 +383,12 @@ impl Store {
             }
         }
         sqlx::query(
-            "INSERT INTO users (name, password_hash, scram, disabled, created_at, updated_at) \
-             VALUES ('admin', ?, ?, 0, ?, ?)",
+            "INSERT INTO users (name, password_hash, scram, mysql_verifier, disabled, created_at, updated_at) \
+             VALUES ('admin', ?, ?, ?, 0, ?, ?)",
         )
         .bind(&h.phc)
         .bind(&h.scram)
+        .bind(&h.mysql)
         .bind(&ts)
         .bind(&ts)
         .execute(&mut *tx)
@@ -442,6 +482,36 @@ mod tests {
         assert!(!store.verify_password("alice", USER_PW).await.unwrap());
         assert!(!store.verify_password("nobody", USER_PW).await.unwrap());
         assert!(store.login_info("nobody").await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn mysql_verifier_follows_the_password() {
+        let (_d, store) = open_temp().await;
+        store.apply(&sample_doc()).await.unwrap();
+        let n = postern_auth::mysql::nonce();
+        let answer = |pw: &str| postern_auth::mysql::sha2_answer(&n, pw.as_bytes());
+        // Created by apply with a password: a verifier right away.
+        let v = store.mysql_verifier("alice").await.unwrap().unwrap();
+        assert!(v.check_sha2(&n, &answer(USER_PW)));
+        store
+            .set_password("alice", "new password 123")
+            .await
+            .unwrap();
+        let v = store.mysql_verifier("alice").await.unwrap().unwrap();
+        assert!(v.check_sha2(&n, &answer("new password 123")));
+        assert!(!v.check_sha2(&n, &answer(USER_PW)));
+        let native = postern_auth::mysql::native_answer(&n, b"new password 123");
+        assert!(v.check_native(&n, &native));
+        assert!(store.mysql_verifier("nobody").await.unwrap().is_none());
+        // Sealed for its user: moved to another row, it does not open.
+        sqlx::query(
+            "INSERT INTO users (name, disabled, created_at, updated_at, mysql_verifier) \
+             SELECT 'mallory', 0, created_at, updated_at, mysql_verifier FROM users WHERE name = 'alice'",
+        )
+        .execute(&store.pool)
+        .await
+        .unwrap();
+        assert!(store.mysql_verifier("mallory").await.is_err());
     }
 
     #[tokio::test]
