@@ -157,10 +157,7 @@ mod tests {
     fn known_native_answer() {
         // SHA1(SHA1("password")) is what MySQL 5.x showed as the hash of "password".
         let v = MysqlVerifier::derive("password");
-        assert_eq!(
-            hex(&v.native),
-            "2470c0c06dee42fd1618bb99005adca2ec9d1e19"
-        );
+        assert_eq!(hex(&v.native), "2470c0c06dee42fd1618bb99005adca2ec9d1e19");
     }
 
     fn hex(b: &[u8]) -> String {

@@ -95,10 +95,12 @@ impl Store {
             if exists.is_some() {
                 continue;
             }
-            let h = hash_both(&self.key, &u.name, pw).await.map_err(|e| match e {
-                StoreError::Invalid(m) => StoreError::Invalid(format!("user {}: {m}", u.name)),
-                other => other,
-            })?;
+            let h = hash_both(&self.key, &u.name, pw)
+                .await
+                .map_err(|e| match e {
+                    StoreError::Invalid(m) => StoreError::Invalid(format!("user {}: {m}", u.name)),
+                    other => other,
+                })?;
             out.insert(u.name.clone(), h);
         }
         Ok(out)

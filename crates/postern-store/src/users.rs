@@ -5,8 +5,8 @@ use std::sync::OnceLock;
 
 use postern_auth::scram::DEFAULT_ITERATIONS;
 use postern_auth::{check_password_policy, hash_password, MysqlVerifier, ScramVerifier};
-use postern_vault::MasterKey;
 use postern_core::{Kind, Permission, RoleGrants, UserView};
+use postern_vault::MasterKey;
 use rand::Rng;
 use zeroize::Zeroizing;
 

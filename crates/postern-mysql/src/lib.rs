@@ -1,0 +1,10 @@
+//! The MySQL / MariaDB front door: `codec` (packets, no I/O), `tracker` (where each
+//! response ends and what it said, no I/O), `io` (whole packets during the connection
+//! phase), `upstream` (login to the real server with the stored credential), `session`
+//! (the person's login through the shared login flow, the grant, the audited relay),
+//! `proxy` (the listener).
+
+pub mod codec;
+pub mod io;
+pub mod tracker;
+pub mod upstream;

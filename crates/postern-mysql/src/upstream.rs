@@ -1,0 +1,229 @@
+//! The upstream side: connect to the MySQL / MariaDB server, TLS per datasource mode, and
+//! log in with the stored credential (mysql_native_password or caching_sha2_password,
+//! following auth switches).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use postern_core::UpstreamTls;
+use postern_net::Stream;
+use rustls::pki_types::ServerName;
+use tokio::net::TcpStream;
+
+use crate::codec::{self, Greeting, CLIENT_CONNECT_WITH_DB, CLIENT_SSL};
+use crate::io::{read_packet, write_packet, ReadError};
+
+/// Where and as whom to log in.
+pub struct UpstreamTarget<'a> {
+    pub host: &'a str,
+    pub port: u16,
+    pub database: &'a str,
+    pub tls: UpstreamTls,
+    pub tls_ca: Option<&'a str>,
+    pub username: &'a str,
+    pub password: &'a str,
+    /// Capabilities the client and Postern agreed on.
+    pub client_capabilities: u32,
+    pub charset: u8,
+}
+
+/// Why the upstream login failed (no secret in any variant).
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("the server did not answer within {0:?}")]
+    Timeout(Duration),
+    #[error("TLS: {0}")]
+    Tls(String),
+    #[error("server error {code} ({sqlstate}): {message}")]
+    Server {
+        code: u16,
+        sqlstate: String,
+        message: String,
+    },
+    #[error("protocol: {0}")]
+    Protocol(String),
+    #[error("{0}")]
+    Unsupported(String),
+}
+
+impl From<ReadError> for UpstreamError {
+    fn from(e: ReadError) -> Self {
+        match e {
+            ReadError::Io(e) => UpstreamError::Io(e),
+            ReadError::Eof => UpstreamError::Protocol("the server closed the connection".into()),
+            ReadError::Codec(c) => UpstreamError::Protocol(c.to_string()),
+        }
+    }
+}
+
+/// A logged-in upstream connection.
+pub struct Upstream {
+    pub stream: Stream,
+    /// Bytes read past the login.
+    pub leftover: BytesMut,
+    pub greeting: Greeting,
+    /// Capabilities in force on this connection.
+    pub capabilities: u32,
+}
+
+/// Connects and logs in, all within `timeout`.
+pub async fn connect(
+    target: &UpstreamTarget<'_>,
+    timeout: Duration,
+) -> Result<Upstream, UpstreamError> {
+    tokio::time::timeout(timeout, connect_inner(target))
+        .await
+        .map_err(|_| UpstreamError::Timeout(timeout))?
+}
+
+fn server_error(payload: &[u8]) -> UpstreamError {
+    match codec::parse_err(payload) {
+        Ok(e) => UpstreamError::Server {
+            code: e.code,
+            sqlstate: e.sqlstate,
+            message: e.message,
+        },
+        Err(c) => UpstreamError::Protocol(c.to_string()),
+    }
+}
+
+/// Reads only the greeting of the server at `host:port` (its version, for Postern's own
+/// greeting), then hangs up.
+pub async fn probe_version(host: &str, port: u16, timeout: Duration) -> Option<String> {
+    let probe = async {
+        let mut tcp = TcpStream::connect((host, port)).await.ok()?;
+        let mut buf = BytesMut::with_capacity(256);
+        let (p, _, _) = read_packet(&mut tcp, &mut buf, codec::MAX_HANDSHAKE_PACKET)
+            .await
+            .ok()?;
+        codec::parse_greeting(&p).ok().map(|g| g.version)
+    };
+    tokio::time::timeout(timeout, probe).await.ok().flatten()
+}
+
+async fn connect_inner(target: &UpstreamTarget<'_>) -> Result<Upstream, UpstreamError> {
+    let tcp = TcpStream::connect((target.host, target.port)).await?;
+    let _ = tcp.set_nodelay(true);
+    let mut stream = Stream::Plain(tcp);
+    let mut buf = BytesMut::with_capacity(8192);
+    let (p, _, seq) = read_packet(&mut stream, &mut buf, codec::MAX_HANDSHAKE_PACKET).await?;
+    if p.first() == Some(&0xff) {
+        return Err(server_error(&p));
+    }
+    let greeting = codec::parse_greeting(&p).map_err(|e| UpstreamError::Protocol(e.to_string()))?;
+    let server_tls = greeting.capabilities & CLIENT_SSL != 0;
+    let use_tls = match target.tls {
+        UpstreamTls::Disable => false,
+        UpstreamTls::Prefer => server_tls,
+        _ if server_tls => true,
+        _ => {
+            return Err(UpstreamError::Tls(
+                "the server does not accept TLS, but the datasource requires it (set tls = \"disable\" or \"prefer\" on the datasource, or enable TLS on the server)".into(),
+            ))
+        }
+    };
+    let mut caps = target.client_capabilities & greeting.capabilities & codec::OFFERED;
+    caps |= CLIENT_CONNECT_WITH_DB & greeting.capabilities;
+    if use_tls {
+        caps |= CLIENT_SSL;
+    }
+    let mut seq = seq.wrapping_add(1);
+    if use_tls {
+        seq = write_packet(&mut stream, seq, &codec::ssl_request(caps, target.charset)).await?;
+        let Stream::Plain(tcp) = stream else {
+            return Err(UpstreamError::Protocol("TLS requested twice".into()));
+        };
+        let config = postern_net::upstream_tls_config(target.tls, target.tls_ca)
+            .map_err(UpstreamError::Tls)?;
+        let name = ServerName::try_from(target.host.to_string()).map_err(|_| {
+            UpstreamError::Tls(format!("{} is not a valid server name", target.host))
+        })?;
+        let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+            .connect(name, tcp)
+            .await
+            .map_err(|e| UpstreamError::Tls(e.to_string()))?;
+        stream = Stream::ClientTls(Box::new(tls));
+    }
+    let nonce = greeting.nonce.get(..20).unwrap_or(&greeting.nonce).to_vec();
+    let (plugin, answer) = answer_for(&greeting.plugin, &nonce, target.password, use_tls)?;
+    let response = codec::handshake_response(
+        caps,
+        target.charset,
+        target.username,
+        &answer,
+        Some(target.database),
+        plugin,
+    );
+    write_packet(&mut stream, seq, &response).await?;
+    let mut plugin = plugin.to_string();
+    loop {
+        let (p, _, last) = read_packet(&mut stream, &mut buf, codec::MAX_HANDSHAKE_PACKET).await?;
+        let seq = last.wrapping_add(1);
+        match p.first() {
+            Some(0x00) => break,
+            Some(0xff) => return Err(server_error(&p)),
+            Some(0xfe) => {
+                // Auth switch: another plugin, a fresh nonce.
+                let mut r = codec::Reader::new(&p[1..], "auth switch request");
+                plugin = String::from_utf8_lossy(r.cstr_or_rest()).into_owned();
+                let data = r.rest();
+                let nonce = data.strip_suffix(&[0]).unwrap_or(data);
+                let (_, answer) = answer_for(&plugin, nonce, target.password, use_tls)?;
+                write_packet(&mut stream, seq, &answer).await?;
+            }
+            Some(0x01) if plugin == codec::CACHING_SHA2 => match p.get(1) {
+                Some(3) => {} // fast auth success: the OK follows
+                Some(4) if use_tls => {
+                    let mut pw = zeroize::Zeroizing::new(target.password.as_bytes().to_vec());
+                    pw.push(0);
+                    write_packet(&mut stream, seq, &pw).await?;
+                }
+                Some(4) => {
+                    return Err(UpstreamError::Unsupported(
+                        "the server wants a full caching_sha2_password exchange, which Postern does only over TLS (set tls = \"require\" or stricter on the datasource)".into(),
+                    ))
+                }
+                _ => return Err(UpstreamError::Protocol("unexpected caching_sha2 data".into())),
+            },
+            _ => {
+                return Err(UpstreamError::Protocol(
+                    "unexpected packet during login".into(),
+                ))
+            }
+        }
+    }
+    Ok(Upstream {
+        stream,
+        leftover: buf,
+        greeting,
+        capabilities: caps,
+    })
+}
+
+/// The answer to `plugin`'s challenge.
+fn answer_for(
+    plugin: &str,
+    nonce: &[u8],
+    password: &str,
+    tls: bool,
+) -> Result<(&'static str, Vec<u8>), UpstreamError> {
+    use postern_auth::mysql;
+    match plugin {
+        codec::CACHING_SHA2 => Ok((codec::CACHING_SHA2, mysql::sha2_answer(nonce, password.as_bytes()))),
+        codec::CLEAR_PASSWORD if tls => {
+            let mut v = password.as_bytes().to_vec();
+            v.push(0);
+            Ok((codec::CLEAR_PASSWORD, v))
+        }
+        codec::CLEAR_PASSWORD => Err(UpstreamError::Unsupported(
+            "the server asks for the password in clear, which Postern sends only over TLS (set tls = \"require\" or stricter on the datasource)".into(),
+        )),
+        codec::NATIVE_PASSWORD | "" => Ok((codec::NATIVE_PASSWORD, mysql::native_answer(nonce, password.as_bytes()))),
+        other => Err(UpstreamError::Unsupported(format!(
+            "the server asks for auth plugin {other}; Postern logs in with mysql_native_password or caching_sha2_password"
+        ))),
+    }
+}
