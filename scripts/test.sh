@@ -9,7 +9,8 @@
 #
 # Steps: install missing tools (scripts/ensure-deps.sh) -> cargo build --workspace
 # --all-targets -> start a throwaway PostgreSQL cluster (scripts/test-pg.sh), LDAP server
-# (scripts/test-ldap.sh) and OpenID provider (scripts/test-oidc.sh); each stopped on exit unless
+# (scripts/test-ldap.sh), OpenID provider (scripts/test-oidc.sh) and MariaDB server
+# (scripts/test-mariadb.sh); each stopped on exit unless
 # it was already running before -> cargo fmt --check -> cargo clippy -D warnings ->
 # tests (cargo nextest when installed, else cargo test) -> doc tests (with nextest, when no
 # runner args were given).
@@ -81,7 +82,11 @@ summary() {
 stop_pg=0
 stop_ldap=0
 stop_oidc=0
+stop_mariadb=0
 cleanup() {
+    if ((stop_mariadb)) && [[ "${POSTERN_TEST_PG_KEEP:-0}" != 1 ]]; then
+        scripts/test-mariadb.sh stop || true
+    fi
     if ((stop_oidc)) && [[ "${POSTERN_TEST_PG_KEEP:-0}" != 1 ]]; then
         scripts/test-oidc.sh stop || true
     fi
@@ -145,7 +150,18 @@ OIDC_ENV_FILE="${POSTERN_TEST_OIDC_ENV_FILE:-$POSTERN_ROOT/target/test-oidc.env}
 # shellcheck disable=SC1090
 source "$OIDC_ENV_FILE"
 log "identity provider: $POSTERN_TEST_OIDC_ISSUER"
-record "test cluster, directory and identity provider" 0
+# The MariaDB server behind the MySQL port (scripts/test-mariadb.sh), same life cycle.
+if scripts/test-mariadb.sh status 2>/dev/null; then
+    log "an already running test MariaDB server is reused and left running"
+else
+    stop_mariadb=1
+fi
+scripts/test-mariadb.sh start
+MARIADB_ENV_FILE="${POSTERN_TEST_MARIADB_ENV_FILE:-$POSTERN_ROOT/target/test-mariadb.env}"
+# shellcheck disable=SC1090
+source "$MARIADB_ENV_FILE"
+log "MariaDB: 127.0.0.1:$POSTERN_TEST_MARIADB_PORT"
+record "test cluster, directory, identity provider and MariaDB" 0
 
 # ---- 4. fmt + clippy -----------------------------------------------------------------------
 if ((lint)); then

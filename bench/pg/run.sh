@@ -204,6 +204,7 @@ start_postern() {
         fi
         printf '\n[api]\nlisten = "127.0.0.1:%s"\n' "$POSTERN_API_PORT"
         printf '\n[postgres]\nlisten = "127.0.0.1:%s"\n' "$POSTERN_PG_PORT"
+        printf '\n[mysql]\nenabled = false\n'
         # pgbench cannot answer a second-factor prompt: a lab setting, stated as such.
         printf '\n[auth]\nrequire_2fa = false\n'
     } >"$WORK/postern.toml"

@@ -30,6 +30,17 @@ impl std::fmt::Debug for MysqlVerifier {
     }
 }
 
+/// How a `caching_sha2_password` answer matched (see [`MysqlVerifier::match_sha2`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sha2Match {
+    /// MySQL's own order.
+    Standard,
+    /// Nonce first (some drivers).
+    Swapped,
+    /// Wrong password.
+    No,
+}
+
 /// Format tag of [`MysqlVerifier::to_bytes`].
 const VERSION: u8 = 1;
 
@@ -93,13 +104,38 @@ impl MysqlVerifier {
 
     /// Checks a `caching_sha2_password` fast-path answer to `nonce`.
     pub fn check_sha2(&self, nonce: &[u8], answer: &[u8]) -> bool {
+        self.match_sha2(nonce, answer) != Sha2Match::No
+    }
+
+    /// Like [`check_sha2`](Self::check_sha2), saying which order the client hashed in.
+    ///
+    /// The server's and libmariadb's order is `H(H(H(pw)) ‖ nonce)`; some drivers (sqlx)
+    /// hash `nonce ‖ H(H(pw))` instead and only ever work against MySQL because its empty
+    /// cache sends them down the full path. Both orders prove knowledge of `H(pw)` equally,
+    /// so both are accepted; the caller may need to know which (those drivers also take the
+    /// fast-auth marker for the end of the login).
+    pub fn match_sha2(&self, nonce: &[u8], answer: &[u8]) -> Sha2Match {
         if answer.len() != 32 {
-            return false;
+            return Sha2Match::No;
         }
-        let mask = Sha256::new()
+        let standard = Sha256::new()
             .chain_update(self.sha2)
             .chain_update(nonce)
             .finalize();
+        let swapped = Sha256::new()
+            .chain_update(nonce)
+            .chain_update(self.sha2)
+            .finalize();
+        if self.unmask_sha2(answer, &standard) {
+            Sha2Match::Standard
+        } else if self.unmask_sha2(answer, &swapped) {
+            Sha2Match::Swapped
+        } else {
+            Sha2Match::No
+        }
+    }
+
+    fn unmask_sha2(&self, answer: &[u8], mask: &[u8]) -> bool {
         let mut stage1 = [0u8; 32];
         for (i, b) in stage1.iter_mut().enumerate() {
             *b = answer[i] ^ mask[i];

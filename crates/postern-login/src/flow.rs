@@ -533,6 +533,39 @@ impl LoginFlow {
         }
     }
 
+    /// Whether an open session of `user` may go on using `credential` on `alias`: the
+    /// certificate it logged in with (if any) still stands, the user is not disabled, locked
+    /// or removed, the datasource is there and a role of theirs still grants the credential.
+    /// The datasource when so; when not, the reason in words.
+    pub async fn session_still_allowed(
+        &self,
+        user: &str,
+        alias: &str,
+        credential: &str,
+        cert: Option<&PresentedCert>,
+    ) -> Result<postern_core::DatasourceSpec, String> {
+        let failed = |e: StoreError| format!("Postern could not read its store ({e})");
+        if let Some(c) = cert {
+            self.certificate_current(c).await.map_err(|d| d.message)?;
+        }
+        self.user_usable(user).await.map_err(|d| d.message)?;
+        let Some(ds) = self.store.datasource(alias).await.map_err(failed)? else {
+            return Err(format!("datasource {alias} was removed"));
+        };
+        let grants = self.store.role_grants(user).await.map_err(failed)?;
+        let granted = grants.iter().any(|g| {
+            g.credentials
+                .iter()
+                .any(|(c, d)| c == credential && d == alias)
+        });
+        if !granted {
+            return Err(format!(
+                "no role of yours grants credential {credential} on datasource {alias} any more"
+            ));
+        }
+        Ok(ds)
+    }
+
     /// Step 3 (after the password): the second factor. `code` came with the login
     /// ([`split_code`]); without one, an approval cached for this address is used, or the
     /// connection waits (telling the person through `prompt`) until the login is approved,

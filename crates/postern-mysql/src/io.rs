@@ -38,6 +38,32 @@ pub async fn read_packet<S: AsyncRead + Unpin>(
     }
 }
 
+/// Reads one physical packet of at most `max` bytes without reading past it: a client's
+/// first packet, which may be an SSLRequest followed at once by the TLS handshake (bytes
+/// that belong to TLS, not to this reader). Returns (payload, sequence id).
+pub async fn read_packet_exact<S: AsyncRead + Unpin>(
+    s: &mut S,
+    max: usize,
+) -> Result<(BytesMut, u8), ReadError> {
+    let mut h = [0u8; 4];
+    s.read_exact(&mut h).await.map_err(eof)?;
+    let len = usize::from(h[0]) | usize::from(h[1]) << 8 | usize::from(h[2]) << 16;
+    if len > max {
+        return Err(CodecError::TooLong(len, max).into());
+    }
+    let mut p = BytesMut::zeroed(len);
+    s.read_exact(&mut p).await.map_err(eof)?;
+    Ok((p, h[3]))
+}
+
+fn eof(e: std::io::Error) -> ReadError {
+    if e.kind() == std::io::ErrorKind::UnexpectedEof {
+        ReadError::Eof
+    } else {
+        ReadError::Io(e)
+    }
+}
+
 /// Writes `payload` as packets starting at `seq` and flushes; returns the next sequence id.
 pub async fn write_packet<S: AsyncWrite + Unpin>(
     s: &mut S,

@@ -6,5 +6,9 @@
 
 pub mod codec;
 pub mod io;
+mod proxy;
+mod session;
 pub mod tracker;
 pub mod upstream;
+
+pub use proxy::{MysqlConfig, MysqlProxy};

@@ -1007,7 +1007,7 @@ async fn relay(inner: &Inner, est: Established<'_>, ident: &Ident, span: &tracin
                 if now != seen {
                     seen = now;
                     if let (Some(user), Some(alias)) = (ident.user.as_deref(), ident.datasource.as_deref()) {
-                        if let Err(why) = still_allowed(inner, user, alias, &credential, cert.as_ref()).await {
+                        if let Err(why) = inner.login.session_still_allowed(user, alias, &credential, cert.as_ref()).await {
                             break Err(Stop::Revoked(why));
                         }
                     }
@@ -1194,44 +1194,12 @@ async fn reload(
         .policy_epoch()
         .load(std::sync::atomic::Ordering::Acquire);
     let failed = |e: postern_store::StoreError| format!("Postern could not read its store ({e})");
-    let ds = still_allowed(inner, user, alias, credential, cert).await?;
+    let ds = inner
+        .login
+        .session_still_allowed(user, alias, credential, cert)
+        .await?;
     let policy = store.session_policy(user, &ds).await.map_err(failed)?;
     Ok((Arc::new(policy), epoch))
-}
-
-/// Whether `user` may still use `credential` on `alias`: the certificate they logged in
-/// with (if any) still stands, they are not disabled, locked or removed (the login flow's
-/// own checks), the datasource is there and a role of theirs still grants the credential.
-/// The datasource when so, the reason in words when not.
-async fn still_allowed(
-    inner: &Inner,
-    user: &str,
-    alias: &str,
-    credential: &str,
-    cert: Option<&postern_login::PresentedCert>,
-) -> Result<postern_core::DatasourceSpec, String> {
-    let store = &inner.store;
-    let failed = |e: postern_store::StoreError| format!("Postern could not read its store ({e})");
-    let ended = |d: postern_login::Denial| d.message;
-    if let Some(c) = cert {
-        inner.login.certificate_current(c).await.map_err(ended)?;
-    }
-    inner.login.user_usable(user).await.map_err(ended)?;
-    let Some(ds) = store.datasource(alias).await.map_err(failed)? else {
-        return Err(format!("datasource {alias} was removed"));
-    };
-    let grants = store.role_grants(user).await.map_err(failed)?;
-    let granted = grants.iter().any(|g| {
-        g.credentials
-            .iter()
-            .any(|(c, d)| c == credential && d == alias)
-    });
-    if !granted {
-        return Err(format!(
-            "no role of yours grants credential {credential} on datasource {alias} any more"
-        ));
-    }
-    Ok(ds)
 }
 
 /// Puts Postern's ruling on a statement into its audit event.

@@ -115,6 +115,16 @@ impl Store {
         fetch(&mut *self.pool.acquire().await?, alias).await
     }
 
+    /// The MySQL / MariaDB datasources, by name.
+    pub async fn mysql_datasources(&self) -> Result<Vec<DatasourceSpec>, StoreError> {
+        Ok(self
+            .datasources()
+            .await?
+            .into_iter()
+            .filter(|d| d.kind == postern_core::DatasourceType::Mysql)
+            .collect())
+    }
+
     /// Every datasource, by name.
     pub(crate) async fn datasources(&self) -> Result<Vec<DatasourceSpec>, StoreError> {
         let rows: Vec<Row> =

@@ -33,6 +33,9 @@ pub struct Listeners {
     /// The PostgreSQL port, when enabled.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub postgres: Option<u16>,
+    /// The MySQL port, when enabled.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mysql: Option<u16>,
 }
 
 fn issuer(st: &ApiState) -> Result<&CertIssuer, ApiError> {

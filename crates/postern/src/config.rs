@@ -17,6 +17,8 @@ pub struct Config {
     pub api: ApiConfig,
     /// The PostgreSQL front door.
     pub postgres: PostgresConfig,
+    /// The MySQL / MariaDB front door.
+    pub mysql: MysqlConfig,
     /// TLS certificate of Postern's listeners.
     pub tls: TlsConfig,
     /// The audit trail.
@@ -36,6 +38,7 @@ impl Default for Config {
             log: LogConfig::default(),
             api: ApiConfig::default(),
             postgres: PostgresConfig::default(),
+            mysql: MysqlConfig::default(),
             tls: TlsConfig::default(),
             audit: AuditConfig::default(),
             auth: AuthConfig::default(),
@@ -320,6 +323,71 @@ impl PostgresConfig {
             login_failure_delay: self.login_failure_delay,
             shutdown_grace: self.shutdown_grace,
             masking_catalog_max_age: self.masking_catalog_max_age,
+        }
+    }
+}
+
+/// `[mysql]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MysqlConfig {
+    /// Whether the MySQL port is open.
+    pub enabled: bool,
+    /// Listen address.
+    pub listen: String,
+    /// Time a client has to finish TLS and authentication.
+    #[serde(with = "humantime_serde")]
+    pub handshake_timeout: Duration,
+    /// Time an upstream has to accept Postern's login.
+    #[serde(with = "humantime_serde")]
+    pub upstream_timeout: Duration,
+    /// Refuse clients that do not use TLS.
+    pub require_tls: bool,
+    /// Concurrent client connections.
+    pub max_connections: usize,
+    /// Pause before answering a failed login.
+    #[serde(with = "humantime_serde")]
+    pub login_failure_delay: Duration,
+    /// Time live sessions get to finish on shutdown.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_grace: Duration,
+    /// Largest command a client may send, in bytes (like the server's max_allowed_packet).
+    pub max_packet: usize,
+    /// Server version announced until a MySQL datasource has been reached (then: the version
+    /// that server announces, which drivers rely on).
+    pub server_version: String,
+}
+
+impl Default for MysqlConfig {
+    fn default() -> Self {
+        let d = postern_mysql::MysqlConfig::default();
+        Self {
+            enabled: true,
+            listen: "0.0.0.0:7306".into(),
+            handshake_timeout: d.handshake_timeout,
+            upstream_timeout: d.upstream_timeout,
+            require_tls: d.require_tls,
+            max_connections: d.max_connections,
+            login_failure_delay: d.login_failure_delay,
+            shutdown_grace: d.shutdown_grace,
+            max_packet: d.max_packet,
+            server_version: d.server_version,
+        }
+    }
+}
+
+impl MysqlConfig {
+    /// The proxy's settings.
+    pub fn to_mysql(&self) -> postern_mysql::MysqlConfig {
+        postern_mysql::MysqlConfig {
+            handshake_timeout: self.handshake_timeout,
+            upstream_timeout: self.upstream_timeout,
+            require_tls: self.require_tls,
+            max_connections: self.max_connections,
+            login_failure_delay: self.login_failure_delay,
+            shutdown_grace: self.shutdown_grace,
+            max_packet: self.max_packet,
+            server_version: self.server_version.clone(),
         }
     }
 }

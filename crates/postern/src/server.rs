@@ -23,6 +23,8 @@ pub struct ServerHandle {
     pub api_addr: SocketAddr,
     /// Where the PostgreSQL port listens (None when disabled).
     pub pg_addr: Option<SocketAddr>,
+    /// Where the MySQL port listens (None when disabled).
+    pub mysql_addr: Option<SocketAddr>,
     /// The bootstrap admin password, on the first start only.
     pub bootstrap_password: Option<String>,
     /// Postern's CA certificate (PEM): what clients trust.
@@ -202,7 +204,7 @@ pub async fn start(cfg: Config) -> anyhow::Result<ServerHandle> {
             cfg.postgres.to_pg(),
             store.clone(),
             audit.clone(),
-            Some(pg_tls),
+            Some(pg_tls.clone()),
             login.clone(),
             &mut registry,
         );
@@ -210,6 +212,32 @@ pub async fn start(cfg: Config) -> anyhow::Result<ServerHandle> {
         tasks.push(tokio::spawn(async move {
             if let Err(e) = proxy.serve(listener, sd).await {
                 tracing::error!(error = %e, "PostgreSQL listener failed");
+            }
+        }));
+        Some(addr)
+    } else {
+        None
+    };
+
+    let mysql_addr = if cfg.mysql.enabled {
+        let listener = TcpListener::bind(&cfg.mysql.listen)
+            .await
+            .with_context(|| format!("mysql.listen: cannot listen on {}", cfg.mysql.listen))?;
+        let addr = listener.local_addr()?;
+        let proxy = postern_mysql::MysqlProxy::new(
+            cfg.mysql.to_mysql(),
+            store.clone(),
+            audit.clone(),
+            Some(pg_tls),
+            login.clone(),
+            &mut registry,
+        );
+        let sd = shutdown(stopped.clone());
+        tasks.push(tokio::spawn(async move {
+            // The first greeting should carry a real server version: learn one first.
+            proxy.learn_version().await;
+            if let Err(e) = proxy.serve(listener, sd).await {
+                tracing::error!(error = %e, "MySQL listener failed");
             }
         }));
         Some(addr)
@@ -234,6 +262,7 @@ pub async fn start(cfg: Config) -> anyhow::Result<ServerHandle> {
         })),
         listeners: postern_web::Listeners {
             postgres: pg_addr.map(|a| a.port()),
+            mysql: mysql_addr.map(|a| a.port()),
         },
         masking_probe: Some(Arc::new(PgMaskingProbe {
             store: store.clone(),
@@ -251,6 +280,7 @@ pub async fn start(cfg: Config) -> anyhow::Result<ServerHandle> {
     Ok(ServerHandle {
         api_addr,
         pg_addr,
+        mysql_addr,
         bootstrap_password,
         ca_pem: ca.cert_pem.clone(),
         ca_path: data_dir.join("ca.crt"),

@@ -71,6 +71,7 @@ async fn admin_commands_against_a_live_server() {
     // The second factor has its own tests (tests/e2e identity); these are about the CLI.
     cfg.auth.require_2fa = false;
     cfg.postgres.enabled = false;
+    cfg.mysql.enabled = false;
     let handle = postern::server::start(cfg).await.unwrap();
     let admin_pw = handle.bootstrap_password.clone().unwrap();
     let server = format!("https://127.0.0.1:{}", handle.api_addr.port());

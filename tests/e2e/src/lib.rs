@@ -171,6 +171,9 @@ impl Postern {
         };
         cfg.api.listen = "127.0.0.1:0".into();
         cfg.postgres.listen = "127.0.0.1:0".into();
+        cfg.mysql.listen = "127.0.0.1:0".into();
+        cfg.mysql.login_failure_delay = Duration::from_millis(50);
+        cfg.mysql.shutdown_grace = Duration::from_secs(2);
         cfg.postgres.login_failure_delay = Duration::from_millis(50);
         cfg.postgres.shutdown_grace = Duration::from_secs(2);
         // Tests that exercise the second factor turn it back on.
@@ -432,5 +435,156 @@ impl Cli {
             Some(&format!("{pw}\n")),
         );
         cli
+    }
+}
+
+/// The upstream MariaDB server of the test run (`scripts/test-mariadb.sh`).
+#[derive(Debug, Clone)]
+pub struct TestMy {
+    /// TCP host.
+    pub host: String,
+    /// TCP port.
+    pub port: u16,
+    /// Unix socket (root without a password).
+    pub socket: String,
+}
+
+/// The server described by the `POSTERN_TEST_MARIADB_*` variables.
+pub fn my() -> TestMy {
+    TestMy {
+        host: env("POSTERN_TEST_MARIADB_HOST"),
+        port: env("POSTERN_TEST_MARIADB_PORT").parse().expect("port"),
+        socket: env("POSTERN_TEST_MARIADB_SOCKET"),
+    }
+}
+
+/// The `mariadb` (or `mysql`) command-line client, without option files.
+pub fn mysql_cli() -> Command {
+    let bin = ["mariadb", "mysql"]
+        .into_iter()
+        .find(|b| {
+            Command::new(b)
+                .arg("--version")
+                .output()
+                .is_ok_and(|o| o.status.success())
+        })
+        .expect("the mariadb client is installed (scripts/ensure-deps.sh)");
+    let mut c = Command::new(bin);
+    c.arg("--no-defaults");
+    c
+}
+
+/// A database and a user made on the test MariaDB server for one test.
+pub struct MyUpstream {
+    /// Database name.
+    pub db: String,
+    /// User name (at 127.0.0.1).
+    pub user: String,
+    /// Its password.
+    pub password: String,
+    my: TestMy,
+}
+
+impl TestMy {
+    /// Runs SQL as root over the socket; panics with the server's message on failure.
+    pub fn root_sql(&self, sql: &str) -> String {
+        let out = mysql_cli()
+            .args(["-S", &self.socket, "-u", "root", "-N", "-B", "-e", sql])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{sql}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Creates a database and a user with every privilege on it (`mysql_native_password`).
+    pub fn upstream(&self) -> MyUpstream {
+        let db = unique("ptmy");
+        let user = unique("ptu");
+        let user = user[..user.len().min(32)].to_string();
+        let password = format!("pw-{}", unique("x"));
+        self.root_sql(&format!(
+            "CREATE DATABASE `{db}`; CREATE USER '{user}'@'127.0.0.1' IDENTIFIED BY '{password}'; \
+             GRANT ALL PRIVILEGES ON `{db}`.* TO '{user}'@'127.0.0.1';"
+        ));
+        MyUpstream {
+            db,
+            user,
+            password,
+            my: self.clone(),
+        }
+    }
+}
+
+impl MyUpstream {
+    /// Runs SQL as root in this database.
+    pub fn root_sql(&self, sql: &str) -> String {
+        self.my.root_sql(&format!("USE `{}`; {sql}", self.db))
+    }
+
+    /// Drops the database and the user.
+    pub fn drop_all(self) {
+        let _ = mysql_cli()
+            .args(["-S", &self.my.socket, "-u", "root", "-e"])
+            .arg(format!(
+                "DROP DATABASE IF EXISTS `{}`; DROP USER IF EXISTS '{}'@'127.0.0.1';",
+                self.db, self.user
+            ))
+            .output();
+    }
+}
+
+impl Postern {
+    /// The MySQL port.
+    pub fn mysql_port(&self) -> u16 {
+        self.handle.mysql_addr.expect("mysql enabled").port()
+    }
+
+    /// Provisions `user` (with `password`) reaching MySQL datasource `alias` on `up`, with
+    /// the role's statement policy given as JSON (`{"modes": {...}}`).
+    pub async fn grant_mysql(
+        &self,
+        up: &MyUpstream,
+        alias: &str,
+        user: &str,
+        password: &str,
+        policy: serde_json::Value,
+    ) {
+        let my = my();
+        let mut role = serde_json::json!({"name": format!("{alias}-role"), "credentials": [format!("{alias}-cred")]});
+        if let (Some(r), Some(p)) = (role.as_object_mut(), policy.as_object()) {
+            for (k, v) in p {
+                r.insert(k.clone(), v.clone());
+            }
+        }
+        let doc = serde_json::json!({
+            "datasource": [{"name": alias, "type": "mysql", "host": my.host, "port": my.port,
+                            "database": up.db, "tls": "disable"}],
+            "credential": [{"name": format!("{alias}-cred"), "datasource": alias,
+                            "username": up.user, "password": up.password}],
+            "role": [role],
+            "user": [{"name": user, "roles": [format!("{alias}-role")]}],
+        });
+        let doc: ApplyDocument = serde_json::from_value(doc).unwrap();
+        self.handle.store.apply(&doc).await.expect("apply");
+        self.handle
+            .store
+            .set_password(user, password)
+            .await
+            .expect("set password");
+    }
+
+    /// The `mariadb` client reaching datasource `alias` through this Postern as `user`.
+    pub fn mysql(&self, user: &str, password: &str, alias: &str) -> Command {
+        let mut c = mysql_cli();
+        c.args(["-h", "127.0.0.1", "-P"])
+            .arg(self.mysql_port().to_string())
+            .args(["-u", user])
+            .arg(format!("-p{password}"))
+            .arg(alias);
+        c
     }
 }

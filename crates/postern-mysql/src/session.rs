@@ -1,0 +1,1191 @@
+//! One MySQL client session: greeting, TLS, authentication of the person through the shared
+//! login flow, the grant check, the upstream login with the stored credential, then the
+//! audited relay of commands and responses.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::BytesMut;
+use postern_audit::{AuditEvent, Decision, EventKind, Protocol};
+use postern_auth::MysqlVerifier;
+use postern_core::{choose_credential, split_login, DatasourceType};
+use postern_net::Stream;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tracing::Instrument;
+
+use crate::codec::{self, *};
+use crate::io::{read_packet, write_packet, ReadError};
+use crate::proxy::{Inner, Live, LiveGuard};
+use crate::tracker::{Expect, Outcome, Tracker};
+use crate::upstream::{self, UpstreamTarget};
+
+/// How often an open session checks that its user may still use it.
+const ACCESS_CHECK: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Identity fields shared by every audit event of a session.
+#[derive(Clone)]
+struct Ident {
+    session: Arc<str>,
+    client: Arc<str>,
+    ip: std::net::IpAddr,
+    user: Option<Arc<str>>,
+    datasource: Option<Arc<str>>,
+    db_user: Option<Arc<str>>,
+}
+
+impl Ident {
+    fn event(&self, kind: EventKind) -> AuditEvent {
+        let mut e = AuditEvent::new(kind);
+        e.protocol = Some(Protocol::Mysql);
+        e.session = Some(self.session.clone());
+        e.client_addr = Some(self.client.clone());
+        e.user = self.user.clone();
+        e.datasource = self.datasource.clone();
+        e.db_user = self.db_user.clone();
+        e
+    }
+}
+
+/// A refusal: MySQL error code, SQLSTATE, message for the client, reason for the audit.
+struct Refusal {
+    code: u16,
+    sqlstate: &'static str,
+    message: String,
+    audit_reason: Option<String>,
+    /// A login failure (else the session was refused after login).
+    login: bool,
+}
+
+impl Refusal {
+    fn new(code: u16, sqlstate: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            sqlstate,
+            message: message.into(),
+            audit_reason: None,
+            login: true,
+        }
+    }
+    fn reason(mut self, r: impl Into<String>) -> Self {
+        self.audit_reason = Some(r.into());
+        self
+    }
+    fn not_login(mut self) -> Self {
+        self.login = false;
+        self
+    }
+    fn from_denial(d: postern_login::Denial, user: &str) -> Self {
+        use postern_login::DenialKind as K;
+        let (code, state) = match d.kind {
+            K::Credentials | K::Locked | K::SecondFactor | K::Certificate => (1045, "28000"),
+            K::Internal => (1105, "HY000"),
+        };
+        let mut message = format!("Access denied for user '{user}': {}", d.message);
+        if let Some(h) = &d.hint {
+            message.push_str(&format!(" (hint: {h})"));
+        }
+        Self::new(code, state, message).reason(d.reason)
+    }
+    fn store(e: &dyn std::fmt::Display) -> Self {
+        Self::new(
+            1105,
+            "HY000",
+            "Postern could not read its store; try again later",
+        )
+        .reason(format!("store error: {e}"))
+    }
+}
+
+/// Runs a session to its end. Never panics on client input; every outcome is audited.
+pub(crate) async fn run(inner: Arc<Inner>, tcp: TcpStream, peer: SocketAddr, admitted: bool) {
+    let session: Arc<str> = uuid::Uuid::new_v4().simple().to_string().into();
+    let span = tracing::info_span!("mysql_session", session = %session, client = %peer);
+    let mut ident = Ident {
+        session,
+        client: peer.to_string().into(),
+        ip: peer.ip(),
+        user: None,
+        datasource: None,
+        db_user: None,
+    };
+    async {
+        let mut stream = Stream::Plain(tcp);
+        if !admitted {
+            let _ = write_packet(
+                &mut stream,
+                0,
+                &codec::err(
+                    1040,
+                    "08004",
+                    "Too many connections to Postern; try again later",
+                ),
+            )
+            .await;
+            return;
+        }
+        let id = inner.connection_id();
+        let timeout = inner.cfg.handshake_timeout;
+        let deadline = tokio::time::Instant::now() + timeout;
+        let outer = if inner.login.config().require_2fa {
+            timeout + inner.login.config().approval_timeout
+        } else {
+            timeout
+        };
+        let est =
+            match tokio::time::timeout(outer, handshake(&inner, stream, &mut ident, id, deadline))
+                .await
+            {
+                Ok(Some(e)) => e,
+                Ok(None) => return,
+                Err(_) => {
+                    let mut e = ident.event(EventKind::LoginFailure);
+                    e.error = Some(format!("handshake not completed within {timeout:?}"));
+                    let _ = inner.audit.record(e).await;
+                    return;
+                }
+            };
+        let _guard = LiveGuard { inner: &inner, id };
+        relay(&inner, est, &ident).await;
+    }
+    .instrument(span)
+    .await;
+}
+
+/// Audits a refusal durably, then tells the client (ERR at `seq`).
+async fn deny(inner: &Inner, stream: &mut Stream, seq: u8, ident: &Ident, r: Refusal) {
+    let mut e = ident.event(if r.login {
+        EventKind::LoginFailure
+    } else {
+        EventKind::SessionOpen
+    });
+    e.error = Some(r.audit_reason.clone().unwrap_or_else(|| r.message.clone()));
+    e.sqlstate = Some(r.sqlstate.to_string());
+    if r.login {
+        inner.metrics.login_failures.inc();
+    }
+    if inner.audit.record_durable(e).await.is_err() {
+        let _ = write_packet(
+            stream,
+            seq,
+            &codec::err(
+                1105,
+                "HY000",
+                "Postern cannot write its audit log; nothing was done",
+            ),
+        )
+        .await;
+        return;
+    }
+    tracing::info!(code = r.code, reason = %r.audit_reason.as_deref().unwrap_or(&r.message), "session refused");
+    let _ = write_packet(stream, seq, &codec::err(r.code, r.sqlstate, &r.message)).await;
+}
+
+async fn bad_input(inner: &Inner, stream: &mut Stream, seq: u8, ident: &Ident, e: &ReadError) {
+    match e {
+        ReadError::Eof | ReadError::Io(_) => {
+            tracing::debug!(error = %e, "client went away during the handshake");
+            let mut ev = ident.event(EventKind::LoginFailure);
+            ev.error = Some(format!("client left during the handshake: {e}"));
+            let _ = inner.audit.record(ev).await;
+        }
+        ReadError::Codec(c) => {
+            let r = Refusal::new(1043, "08S01", format!("Bad handshake: {c}"));
+            deny(inner, stream, seq, ident, r).await;
+        }
+    }
+}
+
+/// A session past login, ready to relay.
+struct Established {
+    client: Stream,
+    client_buf: BytesMut,
+    upstream: upstream::Upstream,
+    credential: String,
+    cert: Option<postern_login::PresentedCert>,
+}
+
+/// Tells a client whose login waits for approval… nothing: MySQL has no message a client
+/// shows before the login ends. The person finds the waiting login with `postern approve`.
+struct HeldLogin<'a> {
+    stream: &'a mut Stream,
+}
+
+impl postern_login::Prompt for HeldLogin<'_> {
+    async fn tell(&mut self, _text: &str) -> std::io::Result<()> {
+        tracing::info!("login held for approval (postern approve lists it)");
+        Ok(())
+    }
+    async fn gone(&mut self) {
+        // The client sends nothing while it waits; end of stream means it left.
+        let mut b = [0u8; 64];
+        loop {
+            match self.stream.read(&mut b).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    }
+}
+
+async fn handshake(
+    inner: &Inner,
+    mut stream: Stream,
+    ident: &mut Ident,
+    conn_id: u32,
+    deadline: tokio::time::Instant,
+) -> Option<Established> {
+    let nonce = postern_auth::mysql::nonce();
+    let mut offered = OFFERED;
+    if inner.tls.is_some() {
+        offered |= CLIENT_SSL;
+    }
+    let version = inner.version();
+    let hello = codec::greeting(&version, conn_id, &nonce, offered, CACHING_SHA2);
+    if write_packet(&mut stream, 0, &hello).await.is_err() {
+        return None;
+    }
+    let mut buf = BytesMut::with_capacity(1024);
+    let mut expect_seq = 1u8;
+    let first_read = tokio::time::timeout_at(
+        deadline,
+        crate::io::read_packet_exact(&mut stream, MAX_HANDSHAKE_PACKET),
+    )
+    .await
+    .map(|r| r.map(|(p, seq)| (p, seq, seq)));
+    let mut first = match first_read {
+        Ok(Ok(p)) => p,
+        Ok(Err(e)) => {
+            bad_input(inner, &mut stream, 2, ident, &e).await;
+            return None;
+        }
+        Err(_) => {
+            let mut e = ident.event(EventKind::LoginFailure);
+            e.error = Some("handshake not completed in time".into());
+            let _ = inner.audit.record(e).await;
+            return None;
+        }
+    };
+    if first.1 != expect_seq {
+        let e = ReadError::Codec(CodecError::Sequence {
+            got: first.1,
+            want: expect_seq,
+        });
+        bad_input(inner, &mut stream, first.1.wrapping_add(1), ident, &e).await;
+        return None;
+    }
+    if codec::is_ssl_request(&first.0) {
+        let Some(acceptor) = &inner.tls else {
+            let r = Refusal::new(1043, "08S01", "Bad handshake: TLS was not offered");
+            deny(inner, &mut stream, 2, ident, r).await;
+            return None;
+        };
+        let Stream::Plain(tcp) = stream else {
+            return None;
+        };
+        stream = match tokio::time::timeout_at(deadline, acceptor.accept(tcp)).await {
+            Ok(Ok(tls)) => Stream::ServerTls(Box::new(tls)),
+            Ok(Err(e)) => {
+                let mut ev = ident.event(EventKind::LoginFailure);
+                ev.error = Some(format!("TLS handshake failed: {e}"));
+                let _ = inner.audit.record(ev).await;
+                return None;
+            }
+            Err(_) => {
+                let mut ev = ident.event(EventKind::LoginFailure);
+                ev.error = Some("TLS handshake not completed in time".into());
+                let _ = inner.audit.record(ev).await;
+                return None;
+            }
+        };
+        expect_seq = 2;
+        first = match tokio::time::timeout_at(deadline, read_packet_owned(&mut stream, &mut buf))
+            .await
+        {
+            Ok(Ok(p)) => p,
+            Ok(Err(e)) => {
+                bad_input(inner, &mut stream, 3, ident, &e).await;
+                return None;
+            }
+            Err(_) => {
+                let mut e = ident.event(EventKind::LoginFailure);
+                e.error = Some("handshake not completed in time".into());
+                let _ = inner.audit.record(e).await;
+                return None;
+            }
+        };
+        if first.1 != expect_seq {
+            let e = ReadError::Codec(CodecError::Sequence {
+                got: first.1,
+                want: expect_seq,
+            });
+            bad_input(inner, &mut stream, first.1.wrapping_add(1), ident, &e).await;
+            return None;
+        }
+    }
+    let mut seq = first.2.wrapping_add(1);
+    let resp = match codec::parse_handshake_response(&first.0) {
+        Ok(r) => r,
+        Err(e) => {
+            bad_input(inner, &mut stream, seq, ident, &ReadError::Codec(e)).await;
+            return None;
+        }
+    };
+    if let Some(name) = resp.user.split('@').next().filter(|s| !s.is_empty()) {
+        ident.user = Some(postern_login::split_code(name).0.into());
+    }
+    if inner.cfg.require_tls && !stream.is_tls() {
+        let r = Refusal::new(
+            1045,
+            "28000",
+            "Postern requires TLS on this port (connect with --ssl / ssl-mode=REQUIRED)",
+        );
+        deny(inner, &mut stream, seq, ident, r).await;
+        return None;
+    }
+    let Some(mut target) = split_login(&resp.user, resp.database.as_deref()) else {
+        let r = if resp.user.is_empty() {
+            Refusal::new(1045, "28000", "no user name given")
+        } else {
+            Refusal::new(
+                1046,
+                "3D000",
+                "no datasource given: connect with the datasource alias as the database, or as <you>@<alias>",
+            )
+        };
+        deny(inner, &mut stream, seq, ident, r).await;
+        return None;
+    };
+    ident.datasource = Some(target.alias.as_str().into());
+    let code = {
+        let (name, code) = postern_login::split_code(&target.user);
+        let code = code.map(|c| zeroize::Zeroizing::new(c.to_string()));
+        target.user = name.to_string();
+        code
+    };
+    let user = target.user.clone();
+
+    // Authenticate the person.
+    let flow = &inner.login;
+    let mut cert = None;
+    let (method, factor) = if let Some(chain) = stream.client_certificates() {
+        match flow.certificate(&chain, &user).await {
+            Ok(c) => {
+                cert = Some(c);
+                ("certificate", postern_login::SecondFactor::Certificate)
+            }
+            Err(d) => {
+                deny(
+                    inner,
+                    &mut stream,
+                    seq,
+                    ident,
+                    Refusal::from_denial(d, &user),
+                )
+                .await;
+                return None;
+            }
+        }
+    } else {
+        if let Err(d) = flow.admit(&user, ident.ip) {
+            deny(
+                inner,
+                &mut stream,
+                seq,
+                ident,
+                Refusal::from_denial(d, &user),
+            )
+            .await;
+            return None;
+        }
+        let checked = tokio::time::timeout_at(
+            deadline,
+            authenticate(inner, &mut stream, &mut buf, &mut seq, &user, &nonce, &resp),
+        )
+        .await
+        .unwrap_or_else(|_| {
+            Err(
+                Refusal::new(1045, "28000", "authentication not completed in time")
+                    .reason("handshake timed out"),
+            )
+        });
+        let method = match checked {
+            Ok(m) => m,
+            Err(r) => {
+                if r.code == 1045
+                    && r.audit_reason.as_deref() != Some("directory login without TLS")
+                {
+                    flow.failed(&user, ident.ip, Protocol::Mysql).await;
+                }
+                tokio::time::sleep(inner.cfg.login_failure_delay).await;
+                deny(inner, &mut stream, seq, ident, r).await;
+                return None;
+            }
+        };
+        flow.succeeded(&user, ident.ip);
+        let mut prompt = HeldLogin {
+            stream: &mut stream,
+        };
+        let factor = flow
+            .second_factor(
+                &user,
+                ident.ip,
+                code.as_ref().map(|c| c.as_str()),
+                &format!("mysql: {}", target.alias),
+                Protocol::Mysql,
+                &mut prompt,
+            )
+            .await;
+        match factor {
+            Ok(f) => (method, f),
+            Err(d) => {
+                deny(
+                    inner,
+                    &mut stream,
+                    seq,
+                    ident,
+                    Refusal::from_denial(d, &user),
+                )
+                .await;
+                return None;
+            }
+        }
+    };
+
+    // Authorise: the datasource and a credential for it.
+    let store = &inner.store;
+    let ds = match store.datasource(&target.alias).await {
+        Ok(Some(ds)) => ds,
+        Ok(None) => {
+            let r = Refusal::new(1049, "42000", format!("Unknown database '{}': no such datasource in Postern (`postern get datasources` lists them)", target.alias));
+            deny(inner, &mut stream, seq, ident, r).await;
+            return None;
+        }
+        Err(e) => {
+            deny(inner, &mut stream, seq, ident, Refusal::store(&e)).await;
+            return None;
+        }
+    };
+    if ds.kind != DatasourceType::Mysql {
+        let r = Refusal::new(
+            1049,
+            "42000",
+            format!(
+                "datasource '{}' is a {} database; connect to Postern's {} port instead",
+                target.alias,
+                ds.kind.as_str(),
+                ds.kind.as_str()
+            ),
+        );
+        deny(inner, &mut stream, seq, ident, r).await;
+        return None;
+    }
+    let grants = match store.role_grants(&user).await {
+        Ok(g) => g,
+        Err(e) => {
+            deny(inner, &mut stream, seq, ident, Refusal::store(&e)).await;
+            return None;
+        }
+    };
+    let cred_name = match choose_credential(&user, &target.alias, &grants) {
+        Ok(c) => c,
+        Err(denied) => {
+            let r = Refusal::new(1044, "42000", format!("{denied} (ask an admin to grant you a role that carries a credential for this datasource)"));
+            deny(inner, &mut stream, seq, ident, r).await;
+            return None;
+        }
+    };
+    let cred = match store.upstream_credential(&cred_name).await {
+        Ok(Some(c)) => c,
+        Ok(None) => {
+            let r = Refusal::new(
+                1044,
+                "42000",
+                format!("credential {cred_name} granted to you no longer exists"),
+            )
+            .not_login();
+            deny(inner, &mut stream, seq, ident, r).await;
+            return None;
+        }
+        Err(e) => {
+            deny(inner, &mut stream, seq, ident, Refusal::store(&e)).await;
+            return None;
+        }
+    };
+    let policy = match store.session_policy(&user, &ds).await {
+        Ok(p) => p,
+        Err(e) => {
+            deny(inner, &mut stream, seq, ident, Refusal::store(&e)).await;
+            return None;
+        }
+    };
+    if policy.mode != postern_policy::Mode::Passthrough {
+        // Fail closed: statement checks (privileges, firewall, masking) do not read MySQL yet.
+        let r = Refusal::new(
+            1044,
+            "42000",
+            format!(
+                "Postern does not check statements on MySQL datasources yet, so it admits only roles in passthrough mode there (yours: {}); ask an admin",
+                policy.mode.name()
+            ),
+        )
+        .not_login();
+        deny(inner, &mut stream, seq, ident, r).await;
+        return None;
+    }
+    ident.db_user = Some(cred.username.as_str().into());
+    let mut success = ident.event(EventKind::LoginSuccess);
+    let mut detail = serde_json::json!({
+        "auth": method,
+        "second_factor": factor.as_str(),
+        "tls": stream.is_tls(),
+        "connection_id": conn_id,
+    });
+    if let Some(c) = &cert {
+        detail["certificate"] = serde_json::json!(c.serial);
+    }
+    if let Some((_, prog)) = resp.attrs.iter().find(|(k, _)| k == "program_name") {
+        detail["program"] = serde_json::json!(prog);
+    }
+    success.detail = Some(detail);
+    let _ = inner.audit.record(success).await;
+
+    let client_caps = resp.capabilities & offered;
+    let target_up = UpstreamTarget {
+        host: &ds.host,
+        port: ds.port,
+        database: &ds.database,
+        tls: ds.tls,
+        tls_ca: ds.tls_ca.as_deref(),
+        username: &cred.username,
+        password: &cred.password,
+        client_capabilities: client_caps & !CLIENT_SSL,
+        charset: resp.charset,
+    };
+    let up = match upstream::connect(&target_up, inner.cfg.upstream_timeout).await {
+        Ok(u) => u,
+        Err(e) => {
+            let r = Refusal::new(
+                1045,
+                "08004",
+                format!("Postern could not open datasource '{}': {e}", target.alias),
+            )
+            .not_login();
+            deny(inner, &mut stream, seq, ident, r).await;
+            return None;
+        }
+    };
+    drop(cred);
+    if (up.capabilities ^ client_caps) & FRAMING != 0 {
+        let r = Refusal::new(
+            1105,
+            "08004",
+            format!(
+                "datasource '{}' and this client disagree on how results are framed (capabilities {:#x} vs {:#x}); Postern cannot relay between them",
+                target.alias,
+                up.capabilities & FRAMING,
+                client_caps & FRAMING
+            ),
+        )
+        .not_login();
+        deny(inner, &mut stream, seq, ident, r).await;
+        return None;
+    }
+    inner.seen_version(&up.greeting.version);
+    if let (Ok(mut live), Ok(addr)) = (inner.live.lock(), up_addr(&up)) {
+        live.insert(
+            conn_id,
+            Live {
+                user: user.as_str().into(),
+                upstream: addr,
+                thread_id: up.greeting.connection_id,
+            },
+        );
+    }
+    let ok = codec::ok(0, SERVER_STATUS_AUTOCOMMIT, "");
+    if write_packet(&mut stream, seq, &ok).await.is_err() {
+        return None;
+    }
+    Some(Established {
+        client: stream,
+        client_buf: buf,
+        upstream: up,
+        credential: cred_name,
+        cert,
+    })
+}
+
+fn up_addr(up: &upstream::Upstream) -> std::io::Result<SocketAddr> {
+    match &up.stream {
+        Stream::Plain(t) => t.peer_addr(),
+        Stream::ClientTls(t) => t.get_ref().0.peer_addr(),
+        Stream::ServerTls(t) => t.get_ref().0.peer_addr(),
+    }
+}
+
+async fn read_packet_owned(
+    s: &mut Stream,
+    b: &mut BytesMut,
+) -> Result<(BytesMut, u8, u8), ReadError> {
+    read_packet(s, b, MAX_HANDSHAKE_PACKET).await
+}
+
+/// Checks the person's password: the answer in the handshake response, or after an auth
+/// switch; the clear password (TLS only) for directory users. `seq` is the next sequence
+/// id to send; on success the fast-auth marker (caching_sha2) has been sent.
+async fn authenticate(
+    inner: &Inner,
+    stream: &mut Stream,
+    buf: &mut BytesMut,
+    seq: &mut u8,
+    user: &str,
+    nonce: &[u8; 20],
+    resp: &codec::HandshakeResponse,
+) -> Result<&'static str, Refusal> {
+    let denied = || {
+        Refusal::new(
+            1045,
+            "28000",
+            format!("Access denied for user '{user}' (using password: YES)"),
+        )
+    };
+    let info = inner
+        .store
+        .login_info(user)
+        .await
+        .map_err(|e| Refusal::store(&e))?;
+    let io_fail =
+        |e: std::io::Error| denied().reason(format!("connection lost during authentication: {e}"));
+    let flow = &inner.login;
+    if flow.directory_checks(info.as_ref())
+        && !info.as_ref().is_some_and(|i| i.disabled || i.locked)
+    {
+        if !stream.is_tls() {
+            return Err(Refusal::new(
+                1045,
+                "28000",
+                format!("user '{user}' signs in with a directory password, which Postern accepts only over TLS (connect with --ssl)"),
+            )
+            .reason("directory login without TLS"));
+        }
+        *seq = write_packet(stream, *seq, &codec::auth_switch(CLEAR_PASSWORD, b""))
+            .await
+            .map_err(io_fail)?;
+        let (p, _, last) = read_packet(stream, buf, MAX_HANDSHAKE_PACKET)
+            .await
+            .map_err(|e| denied().reason(format!("client left during authentication: {e}")))?;
+        *seq = last.wrapping_add(1);
+        let pw = p.strip_suffix(&[0]).unwrap_or(&p);
+        let pw = zeroize::Zeroizing::new(String::from_utf8_lossy(pw).into_owned());
+        return match flow.directory_password(user, &pw).await {
+            Ok(()) => Ok("ldap"),
+            Err(d) => Err(Refusal::from_denial(d, user)),
+        };
+    }
+    let (verifier, reason) = match &info {
+        None => (None, "unknown user"),
+        Some(i) if i.disabled => (None, "user is disabled"),
+        Some(i) if i.locked => (None, "user is locked by an admin"),
+        Some(_) => match inner.store.mysql_verifier(user).await.map_err(|e| Refusal::store(&e))? {
+            Some(v) => (Some(v), ""),
+            None => (None, "no MySQL verifier: password set before Postern spoke MySQL (set it again with `postern user passwd`)"),
+        },
+    };
+    let known = verifier.is_some();
+    let verifier = verifier.unwrap_or_else(MysqlVerifier::decoy);
+    let plugin = resp.plugin.as_deref().unwrap_or(NATIVE_PASSWORD);
+    let (plugin, answer) = match (plugin, resp.auth.len()) {
+        (CACHING_SHA2, 32) => (CACHING_SHA2, resp.auth.clone()),
+        (NATIVE_PASSWORD, 20) => (NATIVE_PASSWORD, resp.auth.clone()),
+        (_, 0) => return Err(denied().reason("no password given")),
+        _ => {
+            // Another plugin (or a stale answer): ask again for one Postern checks.
+            let mut data = nonce.to_vec();
+            data.push(0);
+            *seq = write_packet(stream, *seq, &codec::auth_switch(NATIVE_PASSWORD, &data))
+                .await
+                .map_err(io_fail)?;
+            let (p, _, last) = read_packet(stream, buf, MAX_HANDSHAKE_PACKET)
+                .await
+                .map_err(|e| match e {
+                    ReadError::Codec(c) => {
+                        Refusal::new(1043, "08S01", format!("Bad handshake: {c}"))
+                    }
+                    other => denied().reason(format!("client left during authentication: {other}")),
+                })?;
+            *seq = last.wrapping_add(1);
+            (NATIVE_PASSWORD, p.to_vec())
+        }
+    };
+    use postern_auth::mysql::Sha2Match;
+    let sha2 = match plugin {
+        CACHING_SHA2 => verifier.match_sha2(nonce, &answer),
+        _ => Sha2Match::No,
+    };
+    let good = match plugin {
+        CACHING_SHA2 => sha2 != Sha2Match::No,
+        _ => verifier.check_native(nonce, &answer),
+    };
+    if !good || !known {
+        return Err(denied().reason(if known { "wrong password" } else { reason }));
+    }
+    if sha2 == Sha2Match::Standard {
+        // Fast authentication succeeded; the OK follows once the upstream is open. (Drivers
+        // that hash in the other order read this marker as the end of the login, so they get
+        // the OK alone.)
+        *seq = write_packet(stream, *seq, &[0x01, 0x03])
+            .await
+            .map_err(io_fail)?;
+    }
+    Ok(if plugin == CACHING_SHA2 {
+        "caching_sha2_password"
+    } else {
+        "mysql_native_password"
+    })
+}
+
+/// A command sent upstream (or answered by Postern), waiting for its response.
+struct Pending {
+    /// The response shape; `None`: Postern answers with `reply` itself.
+    expect: Option<Expect>,
+    reply: Option<BytesMut>,
+    command: &'static str,
+    text: Option<Arc<str>>,
+    started: Instant,
+    /// Why Postern refused it (audited as a denial).
+    refused: Option<String>,
+}
+
+enum End {
+    Client,
+    Upstream,
+    Protocol(String),
+    Revoked(String),
+    Expired,
+    Failed(String),
+}
+
+impl End {
+    fn name(&self) -> &'static str {
+        match self {
+            End::Client => "client",
+            End::Upstream => "upstream",
+            End::Protocol(_) => "protocol error",
+            End::Revoked(_) | End::Expired => "revoked",
+            End::Failed(_) => "error",
+        }
+    }
+}
+
+fn command_name(c: u8) -> &'static str {
+    match c {
+        COM_QUERY => "query",
+        COM_INIT_DB => "init_db",
+        COM_STMT_PREPARE => "prepare",
+        COM_STMT_EXECUTE => "execute",
+        COM_STMT_RESET => "stmt_reset",
+        COM_PING => "ping",
+        COM_RESET_CONNECTION => "reset_connection",
+        COM_STATISTICS => "statistics",
+        COM_SET_OPTION => "set_option",
+        COM_FIELD_LIST => "field_list",
+        COM_STMT_FETCH => "fetch",
+        COM_CHANGE_USER => "change_user",
+        COM_PROCESS_KILL => "process_kill",
+        _ => "other",
+    }
+}
+
+/// `KILL [QUERY | CONNECTION] <id>` (the forms clients send to stop a running query).
+fn parse_kill(text: &str) -> Option<(bool, u64)> {
+    let mut words = text.trim().trim_end_matches(';').split_ascii_whitespace();
+    if !words.next()?.eq_ignore_ascii_case("kill") {
+        return None;
+    }
+    let mut w = words.next()?;
+    let mut query = false;
+    if w.eq_ignore_ascii_case("query") {
+        query = true;
+        w = words.next()?;
+    } else if w.eq_ignore_ascii_case("connection") {
+        w = words.next()?;
+    }
+    let id = w.parse().ok()?;
+    words.next().is_none().then_some((query, id))
+}
+
+async fn relay(inner: &Inner, est: Established, ident: &Ident) {
+    let Established {
+        mut client,
+        client_buf,
+        upstream,
+        credential,
+        cert,
+    } = est;
+    let deprecate_eof = upstream.capabilities & CLIENT_DEPRECATE_EOF != 0;
+    let up_addr = up_addr(&upstream).ok();
+    let mut up = upstream.stream;
+    let mut ubuf = upstream.leftover;
+    let mut cbuf = client_buf;
+    let started = Instant::now();
+    let _ = inner
+        .audit
+        .record(ident.event(EventKind::SessionOpen))
+        .await;
+    tracing::info!("session open");
+    let mut tracker = Tracker::new(deprecate_eof);
+    let mut pending: VecDeque<Pending> = VecDeque::new();
+    let mut prepared: HashMap<u32, Arc<str>> = HashMap::new();
+    let mut last_prepared: Option<Arc<str>> = None;
+    let mut statements = 0u64;
+    let mut to_client = BytesMut::with_capacity(16 * 1024);
+    let mut to_up = BytesMut::with_capacity(16 * 1024);
+    let epoch = inner.store.policy_epoch();
+    let mut seen = epoch.load(std::sync::atomic::Ordering::Acquire);
+    let mut ticks =
+        tokio::time::interval_at(tokio::time::Instant::now() + ACCESS_CHECK, ACCESS_CHECK);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let user = ident.user.clone().unwrap_or_else(|| "".into());
+
+    let end = 'relay: loop {
+        tokio::select! {
+            r = client.read_buf(&mut cbuf) => {
+                match r {
+                    Ok(0) | Err(_) => break End::Client,
+                    Ok(_) => {}
+                }
+                // Every complete command: audit bookkeeping, then upstream (or answered here).
+                loop {
+                    let (total, _, first_seq, _) = match codec::complete_packet(&cbuf, inner.cfg.max_packet) {
+                        Ok(Some(x)) => x,
+                        Ok(None) => break,
+                        Err(CodecError::TooLong(n, max)) => {
+                            break 'relay End::Protocol(format!("Got a packet bigger than 'max_allowed_packet' bytes ({n} > {max})"));
+                        }
+                        Err(e) => break 'relay End::Protocol(e.to_string()),
+                    };
+                    if first_seq != 0 {
+                        break 'relay End::Protocol(format!("Got packets out of order (a command with sequence id {first_seq})"));
+                    }
+                    let wire = cbuf.split_to(total);
+                    let payload = codec::join_payload(&wire);
+                    let Some(&cmd) = payload.first() else {
+                        break 'relay End::Protocol("empty command packet".into());
+                    };
+                    let now = Instant::now();
+                    let mut p = Pending { expect: None, reply: None, command: command_name(cmd), text: None, started: now, refused: None };
+                    let mut forward = true;
+                    let refuse = |p: &mut Pending, code: u16, state: &str, msg: String| {
+                        let mut out = BytesMut::new();
+                        codec::put_packet(&mut out, 1, &codec::err(code, state, &msg));
+                        p.reply = Some(out);
+                        p.refused = Some(msg);
+                    };
+                    match cmd {
+                        COM_QUIT => {
+                            let _ = up.write_all(&wire).await;
+                            break 'relay End::Client;
+                        }
+                        COM_QUERY => {
+                            let text: Arc<str> = String::from_utf8_lossy(&payload[1..]).into();
+                            p.expect = Some(Expect::Results);
+                            if let Some((query, id)) = parse_kill(&text) {
+                                forward = false;
+                                match kill_target(inner, &user, id, up_addr) {
+                                    Ok(thread) => {
+                                        let sql = format!("KILL {}{thread}", if query { "QUERY " } else { "CONNECTION " });
+                                        codec::put_packet(&mut to_up, 0, &[&[COM_QUERY][..], sql.as_bytes()].concat());
+                                    }
+                                    Err(msg) => refuse(&mut p, 1094, "HY000", msg),
+                                }
+                                if p.reply.is_some() {
+                                    p.expect = None;
+                                }
+                            }
+                            p.text = Some(text);
+                        }
+                        COM_INIT_DB => {
+                            p.expect = Some(Expect::Simple);
+                            p.text = Some(format!("USE `{}`", String::from_utf8_lossy(&payload[1..]).replace('`', "``")).into());
+                        }
+                        COM_STMT_PREPARE => {
+                            let text: Arc<str> = String::from_utf8_lossy(&payload[1..]).into();
+                            last_prepared = Some(text.clone());
+                            p.expect = Some(Expect::Prepare);
+                            p.text = Some(text);
+                        }
+                        COM_STMT_EXECUTE => {
+                            let id = payload.get(1..5).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+                            p.text = match id {
+                                Some(u32::MAX) => last_prepared.clone(),
+                                Some(id) => prepared.get(&id).cloned(),
+                                None => None,
+                            };
+                            p.expect = Some(Expect::Results);
+                        }
+                        COM_STMT_CLOSE => {
+                            if let Some(b) = payload.get(1..5) {
+                                prepared.remove(&u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+                            }
+                        }
+                        COM_STMT_SEND_LONG_DATA => {}
+                        COM_STMT_RESET | COM_PING => p.expect = Some(Expect::Simple),
+                        COM_RESET_CONNECTION => {
+                            prepared.clear();
+                            p.expect = Some(Expect::Simple);
+                        }
+                        COM_STATISTICS | COM_SET_OPTION => p.expect = Some(Expect::OnePacket),
+                        COM_FIELD_LIST => p.expect = Some(Expect::UntilEof),
+                        COM_STMT_FETCH => p.expect = Some(Expect::Rows),
+                        COM_CHANGE_USER => {
+                            forward = false;
+                            refuse(&mut p, 1045, "28000", "Postern does not change users within a session (COM_CHANGE_USER): connect again as the other user".into());
+                        }
+                        COM_PROCESS_KILL => {
+                            forward = false;
+                            refuse(&mut p, 1047, "08S01", "use KILL QUERY <id> or KILL <id> instead of COM_PROCESS_KILL".into());
+                        }
+                        _ => {
+                            forward = false;
+                            refuse(&mut p, 1047, "08S01", format!("Unknown command {cmd:#04x} (Postern relays client commands only)"));
+                        }
+                    }
+                    if forward {
+                        to_up.extend_from_slice(&wire);
+                    }
+                    if p.expect.is_some() || p.reply.is_some() {
+                        pending.push_back(p);
+                    }
+                }
+                if !to_up.is_empty() {
+                    if up.write_all(&to_up).await.is_err() || up.flush().await.is_err() {
+                        break End::Upstream;
+                    }
+                    to_up.clear();
+                }
+            }
+            r = up.read_buf(&mut ubuf) => {
+                match r {
+                    Ok(0) | Err(_) => {
+                        // What the server said before closing (an ERR, say) still reaches the client.
+                        if !ubuf.is_empty() {
+                            to_client.extend_from_slice(&ubuf);
+                            ubuf.clear();
+                        }
+                        break End::Upstream;
+                    }
+                    Ok(_) => {}
+                }
+                let mut at = 0;
+                loop {
+                    if !tracker.busy() {
+                        match pending.front() {
+                            Some(p) if p.expect.is_some() => tracker.expect(p.expect.unwrap_or(Expect::Simple)),
+                            _ => break,
+                        }
+                    }
+                    let fed = match tracker.feed(&ubuf[at..]) {
+                        Ok(f) => f,
+                        Err(e) => break 'relay End::Failed(format!("the server sent a response Postern cannot follow: {e}")),
+                    };
+                    to_client.extend_from_slice(&ubuf[at..at + fed.consumed]);
+                    at += fed.consumed;
+                    let Some(outcome) = fed.done else { break };
+                    if let Some(p) = pending.pop_front() {
+                        if let (Some(id), Some(t)) = (outcome.statement_id, &p.text) {
+                            if outcome.error.is_none() {
+                                prepared.insert(id, t.clone());
+                            }
+                        }
+                        statements += 1;
+                        if finish(inner, ident, p, Some(outcome)).await.is_err() {
+                            break 'relay End::Failed("audit log closed".into());
+                        }
+                    }
+                }
+                if tracker.busy() || !pending.is_empty() {
+                    ubuf.advance_to(at);
+                } else {
+                    // Bytes nobody asked for (the server's goodbye): pass them on.
+                    to_client.extend_from_slice(&ubuf[at..]);
+                    ubuf.clear();
+                }
+            }
+            _ = ticks.tick() => {
+                if let Some(c) = &cert {
+                    if time_now() >= c.not_after {
+                        break End::Expired;
+                    }
+                }
+                let now = epoch.load(std::sync::atomic::Ordering::Acquire);
+                if now != seen {
+                    seen = now;
+                    if let (Some(u), Some(alias)) = (ident.user.as_deref(), ident.datasource.as_deref()) {
+                        if let Err(why) = inner.login.session_still_allowed(u, alias, &credential, cert.as_ref()).await {
+                            break End::Revoked(why);
+                        }
+                    }
+                }
+                continue;
+            }
+        }
+        // Answers Postern gives itself, in their place in the order of responses.
+        while pending.front().is_some_and(|p| p.expect.is_none()) && !tracker.busy() {
+            if let Some(mut p) = pending.pop_front() {
+                if let Some(r) = p.reply.take() {
+                    to_client.extend_from_slice(&r);
+                }
+                inner.metrics.refusals.inc();
+                statements += 1;
+                if finish(inner, ident, p, None).await.is_err() {
+                    break 'relay End::Failed("audit log closed".into());
+                }
+            }
+        }
+        if !to_client.is_empty() {
+            if client.write_all(&to_client).await.is_err() || client.flush().await.is_err() {
+                break End::Client;
+            }
+            to_client.clear();
+        }
+    };
+    if !to_client.is_empty() {
+        let _ = client.write_all(&to_client).await;
+    }
+    for p in pending.drain(..) {
+        let _ = finish(inner, ident, p, None).await;
+    }
+    let goodbye = match &end {
+        End::Protocol(m) => Some((1156, "08S01", m.clone())),
+        End::Revoked(why) => Some((1927, "70100", format!("Postern ended this session: {why}; ask an admin for access, then reconnect"))),
+        End::Expired => Some((1927, "70100", "Postern ended this session: your Postern certificate expired; run `postern login`, then reconnect".into())),
+        End::Failed(why) => Some((1105, "HY000", format!("Postern ended this session: {why}"))),
+        _ => None,
+    };
+    if let Some((code, state, msg)) = goodbye {
+        let _ = write_packet(&mut client, 0, &codec::err(code, state, &msg)).await;
+    }
+    let mut e = ident.event(EventKind::SessionClose);
+    e.duration_us = Some(started.elapsed().as_micros() as u64);
+    e.detail = Some(serde_json::json!({ "statements": statements, "ended_by": end.name() }));
+    match &end {
+        End::Protocol(m) | End::Revoked(m) | End::Failed(m) => e.error = Some(m.clone()),
+        End::Expired => e.error = Some("certificate expired".into()),
+        _ => {}
+    }
+    let _ = inner.audit.record(e).await;
+    let _ = up.shutdown().await;
+    tracing::info!(statements, ended_by = end.name(), "session closed");
+}
+
+fn time_now() -> time_like::Now {
+    time_like::now()
+}
+
+/// The certificate's `not_after` is a `time::OffsetDateTime`; this keeps the dependency in
+/// one place.
+mod time_like {
+    pub type Now = ::time::OffsetDateTime;
+    pub fn now() -> Now {
+        ::time::OffsetDateTime::now_utc()
+    }
+}
+
+/// Which upstream thread a `KILL <id>` from `user` means: only their own sessions on the same
+/// server. `id` is the connection id Postern gave the client (what `mysql` sends on Ctrl-C),
+/// or the server's own thread id of one of the user's sessions (what `CONNECTION_ID()` said).
+fn kill_target(
+    inner: &Inner,
+    user: &str,
+    id: u64,
+    here: Option<SocketAddr>,
+) -> Result<u32, String> {
+    let unknown = || format!("Unknown thread id: {id}");
+    let id = u32::try_from(id).map_err(|_| unknown())?;
+    let live = inner.live.lock().map_err(|_| unknown())?;
+    let found = live.get(&id).or_else(|| {
+        live.values()
+            .find(|l| l.thread_id == id && &*l.user == user && Some(l.upstream) == here)
+            .or_else(|| {
+                live.values()
+                    .find(|l| l.thread_id == id && Some(l.upstream) == here)
+            })
+    });
+    let Some(l) = found else {
+        return Err(unknown());
+    };
+    if &*l.user != user {
+        return Err(format!("You are not owner of thread {id}"));
+    }
+    if Some(l.upstream) != here {
+        return Err(format!(
+            "thread {id} runs on another datasource; connect to that one to kill it"
+        ));
+    }
+    Ok(l.thread_id)
+}
+
+/// Audits a finished (or cut off) command.
+async fn finish(
+    inner: &Inner,
+    ident: &Ident,
+    p: Pending,
+    outcome: Option<Outcome>,
+) -> Result<(), postern_audit::AuditClosed> {
+    inner.metrics.statements.inc();
+    let mut e = ident.event(EventKind::Statement);
+    if let Some(t) = &p.text {
+        let log = postern_sql::mysql_mask::mysql_log_text(t);
+        let masked: Arc<str> = log.masked.as_ref().into();
+        if log.clear != log.masked {
+            e.statement_clear = Some(log.clear.as_ref().into());
+        }
+        e.statement = Some(masked);
+    }
+    e.command_tag = Some(p.command.to_string());
+    e.duration_us = Some(p.started.elapsed().as_micros() as u64);
+    if let Some(why) = p.refused {
+        e.decision = Some(Decision::Deny);
+        e.reason = Some(why);
+        return inner.audit.record_durable(e).await;
+    }
+    match outcome {
+        Some(o) => {
+            e.rows = Some(if o.rows > 0 { o.rows } else { o.affected });
+            if let Some(err) = o.error {
+                e.sqlstate = Some(err.sqlstate);
+                e.error = Some(format!("{}: {}", err.code, err.message));
+            }
+        }
+        None => e.error = Some("the session ended before the response".into()),
+    }
+    inner.audit.record(e).await
+}
+
+/// `BytesMut::advance` without importing `Buf` at every call site.
+trait AdvanceTo {
+    fn advance_to(&mut self, n: usize);
+}
+
+impl AdvanceTo for BytesMut {
+    fn advance_to(&mut self, n: usize) {
+        let _ = self.split_to(n);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kill_statements() {
+        assert_eq!(parse_kill("KILL QUERY 42"), Some((true, 42)));
+        assert_eq!(parse_kill("kill 7;"), Some((false, 7)));
+        assert_eq!(parse_kill("KILL CONNECTION 9"), Some((false, 9)));
+        assert_eq!(parse_kill("KILL QUERY 4 5"), None);
+        assert_eq!(parse_kill("SELECT 1"), None);
+        assert_eq!(parse_kill("KILL USER bob"), None);
+    }
+}
