@@ -22,6 +22,7 @@
 #   NEXTEST_PROFILE=ci         nextest profile (.config/nextest.toml); .ci/run sets "ci"
 #   POSTERN_TEST_PG_KEEP=1     leave the test cluster running at exit
 #   POSTERN_TEST_PG_ENV_FILE   where the cluster's env file goes (default target/test-pg.env)
+#   POSTERN_TEST_PYLIB         where scripts/ensure-pylibs.sh puts PyMySQL (default target/pylib)
 set -euo pipefail
 # shellcheck source-path=SCRIPTDIR source=lib/common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
@@ -104,6 +105,9 @@ trap 'exit 143' TERM
 # ---- 1. tools ------------------------------------------------------------------------------
 step "1/7 ensure test tools (scripts/ensure-deps.sh)"
 scripts/ensure-deps.sh
+# Python client libraries (PyMySQL) for the tests, from PyPI into target/pylib.
+POSTERN_TEST_PYLIB="$(scripts/ensure-pylibs.sh)"
+export POSTERN_TEST_PYLIB
 record "ensure-deps" 0
 
 # ---- 2. build --------------------------------------------------------------------------------

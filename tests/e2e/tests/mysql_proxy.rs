@@ -426,3 +426,50 @@ async fn bad_input_on_the_mysql_port() {
     p.stop().await;
     up.drop_all();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pymysql_through_postern() {
+    let up = my().upstream();
+    up.root_sql("CREATE TABLE items (id INT PRIMARY KEY, name VARCHAR(20)); INSERT INTO items VALUES (1, 'pen'), (2, 'ink');");
+    let p = Postern::start().await;
+    p.grant_mysql(&up, "pyds", "alice", PW, passthrough("pyds"))
+        .await;
+    let pylib = std::env::var("POSTERN_TEST_PYLIB")
+        .expect("POSTERN_TEST_PYLIB is set by scripts/test.sh (scripts/ensure-pylibs.sh)");
+    // Parameters, a transaction rolled back, TLS with Postern's CA.
+    let script = r#"
+import sys, pymysql
+port, pw, ca = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+for ssl in (None, {"ca": ca}):
+    c = pymysql.connect(host="127.0.0.1", port=port, user="alice", password=pw, database="pyds", ssl=ssl)
+    with c.cursor() as cur:
+        cur.execute("SELECT name FROM items WHERE id = %s", (2,))
+        print(cur.fetchone()[0])
+        cur.execute("INSERT INTO items VALUES (3, 'cap')")
+        c.rollback()
+        cur.execute("SELECT COUNT(*) FROM items")
+        print(cur.fetchone()[0])
+        cur.execute("SHOW STATUS LIKE 'Ssl_version'")
+    c.close()
+"#;
+    let out = std::process::Command::new("python3")
+        .env("PYTHONPATH", &pylib)
+        .args(["-c", script, &p.mysql_port().to_string(), PW])
+        .arg(&p.handle.ca_path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "ink\n2\nink\n2\n");
+    let logins = p.audit_of("alice", "login_success").await;
+    let tls: Vec<bool> = logins
+        .iter()
+        .filter_map(|e| e.detail.as_ref()?.get("tls")?.as_bool())
+        .collect();
+    assert!(tls.contains(&true) && tls.contains(&false), "{tls:?}");
+    p.stop().await;
+    up.drop_all();
+}
