@@ -44,6 +44,8 @@ REQUIREMENTS=(
     "sbin:mariadbd mariadb-server"
     "cmd:mariadb mariadb-client"
     "cmd:mariadb-install-db mariadb-server"
+    # bench/mysql drives the MySQL port with sysbench.
+    "cmd:sysbench sysbench"
     # Later: "sbin:sshd openssh-server", "cmd:ssh openssh-client"
 )
 

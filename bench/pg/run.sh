@@ -139,15 +139,8 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 
 # ---- process measurements ------------------------------------------------------------------
-# utime + stime of a process, in clock ticks (fields 14 and 15 of /proc/PID/stat; the command
-# name in field 2 may contain spaces, so count from the last ')').
-cpu_ticks() {
-    local stat
-    stat="$(cat "/proc/$1/stat")"
-    stat="${stat##*) }"
-    awk '{ print $12 + $13 }' <<<"$stat"
-}
-rss_kb() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status"; }
+# shellcheck source=../lib/measure.sh
+source "$POSTERN_ROOT/bench/lib/measure.sh"
 proxy_pid() {
     case "$1" in
     relay) printf '%s\n' "$RELAY_PID" ;;

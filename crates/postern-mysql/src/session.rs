@@ -699,12 +699,18 @@ async fn authenticate(
     let (plugin, answer) = match (plugin, resp.auth.len()) {
         (CACHING_SHA2, 32) => (CACHING_SHA2, resp.auth.clone()),
         (NATIVE_PASSWORD, 20) => (NATIVE_PASSWORD, resp.auth.clone()),
-        (_, 0) => return Err(denied().reason("no password given")),
         _ => {
-            // Another plugin (or a stale answer): ask again for one Postern checks.
+            // Another plugin, no answer yet (clients may wait for the server's choice), or a
+            // stale one: ask (again) for an answer Postern checks, with the plugin the client
+            // named when Postern speaks it.
+            let switch_to = if plugin == CACHING_SHA2 {
+                CACHING_SHA2
+            } else {
+                NATIVE_PASSWORD
+            };
             let mut data = nonce.to_vec();
             data.push(0);
-            *seq = write_packet(stream, *seq, &codec::auth_switch(NATIVE_PASSWORD, &data))
+            *seq = write_packet(stream, *seq, &codec::auth_switch(switch_to, &data))
                 .await
                 .map_err(io_fail)?;
             let (p, _, last) = read_packet(stream, buf, MAX_HANDSHAKE_PACKET)
@@ -716,7 +722,10 @@ async fn authenticate(
                     other => denied().reason(format!("client left during authentication: {other}")),
                 })?;
             *seq = last.wrapping_add(1);
-            (NATIVE_PASSWORD, p.to_vec())
+            if p.is_empty() {
+                return Err(denied().reason("no password given"));
+            }
+            (switch_to, p.to_vec())
         }
     };
     use postern_auth::mysql::Sha2Match;
@@ -746,13 +755,33 @@ async fn authenticate(
     })
 }
 
+/// A statement text with its audit-log forms, worked out once per text: a prepared
+/// statement executed again and again, or the same query sent in a loop, is masked once.
+struct Logged {
+    text: Arc<str>,
+    masked: Arc<str>,
+    /// The clear form, when it differs from `masked`.
+    clear: Option<Arc<str>>,
+}
+
+fn logged(text: &str) -> Arc<Logged> {
+    let log = postern_sql::mysql_mask::mysql_log_text(text);
+    let masked: Arc<str> = log.masked.as_ref().into();
+    let clear = (log.clear != log.masked).then(|| Arc::from(log.clear.as_ref()));
+    Arc::new(Logged {
+        text: text.into(),
+        masked,
+        clear,
+    })
+}
+
 /// A command sent upstream (or answered by Postern), waiting for its response.
 struct Pending {
     /// The response shape; `None`: Postern answers with `reply` itself.
     expect: Option<Expect>,
     reply: Option<BytesMut>,
     command: &'static str,
-    text: Option<Arc<str>>,
+    text: Option<Arc<Logged>>,
     started: Instant,
     /// Why Postern refused it (audited as a denial).
     refused: Option<String>,
@@ -837,8 +866,9 @@ async fn relay(inner: &Inner, est: Established, ident: &Ident) {
     tracing::info!("session open");
     let mut tracker = Tracker::new(deprecate_eof);
     let mut pending: VecDeque<Pending> = VecDeque::new();
-    let mut prepared: HashMap<u32, Arc<str>> = HashMap::new();
-    let mut last_prepared: Option<Arc<str>> = None;
+    let mut prepared: HashMap<u32, Arc<Logged>> = HashMap::new();
+    let mut last_prepared: Option<Arc<Logged>> = None;
+    let mut last_query: Option<Arc<Logged>> = None;
     let mut statements = 0u64;
     let mut to_client = BytesMut::with_capacity(16 * 1024);
     let mut to_up = BytesMut::with_capacity(16 * 1024);
@@ -870,7 +900,12 @@ async fn relay(inner: &Inner, est: Established, ident: &Ident) {
                         break 'relay End::Protocol(format!("Got packets out of order (a command with sequence id {first_seq})"));
                     }
                     let wire = cbuf.split_to(total);
-                    let payload = codec::join_payload(&wire);
+                    // One physical packet (nearly always): read it in place.
+                    let payload: std::borrow::Cow<'_, [u8]> = if total < codec::MAX_PAYLOAD + 4 {
+                        std::borrow::Cow::Borrowed(&wire[4..])
+                    } else {
+                        std::borrow::Cow::Owned(codec::join_payload(&wire).to_vec())
+                    };
                     let Some(&cmd) = payload.first() else {
                         break 'relay End::Protocol("empty command packet".into());
                     };
@@ -889,9 +924,17 @@ async fn relay(inner: &Inner, est: Established, ident: &Ident) {
                             break 'relay End::Client;
                         }
                         COM_QUERY => {
-                            let text: Arc<str> = String::from_utf8_lossy(&payload[1..]).into();
+                            let sent = String::from_utf8_lossy(&payload[1..]);
+                            let text = match &last_query {
+                                Some(l) if *l.text == *sent => l.clone(),
+                                _ => {
+                                    let l = logged(&sent);
+                                    last_query = Some(l.clone());
+                                    l
+                                }
+                            };
                             p.expect = Some(Expect::Results);
-                            if let Some((query, id)) = parse_kill(&text) {
+                            if let Some((query, id)) = parse_kill(&text.text) {
                                 forward = false;
                                 match kill_target(inner, &user, id, up_addr) {
                                     Ok(thread) => {
@@ -908,10 +951,10 @@ async fn relay(inner: &Inner, est: Established, ident: &Ident) {
                         }
                         COM_INIT_DB => {
                             p.expect = Some(Expect::Simple);
-                            p.text = Some(format!("USE `{}`", String::from_utf8_lossy(&payload[1..]).replace('`', "``")).into());
+                            p.text = Some(logged(&format!("USE `{}`", String::from_utf8_lossy(&payload[1..]).replace('`', "``"))));
                         }
                         COM_STMT_PREPARE => {
-                            let text: Arc<str> = String::from_utf8_lossy(&payload[1..]).into();
+                            let text = logged(&String::from_utf8_lossy(&payload[1..]));
                             last_prepared = Some(text.clone());
                             p.expect = Some(Expect::Prepare);
                             p.text = Some(text);
@@ -1137,12 +1180,8 @@ async fn finish(
     inner.metrics.statements.inc();
     let mut e = ident.event(EventKind::Statement);
     if let Some(t) = &p.text {
-        let log = postern_sql::mysql_mask::mysql_log_text(t);
-        let masked: Arc<str> = log.masked.as_ref().into();
-        if log.clear != log.masked {
-            e.statement_clear = Some(log.clear.as_ref().into());
-        }
-        e.statement = Some(masked);
+        e.statement = Some(t.masked.clone());
+        e.statement_clear = t.clear.clone();
     }
     e.command_tag = Some(p.command.to_string());
     e.duration_us = Some(p.started.elapsed().as_micros() as u64);

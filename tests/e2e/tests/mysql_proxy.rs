@@ -473,3 +473,51 @@ for ssl in (None, {"ca": ca}):
     p.stop().await;
     up.drop_all();
 }
+
+/// The nonce of a server greeting (8 bytes, then 12 after the capability and status fields).
+fn greeting_nonce(g: &[u8]) -> Vec<u8> {
+    let v = g[1..].iter().position(|&b| b == 0).unwrap() + 2;
+    let mut n = g[v + 4..v + 12].to_vec();
+    let part2 = v + 12 + 1 + 2 + 1 + 2 + 2 + 1 + 10;
+    n.extend_from_slice(&g[part2..part2 + 12]);
+    n
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_that_waits_for_the_servers_plugin_choice_is_asked_again() {
+    // libmariadb sometimes sends no answer in its handshake response and waits for the
+    // server to name the plugin (seen under sysbench's concurrent connects).
+    let up = my().upstream();
+    let p = Postern::start().await;
+    p.grant_mysql(&up, "sw", "alice", PW, passthrough("sw"))
+        .await;
+    let mut s = TcpStream::connect(("127.0.0.1", p.mysql_port()))
+        .await
+        .unwrap();
+    let (_, g) = packet(&mut s).await.unwrap();
+    let nonce = greeting_nonce(&g);
+    let caps: u32 = 0x0200 | 0x8000 | 0x0008 | 0x0008_0000; // 4.1, secure conn, with db, plugin auth
+    let mut resp = caps.to_le_bytes().to_vec();
+    resp.extend_from_slice(&(1u32 << 24).to_le_bytes());
+    resp.push(45);
+    resp.extend_from_slice(&[0; 23]);
+    resp.extend_from_slice(b"alice\0");
+    resp.push(0); // no answer yet
+    resp.extend_from_slice(b"sw\0caching_sha2_password\0");
+    s.write_all(&frame(1, &resp)).await.unwrap();
+    let (seq, switch) = packet(&mut s).await.unwrap();
+    assert_eq!(switch[0], 0xfe, "an auth switch request: {switch:?}");
+    assert!(
+        switch.starts_with(b"\xfecaching_sha2_password\0"),
+        "{switch:?}"
+    );
+    assert_eq!(&switch[23..43], &nonce[..]);
+    let answer = postern_auth::mysql::sha2_answer(&nonce, PW.as_bytes());
+    s.write_all(&frame(seq + 1, &answer)).await.unwrap();
+    let (_, fast) = packet(&mut s).await.unwrap();
+    assert_eq!(fast, [0x01, 0x03], "fast authentication succeeded");
+    let (_, ok) = packet(&mut s).await.unwrap();
+    assert_eq!(ok[0], 0x00, "OK: {ok:?}");
+    p.stop().await;
+    up.drop_all();
+}
