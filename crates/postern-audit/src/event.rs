@@ -116,6 +116,11 @@ pub struct AuditEvent {
     /// permission (and admins).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub statement_clear: Option<Arc<str>>,
+    /// Parameter values of a prepared statement's execution, in order (`None`: SQL NULL), as
+    /// text; `?` for each when the statement may carry a password. Shown only where
+    /// `statement_clear` is.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub parameters: Vec<Option<String>>,
     /// Command tags returned (`SELECT 3`, `INSERT 0 1`; several for a multi-statement query).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub command_tag: Option<String>,
@@ -219,6 +224,7 @@ impl AuditEvent {
             db_user: None,
             statement: None,
             statement_clear: None,
+            parameters: Vec::new(),
             command_tag: None,
             rows: None,
             duration_us: None,

@@ -612,6 +612,159 @@ pub fn is_eof(payload: &[u8], deprecate_eof: bool) -> bool {
         }
 }
 
+/// Longest parameter value kept for the audit trail (characters; longer ones are cut).
+pub const MAX_PARAM_TEXT: usize = 1024;
+
+/// Reads the parameter values of a COM_STMT_EXECUTE payload (starting with the command
+/// byte) for a statement of `count` parameters, as text for the audit trail. `types` holds
+/// the parameter types (type, flags) bound by an earlier execution and is updated when this
+/// one binds new ones; `long_data` marks parameters sent with COM_STMT_SEND_LONG_DATA,
+/// whose values are not in this packet.
+pub fn execute_params(
+    payload: &[u8],
+    count: usize,
+    types: &mut Vec<(u8, u8)>,
+    long_data: &[bool],
+) -> Result<Vec<Option<String>>, CodecError> {
+    let mut r = Reader::new(payload, "COM_STMT_EXECUTE");
+    r.take(1 + 4 + 1 + 4)?;
+    if count == 0 {
+        return Ok(Vec::new());
+    }
+    let bitmap = r.take(count.div_ceil(8))?;
+    if r.u8()? == 1 {
+        types.clear();
+        for _ in 0..count {
+            let t = r.take(2)?;
+            types.push((t[0], t[1]));
+        }
+    }
+    if types.len() != count {
+        return Err(CodecError::Malformed(
+            "COM_STMT_EXECUTE (parameters without types)",
+        ));
+    }
+    let mut out = Vec::with_capacity(count);
+    for (i, &(ty, flags)) in types.iter().enumerate() {
+        if bitmap[i / 8] & (1 << (i % 8)) != 0 || ty == 6 {
+            out.push(None);
+            continue;
+        }
+        if long_data.get(i).copied().unwrap_or(false) {
+            out.push(Some("<long data>".into()));
+            continue;
+        }
+        let unsigned = flags & 0x80 != 0;
+        let v = match ty {
+            1 => {
+                let b = r.u8()?;
+                if unsigned {
+                    b.to_string()
+                } else {
+                    (b as i8).to_string()
+                }
+            }
+            2 | 13 => {
+                let v = r.u16()?;
+                if unsigned {
+                    v.to_string()
+                } else {
+                    (v as i16).to_string()
+                }
+            }
+            3 | 9 => {
+                let v = r.u32()?;
+                if unsigned {
+                    v.to_string()
+                } else {
+                    (v as i32).to_string()
+                }
+            }
+            8 => {
+                let b = r.take(8)?;
+                let v = u64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]);
+                if unsigned {
+                    v.to_string()
+                } else {
+                    (v as i64).to_string()
+                }
+            }
+            4 => f32::from_le_bytes(r.u32()?.to_le_bytes()).to_string(),
+            5 => {
+                let b = r.take(8)?;
+                f64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]).to_string()
+            }
+            7 | 10 | 12 => {
+                let n = usize::from(r.u8()?);
+                datetime_text(r.take(n)?)
+            }
+            11 => {
+                let n = usize::from(r.u8()?);
+                time_text(r.take(n)?)
+            }
+            _ => value_text(r.lenenc_bytes()?),
+        };
+        out.push(Some(v));
+    }
+    Ok(out)
+}
+
+/// A string or blob value as audit text: UTF-8 as is, anything else as hex; cut at
+/// [`MAX_PARAM_TEXT`].
+fn value_text(b: &[u8]) -> String {
+    match std::str::from_utf8(b) {
+        Ok(s) if s.chars().count() <= MAX_PARAM_TEXT => s.to_string(),
+        Ok(s) => {
+            let mut t: String = s.chars().take(MAX_PARAM_TEXT).collect();
+            t.push('…');
+            t
+        }
+        Err(_) => {
+            let mut t = String::from("0x");
+            for x in b.iter().take(MAX_PARAM_TEXT / 2) {
+                t.push_str(&format!("{x:02x}"));
+            }
+            if b.len() > MAX_PARAM_TEXT / 2 {
+                t.push('…');
+            }
+            t
+        }
+    }
+}
+
+/// A binary DATE / DATETIME / TIMESTAMP (0, 4, 7 or 11 bytes).
+fn datetime_text(b: &[u8]) -> String {
+    let g = |i: usize| b.get(i).copied().unwrap_or(0);
+    let year = u16::from_le_bytes([g(0), g(1)]);
+    let mut s = format!("{year:04}-{:02}-{:02}", g(2), g(3));
+    if b.len() >= 7 {
+        s.push_str(&format!(" {:02}:{:02}:{:02}", g(4), g(5), g(6)));
+    }
+    if b.len() >= 11 {
+        let us = u32::from_le_bytes([g(7), g(8), g(9), g(10)]);
+        s.push_str(&format!(".{us:06}"));
+    }
+    s
+}
+
+/// A binary TIME (0, 8 or 12 bytes).
+fn time_text(b: &[u8]) -> String {
+    let g = |i: usize| b.get(i).copied().unwrap_or(0);
+    let days = u32::from_le_bytes([g(1), g(2), g(3), g(4)]);
+    let hours = u64::from(days) * 24 + u64::from(g(5));
+    let mut s = format!(
+        "{}{hours:02}:{:02}:{:02}",
+        if g(0) == 1 { "-" } else { "" },
+        g(6),
+        g(7)
+    );
+    if b.len() >= 12 {
+        let us = u32::from_le_bytes([g(8), g(9), g(10), g(11)]);
+        s.push_str(&format!(".{us:06}"));
+    }
+    s
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -704,9 +857,52 @@ mod tests {
         assert_eq!((o.affected, o.status), (300, SERVER_MORE_RESULTS_EXISTS));
     }
 
+    #[test]
+    fn execute_parameters_as_text() {
+        let mut p = vec![COM_STMT_EXECUTE];
+        p.extend_from_slice(&7u32.to_le_bytes());
+        p.push(0);
+        p.extend_from_slice(&1u32.to_le_bytes());
+        p.push(0b0000_0100); // the third of five is NULL
+        p.push(1);
+        for t in [(8u8, 0u8), (253, 0), (6, 0), (12, 0), (1, 0x80)] {
+            p.extend_from_slice(&[t.0, t.1]);
+        }
+        p.extend_from_slice(&(-5i64).to_le_bytes());
+        p.extend_from_slice(&[3, b'c', b'a', b't']);
+        p.extend_from_slice(&[7, 0xe8, 0x07, 11, 23, 13, 5, 9]);
+        p.push(200);
+        let mut types = Vec::new();
+        let v = execute_params(&p, 5, &mut types, &[]).unwrap();
+        assert_eq!(
+            v,
+            vec![
+                Some("-5".into()),
+                Some("cat".into()),
+                None,
+                Some("2024-11-23 13:05:09".into()),
+                Some("200".into())
+            ]
+        );
+        // A later execution without new types reuses them; long data is named, not read.
+        let mut q = p[..11].to_vec();
+        q.push(0);
+        q.extend_from_slice(&9i64.to_le_bytes());
+        q.extend_from_slice(&[7, 0xe8, 0x07, 1, 2, 3, 4, 5]);
+        q.push(1);
+        let v = execute_params(&q, 5, &mut types, &[false, true]).unwrap();
+        assert_eq!(v[0].as_deref(), Some("9"));
+        assert_eq!(v[1].as_deref(), Some("<long data>"));
+        assert_eq!(v[4].as_deref(), Some("1"));
+        // Truncated: an error, not a panic.
+        assert!(execute_params(&p[..p.len() - 3], 5, &mut Vec::new(), &[]).is_err());
+        assert!(execute_params(&q, 5, &mut Vec::new(), &[]).is_err());
+    }
+
     proptest! {
         #[test]
         fn parsers_never_panic(b in proptest::collection::vec(any::<u8>(), 0..300)) {
+            let _ = execute_params(&b, 3, &mut Vec::new(), &[]);
             let _ = parse_handshake_response(&b);
             let _ = parse_greeting(&b);
             let _ = parse_err(&b);

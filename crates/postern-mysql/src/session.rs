@@ -762,6 +762,19 @@ struct Logged {
     masked: Arc<str>,
     /// The clear form, when it differs from `masked`.
     clear: Option<Arc<str>>,
+    /// The text may carry a password: its parameter values are not recorded either.
+    redacted: bool,
+}
+
+/// A statement prepared on the upstream.
+struct Prepared {
+    log: Arc<Logged>,
+    /// Parameter count, from the server's answer to the prepare.
+    params: usize,
+    /// Parameter types bound by the last execution.
+    types: Vec<(u8, u8)>,
+    /// Parameters sent with COM_STMT_SEND_LONG_DATA since the last execution.
+    long: Vec<bool>,
 }
 
 fn logged(text: &str) -> Arc<Logged> {
@@ -772,6 +785,7 @@ fn logged(text: &str) -> Arc<Logged> {
         text: text.into(),
         masked,
         clear,
+        redacted: log.redacted,
     })
 }
 
@@ -782,6 +796,8 @@ struct Pending {
     reply: Option<BytesMut>,
     command: &'static str,
     text: Option<Arc<Logged>>,
+    /// Parameter values of an execution, as audit text.
+    params: Vec<Option<String>>,
     started: Instant,
     /// Why Postern refused it (audited as a denial).
     refused: Option<String>,
@@ -866,8 +882,9 @@ async fn relay(inner: &Inner, est: Established, ident: &Ident) {
     tracing::info!("session open");
     let mut tracker = Tracker::new(deprecate_eof);
     let mut pending: VecDeque<Pending> = VecDeque::new();
-    let mut prepared: HashMap<u32, Arc<Logged>> = HashMap::new();
+    let mut prepared: HashMap<u32, Prepared> = HashMap::new();
     let mut last_prepared: Option<Arc<Logged>> = None;
+    let mut last_prepared_id: Option<u32> = None;
     let mut last_query: Option<Arc<Logged>> = None;
     let mut statements = 0u64;
     let mut to_client = BytesMut::with_capacity(16 * 1024);
@@ -910,7 +927,7 @@ async fn relay(inner: &Inner, est: Established, ident: &Ident) {
                         break 'relay End::Protocol("empty command packet".into());
                     };
                     let now = Instant::now();
-                    let mut p = Pending { expect: None, reply: None, command: command_name(cmd), text: None, started: now, refused: None };
+                    let mut p = Pending { expect: None, reply: None, command: command_name(cmd), text: None, params: Vec::new(), started: now, refused: None };
                     let mut forward = true;
                     let refuse = |p: &mut Pending, code: u16, state: &str, msg: String| {
                         let mut out = BytesMut::new();
@@ -961,11 +978,23 @@ async fn relay(inner: &Inner, est: Established, ident: &Ident) {
                         }
                         COM_STMT_EXECUTE => {
                             let id = payload.get(1..5).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
-                            p.text = match id {
-                                Some(u32::MAX) => last_prepared.clone(),
-                                Some(id) => prepared.get(&id).cloned(),
-                                None => None,
+                            let id = match id {
+                                Some(u32::MAX) => {
+                                    // "The statement just prepared" (pipelined prepare + execute).
+                                    p.text = last_prepared.clone();
+                                    last_prepared_id
+                                }
+                                other => other,
                             };
+                            if let Some(st) = id.and_then(|id| prepared.get_mut(&id)) {
+                                p.text = Some(st.log.clone());
+                                p.params = match codec::execute_params(&payload, st.params, &mut st.types, &st.long) {
+                                    Ok(v) if st.log.redacted => v.iter().map(|_| Some("?".to_string())).collect(),
+                                    Ok(v) => v,
+                                    Err(_) => vec![Some("<unreadable parameters>".into())],
+                                };
+                                st.long.iter_mut().for_each(|l| *l = false);
+                            }
                             p.expect = Some(Expect::Results);
                         }
                         COM_STMT_CLOSE => {
@@ -973,8 +1002,25 @@ async fn relay(inner: &Inner, est: Established, ident: &Ident) {
                                 prepared.remove(&u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
                             }
                         }
-                        COM_STMT_SEND_LONG_DATA => {}
-                        COM_STMT_RESET | COM_PING => p.expect = Some(Expect::Simple),
+                        COM_STMT_SEND_LONG_DATA => {
+                            if let (Some(b), Some(n)) = (payload.get(1..5), payload.get(5..7)) {
+                                let id = u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+                                let n = usize::from(u16::from_le_bytes([n[0], n[1]]));
+                                if let Some(slot) = prepared.get_mut(&id).and_then(|st| st.long.get_mut(n)) {
+                                    *slot = true;
+                                }
+                            }
+                        }
+                        COM_STMT_RESET => {
+                            // Long data sent so far is dropped by the server too.
+                            if let Some(b) = payload.get(1..5) {
+                                if let Some(st) = prepared.get_mut(&u32::from_le_bytes([b[0], b[1], b[2], b[3]])) {
+                                    st.long.iter_mut().for_each(|l| *l = false);
+                                }
+                            }
+                            p.expect = Some(Expect::Simple);
+                        }
+                        COM_PING => p.expect = Some(Expect::Simple),
                         COM_RESET_CONNECTION => {
                             prepared.clear();
                             p.expect = Some(Expect::Simple);
@@ -1039,7 +1085,9 @@ async fn relay(inner: &Inner, est: Established, ident: &Ident) {
                     if let Some(p) = pending.pop_front() {
                         if let (Some(id), Some(t)) = (outcome.statement_id, &p.text) {
                             if outcome.error.is_none() {
-                                prepared.insert(id, t.clone());
+                                let n = usize::from(outcome.params);
+                                prepared.insert(id, Prepared { log: t.clone(), params: n, types: Vec::new(), long: vec![false; n] });
+                                last_prepared_id = Some(id);
                             }
                         }
                         statements += 1;
@@ -1183,6 +1231,7 @@ async fn finish(
         e.statement = Some(t.masked.clone());
         e.statement_clear = t.clear.clone();
     }
+    e.parameters = p.params;
     e.command_tag = Some(p.command.to_string());
     e.duration_us = Some(p.started.elapsed().as_micros() as u64);
     if let Some(why) = p.refused {

@@ -39,6 +39,8 @@ pub struct Outcome {
     pub error: Option<ServerError>,
     /// COM_STMT_PREPARE: the new statement's id.
     pub statement_id: Option<u32>,
+    /// COM_STMT_PREPARE: how many parameters it takes.
+    pub params: u16,
     /// Server status flags of the last OK / EOF.
     pub status: u16,
 }
@@ -285,8 +287,10 @@ impl Tracker {
                     r.u8()?;
                     let id = r.u32()?;
                     let columns = u64::from(r.u16()?);
-                    let params = u64::from(r.u16()?);
+                    let params = r.u16()?;
                     self.outcome.statement_id = Some(id);
+                    self.outcome.params = params;
+                    let params = u64::from(params);
                     self.state = State::Params {
                         left: params,
                         columns,

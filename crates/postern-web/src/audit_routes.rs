@@ -34,7 +34,7 @@ pub struct AuditQuery {
 }
 
 /// `GET /api/v1/audit`: events matching every given filter, newest first as the store
-/// returns them. `statement_clear` is left out unless the caller is an admin or holds
+/// returns them. `statement_clear` and `parameters` are left out unless the caller is an admin or holds
 /// `view-clear-sql-log`. `since`/`until` are RFC 3339 times (any offset) or dates (`2024-05-01`,
 /// midnight UTC).
 pub async fn search(
@@ -53,6 +53,7 @@ pub async fn search(
     {
         for e in &mut events {
             e.statement_clear = None;
+            e.parameters.clear();
         }
     }
     Ok(Json(events))

@@ -704,6 +704,7 @@ async fn clear_statements_only_for_permitted_readers() {
     ev.user = Some("bob".into());
     ev.statement = Some("select * from t where card = ?".into());
     ev.statement_clear = Some("select * from t where card = '4111111111111111'".into());
+    ev.parameters = vec![Some("4111111111111111".into()), None];
     e.audit.record_durable(ev).await.unwrap();
 
     let search = |token: String| {
@@ -724,11 +725,16 @@ async fn clear_statements_only_for_permitted_readers() {
     let masked = search(e.login("carol", "carol-password-1").await).await;
     assert_eq!(masked["statement"], "select * from t where card = ?");
     assert!(masked.get("statement_clear").is_none(), "{masked}");
+    assert!(masked.get("parameters").is_none(), "{masked}");
     for token in [e.login("dave", "dave-password-1").await, admin.clone()] {
         let clear = search(token).await;
         assert_eq!(
             clear["statement_clear"],
             "select * from t where card = '4111111111111111'"
+        );
+        assert_eq!(
+            clear["parameters"],
+            serde_json::json!(["4111111111111111", null])
         );
     }
     // The chain still verifies: readers see a view, the stored events are whole.

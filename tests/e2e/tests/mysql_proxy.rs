@@ -180,6 +180,13 @@ async fn rust_driver_prepared_transactions_big_results_and_kill() {
         .unwrap();
 
     // Prepared statements with parameters; binary-protocol rows.
+    // A statement that may carry a password keeps its parameter values out of the audit.
+    let said: String = sqlx::query_scalar("SELECT CONCAT('x', ?) AS password")
+        .bind("hunter2-secret")
+        .fetch_one(&mut c)
+        .await
+        .unwrap();
+    assert_eq!(said, "xhunter2-secret");
     let row = sqlx::query("SELECT owner, balance, id FROM accounts WHERE id = ?")
         .bind(2)
         .fetch_one(&mut c)
@@ -295,9 +302,32 @@ async fn rust_driver_prepared_transactions_big_results_and_kill() {
             e.command_tag.as_deref() == Some("execute")
                 && e.statement.as_deref()
                     == Some("SELECT owner, balance, id FROM accounts WHERE id = ?")
+                && e.parameters == [Some("2".to_string())]
         },
     )
     .await;
+    p.audit_expect(
+        Postern::filter("alice", "statement"),
+        "of the rolled-back INSERT",
+        |e| {
+            e.command_tag.as_deref() == Some("execute")
+                && e.parameters
+                    == [
+                        Some("3".to_string()),
+                        Some("cat".to_string()),
+                        Some("1".to_string()),
+                    ]
+        },
+    )
+    .await;
+    let secret = p
+        .audit_expect(
+            Postern::filter("alice", "statement"),
+            "of the password-like SELECT",
+            |e| e.statement.as_deref() == Some("SELECT CONCAT(?, ?) AS password"),
+        )
+        .await;
+    assert_eq!(secret.parameters, [Some("?".to_string())]);
     p.audit_expect(
         Postern::filter("eve", "statement"),
         "of the refused kill",
