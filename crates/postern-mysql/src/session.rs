@@ -1157,6 +1157,7 @@ async fn relay(inner: &Inner, est: Established, ident: &Ident) {
     };
     if let Some((code, state, msg)) = goodbye {
         let _ = write_packet(&mut client, 0, &codec::err(code, state, &msg)).await;
+        postern_net::linger_close(&mut client, std::time::Duration::from_millis(500)).await;
     }
     let mut e = ident.event(EventKind::SessionClose);
     e.duration_us = Some(started.elapsed().as_micros() as u64);

@@ -1084,6 +1084,9 @@ async fn relay(inner: &Inner, est: Established<'_>, ident: &Ident, span: &tracin
         }
         _ => {}
     }
+    if end.is_err() {
+        postern_net::linger_close(&mut client, std::time::Duration::from_millis(500)).await;
+    }
     let mut e = ident.event(EventKind::SessionClose);
     e.duration_us = Some(started.elapsed().as_micros() as u64);
     e.rows = None;

@@ -643,7 +643,9 @@ async fn policy_changes_reach_live_sessions() {
     apply(serde_json::json!({ "user": [{ "name": f.user, "roles": [role], "disabled": true }] }))
         .await;
     let e = c.simple_query("select 1").await.unwrap_err();
-    let db = e.as_db_error().expect("a FATAL from Postern");
+    let db = e
+        .as_db_error()
+        .unwrap_or_else(|| panic!("a FATAL from Postern, not {e:?}"));
     assert_eq!(db.code().code(), "57P01", "{e:?}");
     assert!(db.message().contains("disabled"), "{}", db.message());
     assert!(c.is_closed() || c.simple_query("select 1").await.is_err());
