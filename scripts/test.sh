@@ -79,24 +79,30 @@ summary() {
     done
 }
 
-# ---- cluster life cycle: stop at exit only what this run started -------------------------
-stop_pg=0
-stop_ldap=0
-stop_oidc=0
-stop_mariadb=0
+# ---- service life cycle: stop at exit only what this run started ---------------------------
+# Services (scripts/test-NAME.sh) this run started, newest first.
+started=()
 cleanup() {
-    if ((stop_mariadb)) && [[ "${POSTERN_TEST_PG_KEEP:-0}" != 1 ]]; then
-        scripts/test-mariadb.sh stop || true
+    [[ "${POSTERN_TEST_PG_KEEP:-0}" == 1 ]] && return
+    local name
+    for name in "${started[@]}"; do
+        scripts/test-"$name".sh stop || true
+    done
+}
+# Starts scripts/test-NAME.sh (one already running is reused and left running) and sources
+# the env file it writes (POSTERN_TEST_<VAR>_ENV_FILE, default target/test-NAME.env).
+# Usage: service NAME VAR DESCRIPTION
+service() {
+    local name="$1" var="POSTERN_TEST_${2}_ENV_FILE" what="$3" env_file
+    if scripts/test-"$name".sh status 2>/dev/null; then
+        log "an already running test $what is reused and left running"
+    else
+        started=("$name" "${started[@]}")
     fi
-    if ((stop_oidc)) && [[ "${POSTERN_TEST_PG_KEEP:-0}" != 1 ]]; then
-        scripts/test-oidc.sh stop || true
-    fi
-    if ((stop_pg)) && [[ "${POSTERN_TEST_PG_KEEP:-0}" != 1 ]]; then
-        scripts/test-pg.sh stop || true
-    fi
-    if ((stop_ldap)) && [[ "${POSTERN_TEST_PG_KEEP:-0}" != 1 ]]; then
-        scripts/test-ldap.sh stop || true
-    fi
+    scripts/test-"$name".sh start
+    env_file="${!var:-$POSTERN_ROOT/target/test-$name.env}"
+    # shellcheck disable=SC1090
+    source "$env_file"
 }
 trap cleanup EXIT
 trap 'exit 130' INT
@@ -123,47 +129,15 @@ fi
 
 # ---- 3. PostgreSQL -----------------------------------------------------------------------------
 step "3/7 test PostgreSQL cluster (scripts/test-pg.sh start)"
-if scripts/test-pg.sh status 2>/dev/null; then
-    log "an already running test cluster is reused and left running"
-else
-    stop_pg=1
-fi
-scripts/test-pg.sh start
-# shellcheck disable=SC1090
-source "$ENV_FILE"
+service pg PG "PostgreSQL cluster"
 log "upstream: 127.0.0.1:$POSTERN_TEST_PG_PORT, socket $POSTERN_TEST_PG_SOCKET_DIR, bin $POSTERN_TEST_PG_BIN"
-# The directory for LDAP logins (scripts/test-ldap.sh), same life cycle.
-if scripts/test-ldap.sh status 2>/dev/null; then
-    log "an already running test LDAP server is reused and left running"
-else
-    stop_ldap=1
-fi
-scripts/test-ldap.sh start
-LDAP_ENV_FILE="${POSTERN_TEST_LDAP_ENV_FILE:-$POSTERN_ROOT/target/test-ldap.env}"
-# shellcheck disable=SC1090
-source "$LDAP_ENV_FILE"
+# The directory for LDAP logins, the single sign-on provider, the MariaDB server behind the
+# MySQL port: same life cycle.
+service ldap LDAP "LDAP server"
 log "directory: $POSTERN_TEST_LDAP_URL"
-# The single sign-on provider (scripts/test-oidc.sh), same life cycle.
-if scripts/test-oidc.sh status 2>/dev/null; then
-    log "an already running test OpenID provider is reused and left running"
-else
-    stop_oidc=1
-fi
-scripts/test-oidc.sh start
-OIDC_ENV_FILE="${POSTERN_TEST_OIDC_ENV_FILE:-$POSTERN_ROOT/target/test-oidc.env}"
-# shellcheck disable=SC1090
-source "$OIDC_ENV_FILE"
+service oidc OIDC "OpenID provider"
 log "identity provider: $POSTERN_TEST_OIDC_ISSUER"
-# The MariaDB server behind the MySQL port (scripts/test-mariadb.sh), same life cycle.
-if scripts/test-mariadb.sh status 2>/dev/null; then
-    log "an already running test MariaDB server is reused and left running"
-else
-    stop_mariadb=1
-fi
-scripts/test-mariadb.sh start
-MARIADB_ENV_FILE="${POSTERN_TEST_MARIADB_ENV_FILE:-$POSTERN_ROOT/target/test-mariadb.env}"
-# shellcheck disable=SC1090
-source "$MARIADB_ENV_FILE"
+service mariadb MARIADB "MariaDB server"
 log "MariaDB: 127.0.0.1:$POSTERN_TEST_MARIADB_PORT"
 record "test cluster, directory, identity provider and MariaDB" 0
 

@@ -242,6 +242,66 @@ impl AuditEvent {
     }
 }
 
+/// Who and where a client session is: the fields every audit event of the session shares,
+/// filled in as the login learns them.
+#[derive(Debug, Clone)]
+pub struct SessionIdent {
+    /// The front door.
+    pub protocol: Protocol,
+    /// Postern's session id.
+    pub session: Arc<str>,
+    /// `ip:port` of the client.
+    pub client: Arc<str>,
+    /// The client's address (firewall source rules, lockouts).
+    pub ip: std::net::IpAddr,
+    /// The Postern user, once named.
+    pub user: Option<Arc<str>>,
+    /// The datasource alias, once named.
+    pub datasource: Option<Arc<str>>,
+    /// The upstream account, once chosen.
+    pub db_user: Option<Arc<str>>,
+}
+
+impl SessionIdent {
+    /// A new session of a client at `peer`, with a fresh session id.
+    pub fn new(protocol: Protocol, session: Arc<str>, peer: std::net::SocketAddr) -> Self {
+        Self {
+            protocol,
+            session,
+            client: peer.to_string().into(),
+            ip: peer.ip(),
+            user: None,
+            datasource: None,
+            db_user: None,
+        }
+    }
+
+    /// An event of this session.
+    pub fn event(&self, kind: EventKind) -> AuditEvent {
+        let mut e = AuditEvent::new(kind);
+        e.protocol = Some(self.protocol);
+        e.session = Some(self.session.clone());
+        e.client_addr = Some(self.client.clone());
+        e.user = self.user.clone();
+        e.datasource = self.datasource.clone();
+        e.db_user = self.db_user.clone();
+        e
+    }
+
+    /// The event of a refused session: a `login_failure`, or — refused after the person
+    /// logged in (`login` false) — a `session_open` carrying the error.
+    pub fn refusal(&self, login: bool, error: String, code: &str) -> AuditEvent {
+        let mut e = self.event(if login {
+            EventKind::LoginFailure
+        } else {
+            EventKind::SessionOpen
+        });
+        e.error = Some(error);
+        e.sqlstate = Some(code.to_string());
+        e
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -12,6 +12,8 @@ pub mod sink;
 pub mod writer;
 
 pub use chain::{verify_chain, ChainError, ChainHead};
-pub use event::{format_ts, now_ts, AuditEvent, Decision, EventKind, MaskedColumn, Protocol};
+pub use event::{
+    format_ts, now_ts, AuditEvent, Decision, EventKind, MaskedColumn, Protocol, SessionIdent,
+};
 pub use sink::{AuditSink, JsonlSink, Sealed, SinkError};
 pub use writer::{AuditClosed, AuditLog, AuditWriter};

@@ -122,13 +122,14 @@ impl MysqlVerifier {
             .chain_update(self.sha2)
             .chain_update(nonce)
             .finalize();
+        if self.unmask_sha2(answer, &standard) {
+            return Sha2Match::Standard;
+        }
         let swapped = Sha256::new()
             .chain_update(nonce)
             .chain_update(self.sha2)
             .finalize();
-        if self.unmask_sha2(answer, &standard) {
-            Sha2Match::Standard
-        } else if self.unmask_sha2(answer, &swapped) {
+        if self.unmask_sha2(answer, &swapped) {
             Sha2Match::Swapped
         } else {
             Sha2Match::No

@@ -195,6 +195,11 @@ pub fn split_code(user: &str) -> (&str, Option<&str>) {
 }
 
 impl LoginFlow {
+    /// The store the flow reads.
+    pub(crate) fn store(&self) -> &Store {
+        &self.store
+    }
+
     /// A flow over `store`, recording to `audit`.
     pub fn new(store: Store, audit: AuditLog, cfg: LoginConfig) -> Self {
         let throttle = Mutex::new(Throttle::new(cfg.throttle.clone()));

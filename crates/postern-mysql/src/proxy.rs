@@ -13,8 +13,6 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
-use tokio::task::JoinSet;
 
 /// Settings of the MySQL front door (`[mysql]` in postern.toml).
 #[derive(Debug, Clone)]
@@ -186,8 +184,13 @@ impl MysqlProxy {
     }
 
     /// Learns the version to announce from the first MySQL datasource that answers (so the
-    /// very first greeting already carries a real server version).
+    /// very first greeting already carries a real server version). Takes at most the
+    /// upstream timeout in all, however many datasources do not answer.
     pub async fn learn_version(&self) {
+        let _ = tokio::time::timeout(self.inner.cfg.upstream_timeout, self.probe_versions()).await;
+    }
+
+    async fn probe_versions(&self) {
         let Ok(all) = self.inner.store.mysql_datasources().await else {
             return;
         };
@@ -209,48 +212,23 @@ impl MysqlProxy {
         listener: TcpListener,
         shutdown: impl Future<Output = ()>,
     ) -> std::io::Result<()> {
-        let limit = Arc::new(Semaphore::new(self.inner.cfg.max_connections));
-        let mut sessions = JoinSet::new();
-        tokio::pin!(shutdown);
-        loop {
-            tokio::select! {
-                _ = &mut shutdown => break,
-                Some(_) = sessions.join_next(), if !sessions.is_empty() => {}
-                accepted = listener.accept() => {
-                    let (tcp, peer) = match accepted {
-                        Ok(x) => x,
-                        Err(e) => {
-                            tracing::warn!(error = %e, "accept failed");
-                            tokio::time::sleep(Duration::from_millis(50)).await;
-                            continue;
-                        }
-                    };
-                    let _ = tcp.set_nodelay(true);
-                    self.inner.metrics.connections.inc();
-                    let permit = limit.clone().try_acquire_owned().ok();
-                    let inner = self.inner.clone();
-                    sessions.spawn(async move {
-                        inner.metrics.active.inc();
-                        crate::session::run(inner.clone(), tcp, peer, permit.is_some()).await;
-                        inner.metrics.active.dec();
-                        drop(permit);
-                    });
+        let cfg = &self.inner.cfg;
+        postern_net::serve(
+            listener,
+            shutdown,
+            cfg.max_connections,
+            cfg.shutdown_grace,
+            "MySQL",
+            |tcp, peer, admitted| {
+                let inner = self.inner.clone();
+                inner.metrics.connections.inc();
+                async move {
+                    inner.metrics.active.inc();
+                    crate::session::run(inner.clone(), tcp, peer, admitted).await;
+                    inner.metrics.active.dec();
                 }
-            }
-        }
-        drop(listener);
-        let grace = tokio::time::sleep(self.inner.cfg.shutdown_grace);
-        tokio::pin!(grace);
-        loop {
-            tokio::select! {
-                _ = &mut grace => {
-                    tracing::info!(sessions = sessions.len(), "closing MySQL sessions still open after the grace period");
-                    sessions.shutdown().await;
-                    break;
-                }
-                next = sessions.join_next() => if next.is_none() { break },
-            }
-        }
-        Ok(())
+            },
+        )
+        .await
     }
 }

@@ -7,10 +7,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use bytes::BytesMut;
-use postern_audit::{AuditEvent, Decision, EventKind, Protocol};
+use bytes::{Buf, BytesMut};
+use postern_audit::{Decision, EventKind, Protocol};
 use postern_auth::MysqlVerifier;
-use postern_core::{choose_credential, split_login, DatasourceType};
+use postern_core::{split_login, DatasourceType};
 use postern_net::Stream;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -26,28 +26,7 @@ use crate::upstream::{self, UpstreamTarget};
 const ACCESS_CHECK: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Identity fields shared by every audit event of a session.
-#[derive(Clone)]
-struct Ident {
-    session: Arc<str>,
-    client: Arc<str>,
-    ip: std::net::IpAddr,
-    user: Option<Arc<str>>,
-    datasource: Option<Arc<str>>,
-    db_user: Option<Arc<str>>,
-}
-
-impl Ident {
-    fn event(&self, kind: EventKind) -> AuditEvent {
-        let mut e = AuditEvent::new(kind);
-        e.protocol = Some(Protocol::Mysql);
-        e.session = Some(self.session.clone());
-        e.client_addr = Some(self.client.clone());
-        e.user = self.user.clone();
-        e.datasource = self.datasource.clone();
-        e.db_user = self.db_user.clone();
-        e
-    }
-}
+type Ident = postern_audit::SessionIdent;
 
 /// A refusal: MySQL error code, SQLSTATE, message for the client, reason for the audit.
 struct Refusal {
@@ -57,6 +36,8 @@ struct Refusal {
     audit_reason: Option<String>,
     /// A login failure (else the session was refused after login).
     login: bool,
+    /// Wrong name or password: counted against lockouts.
+    bad_credentials: bool,
 }
 
 impl Refusal {
@@ -67,7 +48,14 @@ impl Refusal {
             message: message.into(),
             audit_reason: None,
             login: true,
+            bad_credentials: false,
         }
+    }
+    /// Wrong name or password (the kind of failure lockouts count).
+    fn bad_credentials(code: u16, message: impl Into<String>) -> Self {
+        let mut r = Self::new(code, "28000", message);
+        r.bad_credentials = true;
+        r
     }
     fn reason(mut self, r: impl Into<String>) -> Self {
         self.audit_reason = Some(r.into());
@@ -87,7 +75,9 @@ impl Refusal {
         if let Some(h) = &d.hint {
             message.push_str(&format!(" (hint: {h})"));
         }
-        Self::new(code, state, message).reason(d.reason)
+        let mut r = Self::new(code, state, message).reason(d.reason);
+        r.bad_credentials = d.kind == K::Credentials;
+        r
     }
     fn store(e: &dyn std::fmt::Display) -> Self {
         Self::new(
@@ -103,14 +93,7 @@ impl Refusal {
 pub(crate) async fn run(inner: Arc<Inner>, tcp: TcpStream, peer: SocketAddr, admitted: bool) {
     let session: Arc<str> = uuid::Uuid::new_v4().simple().to_string().into();
     let span = tracing::info_span!("mysql_session", session = %session, client = %peer);
-    let mut ident = Ident {
-        session,
-        client: peer.to_string().into(),
-        ip: peer.ip(),
-        user: None,
-        datasource: None,
-        db_user: None,
-    };
+    let mut ident = Ident::new(Protocol::Mysql, session, peer);
     async {
         let mut stream = Stream::Plain(tcp);
         if !admitted {
@@ -156,13 +139,8 @@ pub(crate) async fn run(inner: Arc<Inner>, tcp: TcpStream, peer: SocketAddr, adm
 
 /// Audits a refusal durably, then tells the client (ERR at `seq`).
 async fn deny(inner: &Inner, stream: &mut Stream, seq: u8, ident: &Ident, r: Refusal) {
-    let mut e = ident.event(if r.login {
-        EventKind::LoginFailure
-    } else {
-        EventKind::SessionOpen
-    });
-    e.error = Some(r.audit_reason.clone().unwrap_or_else(|| r.message.clone()));
-    e.sqlstate = Some(r.sqlstate.to_string());
+    let error = r.audit_reason.clone().unwrap_or_else(|| r.message.clone());
+    let e = ident.refusal(r.login, error, r.sqlstate);
     if r.login {
         inner.metrics.login_failures.inc();
     }
@@ -205,6 +183,8 @@ struct Established {
     upstream: upstream::Upstream,
     credential: String,
     cert: Option<postern_login::PresentedCert>,
+    /// The store's change counter as read before the grant check.
+    epoch: u64,
 }
 
 /// Tells a client whose login waits for approval… nothing: MySQL has no message a client
@@ -248,35 +228,9 @@ async fn handshake(
         return None;
     }
     let mut buf = BytesMut::with_capacity(1024);
-    let mut expect_seq = 1u8;
-    let first_read = tokio::time::timeout_at(
-        deadline,
-        crate::io::read_packet_exact(&mut stream, MAX_HANDSHAKE_PACKET),
-    )
-    .await
-    .map(|r| r.map(|(p, seq)| (p, seq, seq)));
-    let mut first = match first_read {
-        Ok(Ok(p)) => p,
-        Ok(Err(e)) => {
-            bad_input(inner, &mut stream, 2, ident, &e).await;
-            return None;
-        }
-        Err(_) => {
-            let mut e = ident.event(EventKind::LoginFailure);
-            e.error = Some("handshake not completed in time".into());
-            let _ = inner.audit.record(e).await;
-            return None;
-        }
-    };
-    if first.1 != expect_seq {
-        let e = ReadError::Codec(CodecError::Sequence {
-            got: first.1,
-            want: expect_seq,
-        });
-        bad_input(inner, &mut stream, first.1.wrapping_add(1), ident, &e).await;
-        return None;
-    }
-    if codec::is_ssl_request(&first.0) {
+    let mut first = client_packet(inner, &mut stream, ident, deadline, 1).await?;
+    let mut seq = 2;
+    if codec::is_ssl_request(&first) {
         let Some(acceptor) = &inner.tls else {
             let r = Refusal::new(1043, "08S01", "Bad handshake: TLS was not offered");
             deny(inner, &mut stream, 2, ident, r).await;
@@ -300,33 +254,10 @@ async fn handshake(
                 return None;
             }
         };
-        expect_seq = 2;
-        first = match tokio::time::timeout_at(deadline, read_packet_owned(&mut stream, &mut buf))
-            .await
-        {
-            Ok(Ok(p)) => p,
-            Ok(Err(e)) => {
-                bad_input(inner, &mut stream, 3, ident, &e).await;
-                return None;
-            }
-            Err(_) => {
-                let mut e = ident.event(EventKind::LoginFailure);
-                e.error = Some("handshake not completed in time".into());
-                let _ = inner.audit.record(e).await;
-                return None;
-            }
-        };
-        if first.1 != expect_seq {
-            let e = ReadError::Codec(CodecError::Sequence {
-                got: first.1,
-                want: expect_seq,
-            });
-            bad_input(inner, &mut stream, first.1.wrapping_add(1), ident, &e).await;
-            return None;
-        }
+        first = client_packet(inner, &mut stream, ident, deadline, 2).await?;
+        seq = 3;
     }
-    let mut seq = first.2.wrapping_add(1);
-    let resp = match codec::parse_handshake_response(&first.0) {
+    let resp = match codec::parse_handshake_response(&first) {
         Ok(r) => r,
         Err(e) => {
             bad_input(inner, &mut stream, seq, ident, &ReadError::Codec(e)).await;
@@ -414,9 +345,7 @@ async fn handshake(
         let method = match checked {
             Ok(m) => m,
             Err(r) => {
-                if r.code == 1045
-                    && r.audit_reason.as_deref() != Some("directory login without TLS")
-                {
+                if r.bad_credentials {
                     flow.failed(&user, ident.ip, Protocol::Mysql).await;
                 }
                 tokio::time::sleep(inner.cfg.login_failure_delay).await;
@@ -454,73 +383,26 @@ async fn handshake(
         }
     };
 
-    // Authorise: the datasource and a credential for it.
-    let store = &inner.store;
-    let ds = match store.datasource(&target.alias).await {
-        Ok(Some(ds)) => ds,
-        Ok(None) => {
-            let r = Refusal::new(1049, "42000", format!("Unknown database '{}': no such datasource in Postern (`postern get datasources` lists them)", target.alias));
-            deny(inner, &mut stream, seq, ident, r).await;
-            return None;
-        }
-        Err(e) => {
-            deny(inner, &mut stream, seq, ident, Refusal::store(&e)).await;
-            return None;
-        }
-    };
-    if ds.kind != DatasourceType::Mysql {
-        let r = Refusal::new(
-            1049,
-            "42000",
-            format!(
-                "datasource '{}' is a {} database; connect to Postern's {} port instead",
-                target.alias,
-                ds.kind.as_str(),
-                ds.kind.as_str()
-            ),
-        );
-        deny(inner, &mut stream, seq, ident, r).await;
-        return None;
-    }
-    let grants = match store.role_grants(&user).await {
+    // Authorise: the datasource and a credential for it (the checks every front door shares).
+    let grant = match inner
+        .login
+        .grant(&user, &target.alias, DatasourceType::Mysql)
+        .await
+    {
         Ok(g) => g,
-        Err(e) => {
-            deny(inner, &mut stream, seq, ident, Refusal::store(&e)).await;
-            return None;
-        }
-    };
-    let cred_name = match choose_credential(&user, &target.alias, &grants) {
-        Ok(c) => c,
-        Err(denied) => {
-            let r = Refusal::new(1044, "42000", format!("{denied} (ask an admin to grant you a role that carries a credential for this datasource)"));
+        Err(refused) => {
+            let r = grant_refusal(refused, &target.alias);
             deny(inner, &mut stream, seq, ident, r).await;
             return None;
         }
     };
-    let cred = match store.upstream_credential(&cred_name).await {
-        Ok(Some(c)) => c,
-        Ok(None) => {
-            let r = Refusal::new(
-                1044,
-                "42000",
-                format!("credential {cred_name} granted to you no longer exists"),
-            )
-            .not_login();
-            deny(inner, &mut stream, seq, ident, r).await;
-            return None;
-        }
-        Err(e) => {
-            deny(inner, &mut stream, seq, ident, Refusal::store(&e)).await;
-            return None;
-        }
-    };
-    let policy = match store.session_policy(&user, &ds).await {
-        Ok(p) => p,
-        Err(e) => {
-            deny(inner, &mut stream, seq, ident, Refusal::store(&e)).await;
-            return None;
-        }
-    };
+    let postern_login::Grant {
+        datasource: ds,
+        credential_name: cred_name,
+        credential: cred,
+        policy,
+        epoch,
+    } = grant;
     if policy.mode != postern_policy::Mode::Passthrough {
         // Fail closed: statement checks (privileges, firewall, masking) do not read MySQL yet.
         let r = Refusal::new(
@@ -614,7 +496,41 @@ async fn handshake(
         upstream: up,
         credential: cred_name,
         cert,
+        epoch,
     })
+}
+
+/// A refused grant check, in MySQL's terms.
+fn grant_refusal(refused: postern_login::GrantRefusal, alias: &str) -> Refusal {
+    use postern_login::GrantRefusal as G;
+    match refused {
+        G::UnknownDatasource => Refusal::new(
+            1049,
+            "42000",
+            format!("Unknown database '{alias}': no such datasource in Postern (`postern get datasources` lists them)"),
+        ),
+        G::WrongType(kind) => Refusal::new(
+            1049,
+            "42000",
+            format!(
+                "datasource '{alias}' is a {} database; connect to Postern's {} port instead",
+                kind.as_str(),
+                kind.as_str()
+            ),
+        ),
+        G::NotGranted(denied) => Refusal::new(
+            1044,
+            "42000",
+            format!("{denied} (ask an admin to grant you a role that carries a credential for this datasource)"),
+        ),
+        G::CredentialGone(name) => Refusal::new(
+            1044,
+            "42000",
+            format!("credential {name} granted to you no longer exists"),
+        )
+        .not_login(),
+        G::Store(e) => Refusal::store(&e),
+    }
 }
 
 fn up_addr(up: &upstream::Upstream) -> std::io::Result<SocketAddr> {
@@ -625,11 +541,35 @@ fn up_addr(up: &upstream::Upstream) -> std::io::Result<SocketAddr> {
     }
 }
 
-async fn read_packet_owned(
-    s: &mut Stream,
-    b: &mut BytesMut,
-) -> Result<(BytesMut, u8, u8), ReadError> {
-    read_packet(s, b, MAX_HANDSHAKE_PACKET).await
+/// Reads the client's next connection-phase packet, which must carry sequence id `want`.
+/// Read exactly: an SSLRequest is followed at once by the client's TLS bytes, which must stay
+/// in the socket. `None` once the client was refused or left (audited).
+async fn client_packet(
+    inner: &Inner,
+    stream: &mut Stream,
+    ident: &Ident,
+    deadline: tokio::time::Instant,
+    want: u8,
+) -> Option<BytesMut> {
+    let read = crate::io::read_packet_exact(stream, MAX_HANDSHAKE_PACKET);
+    match tokio::time::timeout_at(deadline, read).await {
+        Ok(Ok((p, seq))) if seq == want => Some(p),
+        Ok(Ok((_, got))) => {
+            let e = ReadError::Codec(CodecError::Sequence { got, want });
+            bad_input(inner, stream, got.wrapping_add(1), ident, &e).await;
+            None
+        }
+        Ok(Err(e)) => {
+            bad_input(inner, stream, want.wrapping_add(1), ident, &e).await;
+            None
+        }
+        Err(_) => {
+            let mut e = ident.event(EventKind::LoginFailure);
+            e.error = Some("handshake not completed in time".into());
+            let _ = inner.audit.record(e).await;
+            None
+        }
+    }
 }
 
 /// Checks the person's password: the answer in the handshake response, or after an auth
@@ -645,9 +585,8 @@ async fn authenticate(
     resp: &codec::HandshakeResponse,
 ) -> Result<&'static str, Refusal> {
     let denied = || {
-        Refusal::new(
+        Refusal::bad_credentials(
             1045,
-            "28000",
             format!("Access denied for user '{user}' (using password: YES)"),
         )
     };
@@ -868,6 +807,7 @@ async fn relay(inner: &Inner, est: Established, ident: &Ident) {
         upstream,
         credential,
         cert,
+        epoch: granted_at,
     } = est;
     let deprecate_eof = upstream.capabilities & CLIENT_DEPRECATE_EOF != 0;
     let up_addr = up_addr(&upstream).ok();
@@ -890,7 +830,9 @@ async fn relay(inner: &Inner, est: Established, ident: &Ident) {
     let mut to_client = BytesMut::with_capacity(16 * 1024);
     let mut to_up = BytesMut::with_capacity(16 * 1024);
     let epoch = inner.store.policy_epoch();
-    let mut seen = epoch.load(std::sync::atomic::Ordering::Acquire);
+    // From the counter read before the grant check: a change committed since is seen at the
+    // first tick.
+    let mut seen = granted_at;
     let mut ticks =
         tokio::time::interval_at(tokio::time::Instant::now() + ACCESS_CHECK, ACCESS_CHECK);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -1071,7 +1013,7 @@ async fn relay(inner: &Inner, est: Established, ident: &Ident) {
                 loop {
                     if !tracker.busy() {
                         match pending.front() {
-                            Some(p) if p.expect.is_some() => tracker.expect(p.expect.unwrap_or(Expect::Simple)),
+                            Some(Pending { expect: Some(e), .. }) => tracker.expect(*e),
                             _ => break,
                         }
                     }
@@ -1097,7 +1039,7 @@ async fn relay(inner: &Inner, est: Established, ident: &Ident) {
                     }
                 }
                 if tracker.busy() || !pending.is_empty() {
-                    ubuf.advance_to(at);
+                    ubuf.advance(at);
                 } else {
                     // Bytes nobody asked for (the server's goodbye): pass them on.
                     to_client.extend_from_slice(&ubuf[at..]);
@@ -1106,7 +1048,7 @@ async fn relay(inner: &Inner, est: Established, ident: &Ident) {
             }
             _ = ticks.tick() => {
                 if let Some(c) = &cert {
-                    if time_now() >= c.not_after {
+                    if time::OffsetDateTime::now_utc() >= c.not_after {
                         break End::Expired;
                     }
                 }
@@ -1170,19 +1112,6 @@ async fn relay(inner: &Inner, est: Established, ident: &Ident) {
     let _ = inner.audit.record(e).await;
     let _ = up.shutdown().await;
     tracing::info!(statements, ended_by = end.name(), "session closed");
-}
-
-fn time_now() -> time_like::Now {
-    time_like::now()
-}
-
-/// The certificate's `not_after` is a `time::OffsetDateTime`; this keeps the dependency in
-/// one place.
-mod time_like {
-    pub type Now = ::time::OffsetDateTime;
-    pub fn now() -> Now {
-        ::time::OffsetDateTime::now_utc()
-    }
 }
 
 /// Which upstream thread a `KILL <id>` from `user` means: only their own sessions on the same
@@ -1251,17 +1180,6 @@ async fn finish(
         None => e.error = Some("the session ended before the response".into()),
     }
     inner.audit.record(e).await
-}
-
-/// `BytesMut::advance` without importing `Buf` at every call site.
-trait AdvanceTo {
-    fn advance_to(&mut self, n: usize);
-}
-
-impl AdvanceTo for BytesMut {
-    fn advance_to(&mut self, n: usize) {
-        let _ = self.split_to(n);
-    }
 }
 
 #[cfg(test)]

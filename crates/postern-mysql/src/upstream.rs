@@ -209,19 +209,20 @@ fn answer_for(
     nonce: &[u8],
     password: &str,
     tls: bool,
-) -> Result<(&'static str, Vec<u8>), UpstreamError> {
+) -> Result<(&'static str, zeroize::Zeroizing<Vec<u8>>), UpstreamError> {
     use postern_auth::mysql;
+    let answer = |plugin, bytes: Vec<u8>| Ok((plugin, zeroize::Zeroizing::new(bytes)));
     match plugin {
-        codec::CACHING_SHA2 => Ok((codec::CACHING_SHA2, mysql::sha2_answer(nonce, password.as_bytes()))),
+        codec::CACHING_SHA2 => answer(codec::CACHING_SHA2, mysql::sha2_answer(nonce, password.as_bytes())),
         codec::CLEAR_PASSWORD if tls => {
             let mut v = password.as_bytes().to_vec();
             v.push(0);
-            Ok((codec::CLEAR_PASSWORD, v))
+            answer(codec::CLEAR_PASSWORD, v)
         }
         codec::CLEAR_PASSWORD => Err(UpstreamError::Unsupported(
             "the server asks for the password in clear, which Postern sends only over TLS (set tls = \"require\" or stricter on the datasource)".into(),
         )),
-        codec::NATIVE_PASSWORD | "" => Ok((codec::NATIVE_PASSWORD, mysql::native_answer(nonce, password.as_bytes()))),
+        codec::NATIVE_PASSWORD | "" => answer(codec::NATIVE_PASSWORD, mysql::native_answer(nonce, password.as_bytes())),
         other => Err(UpstreamError::Unsupported(format!(
             "the server asks for auth plugin {other}; Postern logs in with mysql_native_password or caching_sha2_password"
         ))),

@@ -1,10 +1,13 @@
-//! Transport shared by the wire-protocol crates (PostgreSQL, MySQL): [`Stream`], a TCP
-//! stream that may have been upgraded to TLS on either side of the proxy, and
-//! [`upstream_tls_config`], the rustls client settings for a datasource's TLS mode.
+//! Transport shared by the wire-protocol crates (PostgreSQL, MySQL): [`serve`], the accept
+//! loop with its connection limit and graceful shutdown; [`Stream`], a TCP stream that may
+//! have been upgraded to TLS on either side of the proxy; [`upstream_tls_config`], the rustls
+//! client settings for a datasource's TLS mode; [`linger_close`].
 
+mod listener;
 mod stream;
 mod tls;
 
+pub use listener::serve;
 pub use stream::Stream;
 pub use tls::upstream_tls_config;
 

@@ -11,8 +11,6 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use rand::RngCore;
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
-use tokio::task::JoinSet;
 
 use crate::cancel::CancelRegistry;
 
@@ -151,50 +149,24 @@ impl PgProxy {
         listener: TcpListener,
         shutdown: impl Future<Output = ()>,
     ) -> std::io::Result<()> {
-        let limit = Arc::new(Semaphore::new(self.inner.cfg.max_connections));
-        let mut sessions = JoinSet::new();
-        tokio::pin!(shutdown);
-        loop {
-            tokio::select! {
-                _ = &mut shutdown => break,
-                Some(_) = sessions.join_next(), if !sessions.is_empty() => {}
-                accepted = listener.accept() => {
-                    let (tcp, peer) = match accepted {
-                        Ok(x) => x,
-                        Err(e) => {
-                            // Out of file descriptors and the like: back off instead of spinning.
-                            tracing::warn!(error = %e, "accept failed");
-                            tokio::time::sleep(Duration::from_millis(50)).await;
-                            continue;
-                        }
-                    };
-                    let _ = tcp.set_nodelay(true);
-                    self.inner.metrics.connections.inc();
-                    let permit = limit.clone().try_acquire_owned().ok();
-                    let inner = self.inner.clone();
-                    sessions.spawn(async move {
-                        inner.metrics.active.inc();
-                        crate::session::run(inner.clone(), tcp, peer, permit.is_some()).await;
-                        inner.metrics.active.dec();
-                        drop(permit);
-                    });
+        let cfg = &self.inner.cfg;
+        postern_net::serve(
+            listener,
+            shutdown,
+            cfg.max_connections,
+            cfg.shutdown_grace,
+            "PostgreSQL",
+            |tcp, peer, admitted| {
+                let inner = self.inner.clone();
+                inner.metrics.connections.inc();
+                async move {
+                    inner.metrics.active.inc();
+                    crate::session::run(inner.clone(), tcp, peer, admitted).await;
+                    inner.metrics.active.dec();
                 }
-            }
-        }
-        drop(listener);
-        let grace = tokio::time::sleep(self.inner.cfg.shutdown_grace);
-        tokio::pin!(grace);
-        loop {
-            tokio::select! {
-                _ = &mut grace => {
-                    tracing::info!(sessions = sessions.len(), "closing PostgreSQL sessions still open after the grace period");
-                    sessions.shutdown().await;
-                    break;
-                }
-                next = sessions.join_next() => if next.is_none() { break },
-            }
-        }
-        Ok(())
+            },
+        )
+        .await
     }
 
     /// Sessions currently registered for cancellation (i.e. past login).

@@ -8,7 +8,7 @@ use std::time::Instant;
 use bytes::BytesMut;
 use postern_audit::{AuditEvent, Decision, EventKind, Protocol};
 use postern_auth::{ScramServer, ScramVerifier};
-use postern_core::{choose_credential, split_login, DatasourceType};
+use postern_core::{split_login, DatasourceType};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tracing::Instrument;
@@ -24,29 +24,7 @@ use crate::stream::PgStream;
 use crate::upstream::{self, UpstreamTarget};
 
 /// Identity fields shared by every audit event of a session.
-#[derive(Clone)]
-struct Ident {
-    session: Arc<str>,
-    client: Arc<str>,
-    /// The client's address, for firewall source rules.
-    ip: std::net::IpAddr,
-    user: Option<Arc<str>>,
-    datasource: Option<Arc<str>>,
-    db_user: Option<Arc<str>>,
-}
-
-impl Ident {
-    fn event(&self, kind: EventKind) -> AuditEvent {
-        let mut e = AuditEvent::new(kind);
-        e.protocol = Some(Protocol::Postgres);
-        e.session = Some(self.session.clone());
-        e.client_addr = Some(self.client.clone());
-        e.user = self.user.clone();
-        e.datasource = self.datasource.clone();
-        e.db_user = self.db_user.clone();
-        e
-    }
-}
+type Ident = postern_audit::SessionIdent;
 
 /// The audit-log forms of statement texts, remembering the last one: a prepared statement
 /// executed again and again is masked once.
@@ -206,14 +184,7 @@ struct Established<'a> {
 pub(crate) async fn run(inner: Arc<Inner>, tcp: TcpStream, peer: SocketAddr, admitted: bool) {
     let session: Arc<str> = uuid::Uuid::new_v4().simple().to_string().into();
     let span = tracing::info_span!("pg_session", session = %session, client = %peer, user = tracing::field::Empty, datasource = tracing::field::Empty);
-    let mut ident = Ident {
-        session,
-        client: peer.to_string().into(),
-        ip: peer.ip(),
-        user: None,
-        datasource: None,
-        db_user: None,
-    };
+    let mut ident = Ident::new(Protocol::Postgres, session, peer);
     let established =
         async {
             let mut stream = PgStream::Plain(tcp);
@@ -274,13 +245,8 @@ async fn refuse(
 
 /// Audits a refusal durably, then tells the client.
 async fn deny(inner: &Inner, stream: &mut PgStream, ident: &Ident, r: Refusal) {
-    let mut e = ident.event(if r.login {
-        EventKind::LoginFailure
-    } else {
-        EventKind::SessionOpen
-    });
-    e.error = Some(r.audit_reason.clone().unwrap_or_else(|| r.message.clone()));
-    e.sqlstate = Some(r.sqlstate.to_string());
+    let error = r.audit_reason.clone().unwrap_or_else(|| r.message.clone());
+    let e = ident.refusal(r.login, error, r.sqlstate);
     if r.login {
         inner.metrics.login_failures.inc();
     }
@@ -465,86 +431,33 @@ async fn handshake<'a>(
         cert,
     } = authenticate_person(inner, stream, buf, out, ident, &mut target, deadline).await?;
 
-    // Authorise: the datasource and a credential for it.
-    let store = &inner.store;
-    let internal = |e: &dyn std::fmt::Display| {
-        Refusal::new("58000", "Postern could not read its store; try again later")
-            .reason(format!("store error: {e}"))
-    };
-    let ds = match store.datasource(&target.alias).await {
-        Ok(Some(ds)) => ds,
-        Ok(None) => {
-            deny(inner, &mut stream, ident, Refusal::new("3D000", format!("datasource \"{}\" does not exist", target.alias)).hint("list the datasources you may use with `postern get datasources`, or ask an admin")).await;
-            return None;
-        }
-        Err(e) => {
-            deny(inner, &mut stream, ident, internal(&e)).await;
-            return None;
-        }
-    };
-    if ds.kind != DatasourceType::Postgres {
-        deny(
-            inner,
-            &mut stream,
-            ident,
-            Refusal::new(
-                "3D000",
-                format!(
-                    "datasource \"{}\" is a {} database; connect to Postern's {} port instead",
-                    target.alias,
-                    ds.kind.as_str(),
-                    ds.kind.as_str()
-                ),
-            ),
-        )
-        .await;
-        return None;
-    }
-    let grants = match store.role_grants(&target.user).await {
+    // Authorise: the datasource and a credential for it (the checks every front door shares).
+    let grant = match inner
+        .login
+        .grant(&target.user, &target.alias, DatasourceType::Postgres)
+        .await
+    {
         Ok(g) => g,
-        Err(e) => {
-            deny(inner, &mut stream, ident, internal(&e)).await;
-            return None;
-        }
-    };
-    let cred_name = match choose_credential(&target.user, &target.alias, &grants) {
-        Ok(c) => c,
-        Err(denied) => {
-            deny(inner, &mut stream, ident, Refusal::new("42501", denied.to_string()).hint("ask an admin to grant you a role that carries a credential for this datasource")).await;
-            return None;
-        }
-    };
-    let cred = match store.upstream_credential(&cred_name).await {
-        Ok(Some(c)) => c,
-        Ok(None) => {
+        Err(refused) => {
             deny(
                 inner,
                 &mut stream,
                 ident,
-                Refusal::new(
-                    "42501",
-                    format!("credential {cred_name} granted to you no longer exists"),
-                )
-                .not_login(),
+                grant_refusal(refused, &target.alias),
             )
             .await;
             return None;
         }
-        Err(e) => {
-            deny(inner, &mut stream, ident, internal(&e)).await;
-            return None;
-        }
     };
-    // Read before the policy: a change committed meanwhile makes the first statement reload.
+    let postern_login::Grant {
+        datasource: ds,
+        credential_name: cred_name,
+        credential: cred,
+        policy,
+        epoch: loaded,
+    } = grant;
+    let policy = Arc::new(policy);
     let epoch = inner.store.policy_epoch();
-    let loaded = epoch.load(std::sync::atomic::Ordering::Acquire);
-    let policy = match store.session_policy(&target.user, &ds).await {
-        Ok(p) => Arc::new(p),
-        Err(e) => {
-            deny(inner, &mut stream, ident, internal(&e)).await;
-            return None;
-        }
-    };
     ident.db_user = Some(cred.username.as_str().into());
     let mut success = ident.event(EventKind::LoginSuccess);
     let mut detail = serde_json::json!({
@@ -658,6 +571,35 @@ async fn handshake<'a>(
         cert,
         _cancel: guard,
     })
+}
+
+/// A refused grant check, in PostgreSQL's terms.
+fn grant_refusal(refused: postern_login::GrantRefusal, alias: &str) -> Refusal {
+    use postern_login::GrantRefusal as G;
+    match refused {
+        G::UnknownDatasource => {
+            Refusal::new("3D000", format!("datasource \"{alias}\" does not exist")).hint(
+                "list the datasources you may use with `postern get datasources`, or ask an admin",
+            )
+        }
+        G::WrongType(kind) => Refusal::new(
+            "3D000",
+            format!(
+                "datasource \"{alias}\" is a {} database; connect to Postern's {} port instead",
+                kind.as_str(),
+                kind.as_str()
+            ),
+        ),
+        G::NotGranted(denied) => Refusal::new("42501", denied.to_string())
+            .hint("ask an admin to grant you a role that carries a credential for this datasource"),
+        G::CredentialGone(name) => Refusal::new(
+            "42501",
+            format!("credential {name} granted to you no longer exists"),
+        )
+        .not_login(),
+        G::Store(e) => Refusal::new("58000", "Postern could not read its store; try again later")
+            .reason(format!("store error: {e}")),
+    }
 }
 
 /// A person whose identity the handshake established, before the grant check.

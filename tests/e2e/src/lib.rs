@@ -222,18 +222,38 @@ impl Postern {
         policy: serde_json::Value,
     ) {
         let pg = pg();
+        let ca = std::fs::read_to_string(&pg.ca).unwrap_or_default();
+        let datasource = serde_json::json!({"name": alias, "type": "postgres", "host": pg.host,
+            "port": pg.port, "database": up.db, "tls": tls, "tls_ca": ca});
+        self.provision(datasource, &up.role, &up.password, user, password, policy)
+            .await;
+    }
+
+    /// Applies `datasource`, a credential for it (`db_user`, `db_password`), a role carrying
+    /// it with `policy` merged in, and `user` in that role; then sets the user's password.
+    async fn provision(
+        &self,
+        datasource: serde_json::Value,
+        db_user: &str,
+        db_password: &str,
+        user: &str,
+        password: &str,
+        policy: serde_json::Value,
+    ) {
+        let alias = datasource["name"]
+            .as_str()
+            .expect("datasource name")
+            .to_string();
         let mut role = serde_json::json!({"name": format!("{alias}-role"), "credentials": [format!("{alias}-cred")]});
         if let (Some(r), Some(p)) = (role.as_object_mut(), policy.as_object()) {
             for (k, v) in p {
                 r.insert(k.clone(), v.clone());
             }
         }
-        let ca = std::fs::read_to_string(&pg.ca).unwrap_or_default();
         let doc = serde_json::json!({
-            "datasource": [{"name": alias, "type": "postgres", "host": pg.host, "port": pg.port,
-                            "database": up.db, "tls": tls, "tls_ca": ca}],
+            "datasource": [datasource],
             "credential": [{"name": format!("{alias}-cred"), "datasource": alias,
-                            "username": up.role, "password": up.password}],
+                            "username": db_user, "password": db_password}],
             "role": [role],
             "user": [{"name": user, "roles": [format!("{alias}-role")]}],
         });
@@ -554,27 +574,10 @@ impl Postern {
         policy: serde_json::Value,
     ) {
         let my = my();
-        let mut role = serde_json::json!({"name": format!("{alias}-role"), "credentials": [format!("{alias}-cred")]});
-        if let (Some(r), Some(p)) = (role.as_object_mut(), policy.as_object()) {
-            for (k, v) in p {
-                r.insert(k.clone(), v.clone());
-            }
-        }
-        let doc = serde_json::json!({
-            "datasource": [{"name": alias, "type": "mysql", "host": my.host, "port": my.port,
-                            "database": up.db, "tls": "disable"}],
-            "credential": [{"name": format!("{alias}-cred"), "datasource": alias,
-                            "username": up.user, "password": up.password}],
-            "role": [role],
-            "user": [{"name": user, "roles": [format!("{alias}-role")]}],
-        });
-        let doc: ApplyDocument = serde_json::from_value(doc).unwrap();
-        self.handle.store.apply(&doc).await.expect("apply");
-        self.handle
-            .store
-            .set_password(user, password)
-            .await
-            .expect("set password");
+        let datasource = serde_json::json!({"name": alias, "type": "mysql", "host": my.host,
+            "port": my.port, "database": up.db, "tls": "disable"});
+        self.provision(datasource, &up.user, &up.password, user, password, policy)
+            .await;
     }
 
     /// The `mariadb` client reaching datasource `alias` through this Postern as `user`.
