@@ -79,4 +79,28 @@ impl LoginFlow {
             epoch,
         })
     }
+
+    /// After the store changed: whether an open session may go on
+    /// ([`LoginFlow::session_still_allowed`]), and the user's policy now, with the store's
+    /// change counter read before it was loaded (so a later change is seen next time).
+    pub async fn reload_policy(
+        &self,
+        user: &str,
+        alias: &str,
+        credential: &str,
+        cert: Option<&crate::PresentedCert>,
+    ) -> Result<(postern_policy::Policy, u64), String> {
+        let store = self.store();
+        let epoch = store
+            .policy_epoch()
+            .load(std::sync::atomic::Ordering::Acquire);
+        let ds = self
+            .session_still_allowed(user, alias, credential, cert)
+            .await?;
+        let policy = store
+            .session_policy(user, &ds)
+            .await
+            .map_err(|e| format!("Postern could not read its store ({e})"))?;
+        Ok((policy, epoch))
+    }
 }

@@ -1,10 +1,11 @@
 //! The MySQL / MariaDB front door: `codec` (packets, no I/O), `tracker` (where each
 //! response ends and what it said, no I/O), `io` (whole packets during the connection
-//! phase), `upstream` (login to the real server with the stored credential), `session`
+//! phase), `gate` (every statement judged by the shared policy, no I/O), `upstream` (login to the real server with the stored credential), `session`
 //! (the person's login through the shared login flow, the grant, the audited relay),
 //! `proxy` (the listener).
 
 pub mod codec;
+pub mod gate;
 pub mod io;
 mod proxy;
 mod session;

@@ -59,6 +59,7 @@ pub(crate) struct Metrics {
     pub login_failures: Counter,
     pub statements: Counter,
     pub refusals: Counter,
+    pub alerts: Counter,
 }
 
 /// A live session, for KILL routing: which upstream connection a Postern connection id is.
@@ -165,6 +166,11 @@ impl MysqlProxy {
             "postern_mysql_statements_refused",
             "Commands refused by Postern on the MySQL port",
             metrics.refusals.clone(),
+        );
+        registry.register(
+            "postern_mysql_statements_alerted",
+            "Commands let through on the MySQL port by an allow-and-alert firewall rule",
+            metrics.alerts.clone(),
         );
         let version = cfg.server_version.clone();
         let first_id = rand::random::<u32>() % 1_000_000 + 1;

@@ -17,6 +17,7 @@ use tokio::net::TcpStream;
 use tracing::Instrument;
 
 use crate::codec::{self, *};
+use crate::gate::{self, Gate, Ruling};
 use crate::io::{read_packet, write_packet, ReadError};
 use crate::proxy::{Inner, Live, LiveGuard};
 use crate::tracker::{Expect, Outcome, Tracker};
@@ -185,6 +186,9 @@ struct Established {
     cert: Option<postern_login::PresentedCert>,
     /// The store's change counter as read before the grant check.
     epoch: u64,
+    /// The user's policy on the datasource, and the database the session starts in.
+    policy: Arc<postern_policy::Policy>,
+    database: String,
 }
 
 /// Tells a client whose login waits for approval… nothing: MySQL has no message a client
@@ -403,15 +407,12 @@ async fn handshake(
         policy,
         epoch,
     } = grant;
-    if policy.mode != postern_policy::Mode::Passthrough {
-        // Fail closed: statement checks (privileges, firewall, masking) do not read MySQL yet.
+    if policy.mode != postern_policy::Mode::Passthrough && policy.masking_rules().next().is_some() {
+        // Fail closed: result rows are not masked on MySQL yet.
         let r = Refusal::new(
             1044,
             "42000",
-            format!(
-                "Postern does not check statements on MySQL datasources yet, so it admits only roles in passthrough mode there (yours: {}); ask an admin",
-                policy.mode.name()
-            ),
+            "Postern does not mask MySQL results yet, and a masking rule of your roles covers this datasource; ask an admin (PASSTHROUGH mode, or a role without masking rules here)",
         )
         .not_login();
         deny(inner, &mut stream, seq, ident, r).await;
@@ -446,7 +447,7 @@ async fn handshake(
         client_capabilities: client_caps & !CLIENT_SSL,
         charset: resp.charset,
     };
-    let up = match upstream::connect(&target_up, inner.cfg.upstream_timeout).await {
+    let mut up = match upstream::connect(&target_up, inner.cfg.upstream_timeout).await {
         Ok(u) => u,
         Err(e) => {
             let r = Refusal::new(
@@ -475,6 +476,25 @@ async fn handshake(
         deny(inner, &mut stream, seq, ident, r).await;
         return None;
     }
+    if policy.mode != postern_policy::Mode::Passthrough {
+        // Statements are checked as the analyser reads them: the server must read them alike.
+        let refused = match upstream::sql_mode(&mut up, inner.cfg.upstream_timeout).await {
+            Ok(mode) if postern_sql::mysql::sql_mode_is_safe(&mode) => None,
+            Ok(mode) => Some(format!(
+                "datasource '{}' runs with sql_mode '{mode}', which changes how the server reads SQL text; Postern cannot check statements there (ask an admin to change the server's sql_mode, or for PASSTHROUGH mode)",
+                target.alias
+            )),
+            Err(e) => Some(format!(
+                "Postern could not read the sql_mode of datasource '{}': {e}",
+                target.alias
+            )),
+        };
+        if let Some(msg) = refused {
+            let r = Refusal::new(1105, "HY000", msg).not_login();
+            deny(inner, &mut stream, seq, ident, r).await;
+            return None;
+        }
+    }
     inner.seen_version(&up.greeting.version);
     if let (Ok(mut live), Ok(addr)) = (inner.live.lock(), up_addr(&up)) {
         live.insert(
@@ -497,6 +517,8 @@ async fn handshake(
         credential: cred_name,
         cert,
         epoch,
+        policy: Arc::new(policy),
+        database: ds.database.clone(),
     })
 }
 
@@ -717,7 +739,11 @@ struct Prepared {
 }
 
 fn logged(text: &str) -> Arc<Logged> {
-    let log = postern_sql::mysql_mask::mysql_log_text(text);
+    logged_from(text, postern_sql::mysql_mask::mysql_log_text(text))
+}
+
+/// The audit forms of `text` from its lexed forms.
+fn logged_from(text: &str, log: postern_sql::mask::LogText<'_>) -> Arc<Logged> {
     let masked: Arc<str> = log.masked.as_ref().into();
     let clear = (log.clear != log.masked).then(|| Arc::from(log.clear.as_ref()));
     Arc::new(Logged {
@@ -740,6 +766,10 @@ struct Pending {
     started: Instant,
     /// Why Postern refused it (audited as a denial).
     refused: Option<String>,
+    /// The gate's ruling, when statements are checked.
+    ruling: Option<Ruling>,
+    /// A prepare's analysis, kept for its executions.
+    analysis: Option<postern_sql::cache::Cached>,
 }
 
 enum End {
@@ -808,7 +838,10 @@ async fn relay(inner: &Inner, est: Established, ident: &Ident) {
         credential,
         cert,
         epoch: granted_at,
+        policy,
+        database,
     } = est;
+    let mut gate = Gate::new(policy, granted_at, &database, ident.ip);
     let deprecate_eof = upstream.capabilities & CLIENT_DEPRECATE_EOF != 0;
     let up_addr = up_addr(&upstream).ok();
     let mut up = upstream.stream;
@@ -869,7 +902,7 @@ async fn relay(inner: &Inner, est: Established, ident: &Ident) {
                         break 'relay End::Protocol("empty command packet".into());
                     };
                     let now = Instant::now();
-                    let mut p = Pending { expect: None, reply: None, command: command_name(cmd), text: None, params: Vec::new(), started: now, refused: None };
+                    let mut p = Pending { expect: None, reply: None, command: command_name(cmd), text: None, params: Vec::new(), started: now, refused: None, ruling: None, analysis: None };
                     let mut forward = true;
                     let refuse = |p: &mut Pending, code: u16, state: &str, msg: String| {
                         let mut out = BytesMut::new();
@@ -877,6 +910,30 @@ async fn relay(inner: &Inner, est: Established, ident: &Ident) {
                         p.reply = Some(out);
                         p.refused = Some(msg);
                     };
+                    // Refused by the gate: the client hears the message, the audit the reason.
+                    let refuse_by = |p: &mut Pending, r: Ruling| {
+                        let mut out = BytesMut::new();
+                        let msg = r.message.clone().unwrap_or_default();
+                        codec::put_packet(&mut out, 1, &codec::err(gate::ER_REFUSED, gate::SQLSTATE_REFUSED, &msg));
+                        p.reply = Some(out);
+                        p.expect = None;
+                        p.refused = Some(r.reason.clone().unwrap_or(msg));
+                        p.ruling = Some(r);
+                    };
+                    // The store changed: the policy is loaded again before anything is judged.
+                    if matches!(cmd, COM_QUERY | COM_INIT_DB | COM_STMT_PREPARE | COM_STMT_EXECUTE)
+                        && gate.stale(epoch.load(std::sync::atomic::Ordering::Acquire))
+                    {
+                        match reload(inner, ident, &credential, cert.as_ref()).await {
+                            Ok((policy, at)) => {
+                                if policy.mode != postern_policy::Mode::Passthrough && policy.masking_rules().next().is_some() {
+                                    break 'relay End::Revoked("a masking rule now covers this datasource, and Postern does not mask MySQL results yet".into());
+                                }
+                                gate.set_policy(policy, at);
+                            }
+                            Err(why) => break 'relay End::Revoked(why),
+                        }
+                    }
                     match cmd {
                         COM_QUIT => {
                             let _ = up.write_all(&wire).await;
@@ -884,8 +941,16 @@ async fn relay(inner: &Inner, est: Established, ident: &Ident) {
                         }
                         COM_QUERY => {
                             let sent = String::from_utf8_lossy(&payload[1..]);
-                            let text = match &last_query {
-                                Some(l) if *l.text == *sent => l.clone(),
+                            let kill = parse_kill(&sent);
+                            let (ruling, analysed) = if kill.is_some() {
+                                (None, None)
+                            } else {
+                                let (r, a) = gate.query(&sent);
+                                (Some(r), a.map(|(_, log)| logged_from(&sent, log)))
+                            };
+                            let text = match (analysed, &last_query) {
+                                (Some(l), _) => l,
+                                (None, Some(l)) if *l.text == *sent => l.clone(),
                                 _ => {
                                     let l = logged(&sent);
                                     last_query = Some(l.clone());
@@ -893,7 +958,15 @@ async fn relay(inner: &Inner, est: Established, ident: &Ident) {
                                 }
                             };
                             p.expect = Some(Expect::Results);
-                            if let Some((query, id)) = parse_kill(&text.text) {
+                            if let Some(r) = ruling {
+                                if r.allowed {
+                                    p.ruling = Some(r);
+                                } else {
+                                    forward = false;
+                                    refuse_by(&mut p, r);
+                                }
+                            }
+                            if let Some((query, id)) = kill {
                                 forward = false;
                                 match kill_target(inner, &user, id, up_addr) {
                                     Ok(thread) => {
@@ -909,24 +982,58 @@ async fn relay(inner: &Inner, est: Established, ident: &Ident) {
                             p.text = Some(text);
                         }
                         COM_INIT_DB => {
+                            let db = String::from_utf8_lossy(&payload[1..]).into_owned();
                             p.expect = Some(Expect::Simple);
-                            p.text = Some(logged(&format!("USE `{}`", String::from_utf8_lossy(&payload[1..]).replace('`', "``"))));
+                            p.text = Some(logged(&format!("USE `{}`", db.replace('`', "``"))));
+                            let mut r = gate.init_db(&db);
+                            if r.allowed {
+                                r.use_database = (!gate.passthrough()).then(|| db.to_lowercase());
+                                p.ruling = Some(r);
+                            } else {
+                                forward = false;
+                                refuse_by(&mut p, r);
+                            }
                         }
                         COM_STMT_PREPARE => {
-                            let text = logged(&String::from_utf8_lossy(&payload[1..]));
-                            last_prepared = Some(text.clone());
+                            let sent = String::from_utf8_lossy(&payload[1..]);
+                            let (r, a) = gate.query(&sent);
+                            let text = match a {
+                                Some((analysis, log)) => {
+                                    p.analysis = Some(analysis);
+                                    logged_from(&sent, log)
+                                }
+                                None => logged(&sent),
+                            };
                             p.expect = Some(Expect::Prepare);
-                            p.text = Some(text);
+                            p.text = Some(text.clone());
+                            if r.allowed {
+                                last_prepared = Some(text);
+                                p.ruling = Some(r);
+                            } else {
+                                forward = false;
+                                refuse_by(&mut p, r);
+                            }
                         }
                         COM_STMT_EXECUTE => {
                             let id = payload.get(1..5).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+                            // "The statement just prepared" (pipelined prepare + execute): a
+                            // prepare still in the queue, judged and sent, is that statement.
+                            let just_prepared = id == Some(u32::MAX)
+                                && pending.iter().rev().find(|q| q.command == "prepare").is_some_and(|q| q.refused.is_none());
                             let id = match id {
                                 Some(u32::MAX) => {
-                                    // "The statement just prepared" (pipelined prepare + execute).
                                     p.text = last_prepared.clone();
                                     last_prepared_id
                                 }
                                 other => other,
+                            };
+                            let r = if just_prepared {
+                                None
+                            } else {
+                                Some(match id {
+                                    Some(id) => gate.execute(id),
+                                    None => gate.execute(u32::MAX),
+                                })
                             };
                             if let Some(st) = id.and_then(|id| prepared.get_mut(&id)) {
                                 p.text = Some(st.log.clone());
@@ -938,10 +1045,20 @@ async fn relay(inner: &Inner, est: Established, ident: &Ident) {
                                 st.long.iter_mut().for_each(|l| *l = false);
                             }
                             p.expect = Some(Expect::Results);
+                            if let Some(r) = r {
+                                if r.allowed {
+                                    p.ruling = Some(r);
+                                } else {
+                                    forward = false;
+                                    refuse_by(&mut p, r);
+                                }
+                            }
                         }
                         COM_STMT_CLOSE => {
                             if let Some(b) = payload.get(1..5) {
-                                prepared.remove(&u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+                                let id = u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+                                prepared.remove(&id);
+                                gate.close(id);
                             }
                         }
                         COM_STMT_SEND_LONG_DATA => {
@@ -965,6 +1082,7 @@ async fn relay(inner: &Inner, est: Established, ident: &Ident) {
                         COM_PING => p.expect = Some(Expect::Simple),
                         COM_RESET_CONNECTION => {
                             prepared.clear();
+                            gate.reset();
                             p.expect = Some(Expect::Simple);
                         }
                         COM_STATISTICS | COM_SET_OPTION => p.expect = Some(Expect::OnePacket),
@@ -1024,12 +1142,20 @@ async fn relay(inner: &Inner, est: Established, ident: &Ident) {
                     to_client.extend_from_slice(&ubuf[at..at + fed.consumed]);
                     at += fed.consumed;
                     let Some(outcome) = fed.done else { break };
-                    if let Some(p) = pending.pop_front() {
+                    if let Some(mut p) = pending.pop_front() {
                         if let (Some(id), Some(t)) = (outcome.statement_id, &p.text) {
                             if outcome.error.is_none() {
                                 let n = usize::from(outcome.params);
                                 prepared.insert(id, Prepared { log: t.clone(), params: n, types: Vec::new(), long: vec![false; n] });
                                 last_prepared_id = Some(id);
+                                if let Some(a) = p.analysis.take() {
+                                    gate.prepared(id, t.text.clone(), a);
+                                }
+                            }
+                        }
+                        if outcome.error.is_none() {
+                            if let Some(db) = p.ruling.as_ref().and_then(|r| r.use_database.as_deref()) {
+                                gate.confirm_database(db);
                             }
                         }
                         statements += 1;
@@ -1164,6 +1290,20 @@ async fn finish(
     e.parameters = p.params;
     e.command_tag = Some(p.command.to_string());
     e.duration_us = Some(p.started.elapsed().as_micros() as u64);
+    if let Some(r) = &p.ruling {
+        e.decision = Some(if r.allowed {
+            Decision::Allow
+        } else {
+            Decision::Deny
+        });
+        e.rule = r.rule.clone();
+        e.reason = r.reason.clone();
+        e.alert = r.alert;
+        if r.alert {
+            inner.metrics.alerts.inc();
+            tracing::warn!(rule = %r.rule.as_deref().unwrap_or(""), "statement let through by an allow-and-alert firewall rule");
+        }
+    }
     if let Some(why) = p.refused {
         e.decision = Some(Decision::Deny);
         e.reason = Some(why);
@@ -1180,6 +1320,23 @@ async fn finish(
         None => e.error = Some("the session ended before the response".into()),
     }
     inner.audit.record(e).await
+}
+
+/// After the store changed: whether the session may go on, and the user's policy now.
+async fn reload(
+    inner: &Inner,
+    ident: &Ident,
+    credential: &str,
+    cert: Option<&postern_login::PresentedCert>,
+) -> Result<(Arc<postern_policy::Policy>, u64), String> {
+    let (Some(user), Some(alias)) = (ident.user.as_deref(), ident.datasource.as_deref()) else {
+        return Err("the session has no user".into());
+    };
+    let (policy, epoch) = inner
+        .login
+        .reload_policy(user, alias, credential, cert)
+        .await?;
+    Ok((Arc::new(policy), epoch))
 }
 
 #[cfg(test)]

@@ -228,3 +228,50 @@ fn answer_for(
         ))),
     }
 }
+
+/// The session's `sql_mode` as the server reports it (one query, before anything is
+/// relayed): it decides whether the server reads text the way Postern's analyser does.
+pub async fn sql_mode(up: &mut Upstream, timeout: Duration) -> Result<String, UpstreamError> {
+    tokio::time::timeout(timeout, sql_mode_inner(up))
+        .await
+        .map_err(|_| UpstreamError::Timeout(timeout))?
+}
+
+async fn sql_mode_inner(up: &mut Upstream) -> Result<String, UpstreamError> {
+    const MAX: usize = 1 << 20;
+    let bad = |what: &str| UpstreamError::Protocol(format!("reading @@sql_mode: {what}"));
+    let mut q = vec![codec::COM_QUERY];
+    q.extend_from_slice(b"SELECT @@SESSION.sql_mode");
+    write_packet(&mut up.stream, 0, &q).await?;
+    let (p, _, _) = read_packet(&mut up.stream, &mut up.leftover, MAX).await?;
+    if p.first() == Some(&0xff) {
+        let e = codec::parse_err(&p).map_err(|e| bad(&e.to_string()))?;
+        return Err(UpstreamError::Server {
+            code: e.code,
+            sqlstate: e.sqlstate,
+            message: e.message,
+        });
+    }
+    let mut r = codec::Reader::new(&p, "column count");
+    if r.lenenc().map_err(|e| bad(&e.to_string()))? != Some(1) {
+        return Err(bad("not one column"));
+    }
+    // The column definition, then (without DEPRECATE_EOF) an EOF packet.
+    read_packet(&mut up.stream, &mut up.leftover, MAX).await?;
+    if up.capabilities & codec::CLIENT_DEPRECATE_EOF == 0 {
+        read_packet(&mut up.stream, &mut up.leftover, MAX).await?;
+    }
+    let (row, _, _) = read_packet(&mut up.stream, &mut up.leftover, MAX).await?;
+    let value = if row.first() == Some(&0xfb) {
+        String::new()
+    } else {
+        let mut r = codec::Reader::new(&row, "row");
+        String::from_utf8_lossy(r.lenenc_bytes().map_err(|e| bad(&e.to_string()))?).into_owned()
+    };
+    // The end of the result (EOF, or OK with DEPRECATE_EOF).
+    let (end, _, _) = read_packet(&mut up.stream, &mut up.leftover, MAX).await?;
+    if end.first() != Some(&0xfe) {
+        return Err(bad("more than one row"));
+    }
+    Ok(value)
+}

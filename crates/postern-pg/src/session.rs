@@ -1122,9 +1122,7 @@ fn install_masker(
     }
 }
 
-/// After the store changed: whether the session may go on (user still enabled, datasource
-/// still there, a role still granting the credential it runs with), and the user's policy
-/// now, with the store's change counter read before loading it.
+/// After the store changed: whether the session may go on, and the user's policy now.
 async fn reload(
     inner: &Inner,
     ident: &Ident,
@@ -1134,16 +1132,10 @@ async fn reload(
     let (Some(user), Some(alias)) = (ident.user.as_deref(), ident.datasource.as_deref()) else {
         return Err("the session has no user".into());
     };
-    let store = &inner.store;
-    let epoch = store
-        .policy_epoch()
-        .load(std::sync::atomic::Ordering::Acquire);
-    let failed = |e: postern_store::StoreError| format!("Postern could not read its store ({e})");
-    let ds = inner
+    let (policy, epoch) = inner
         .login
-        .session_still_allowed(user, alias, credential, cert)
+        .reload_policy(user, alias, credential, cert)
         .await?;
-    let policy = store.session_policy(user, &ds).await.map_err(failed)?;
     Ok((Arc::new(policy), epoch))
 }
 

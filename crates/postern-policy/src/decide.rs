@@ -8,6 +8,8 @@ use postern_sql::{
 };
 use serde::{Deserialize, Serialize};
 
+use postern_core::DatasourceType;
+
 use crate::builtins::{function_class, is_catalog_relation, FunctionClass, CATALOG_SCHEMAS};
 use crate::privilege::{check, Check, Privilege, PrivilegeRule, ResolvedObject};
 
@@ -74,6 +76,9 @@ pub struct Context<'a> {
     pub prepared: &'a HashMap<String, StatementFacts>,
     /// Whether the statement's exact normalised text is on the datasource's allow-list.
     pub allow_listed: bool,
+    /// Whose SQL this is: for MySQL a database is what PostgreSQL calls a schema, so an
+    /// object `db.t` is `datasource.db.db.t` in privilege patterns, and the built-ins differ.
+    pub dialect: DatasourceType,
 }
 
 /// Allowed or refused, and why.
@@ -122,7 +127,15 @@ pub fn decide(statement: &Statement, cx: &Context<'_>) -> Decision {
         };
     }
     match statement {
-        Statement::Unanalysable { command, reason } => {
+        Statement::Unanalysable {
+            command,
+            reason,
+            flags,
+        } => {
+            // What the word scan found is checked in every mode that checks at all.
+            if let Some(d) = check_flags(flags, cx) {
+                return d;
+            }
             match cx.mode {
                 Mode::Masked => Decision::Allow {
                     note: Some(format!(
@@ -133,12 +146,12 @@ pub fn decide(statement: &Statement, cx: &Context<'_>) -> Decision {
                     note: Some("not analysed; on the datasource's allow-list".into()),
                 },
                 _ => Decision::deny(format!(
-                "Postern cannot analyse this {} statement ({reason}), and PROTECTED PASSTHROUGH \
-                 mode refuses what it cannot check; ask an admin to add its exact text to the \
-                 allow-list of datasource {}",
-                if command.is_empty() { "kind of" } else { command },
-                cx.datasource
-            )),
+                    "Postern cannot analyse this {} statement ({reason}), and PROTECTED PASSTHROUGH \
+                     mode refuses what it cannot check; ask an admin to add its exact text to the \
+                     allow-list of datasource {}",
+                    if command.is_empty() { "kind of" } else { command },
+                    cx.datasource
+                )),
             }
         }
         Statement::Analysed(f) => decide_facts(f, cx, 0),
@@ -191,29 +204,22 @@ fn check_all(f: &StatementFacts, cx: &Context<'_>) -> Decision {
             }
         }
     }
-    if f.flags.copy_program {
-        if let Some(d) = need_db(
-            Privilege::CopyProgram,
-            "to run a program on the database server",
-        ) {
-            return d;
-        }
-    }
-    if f.flags.copy_server_file {
-        if let Some(d) = need_db(
-            Privilege::CopyFile,
-            "to read or write a file on the database server",
-        ) {
-            return d;
-        }
+    // A DO block needs its own privilege, which covers the SQL it builds.
+    let mut flags = f.flags.clone();
+    flags.dynamic_sql &= f.kind != StatementKind::DoBlock;
+    if let Some(d) = check_flags(&flags, cx) {
+        return d;
     }
     if f.kind == StatementKind::DoBlock {
         if let Some(d) = need_db(Privilege::ExecuteSqlBlock, "to run a DO block") {
             return d;
         }
-    } else if f.flags.dynamic_sql {
-        if let Some(d) = need_db(Privilege::ExecuteDynamicSql, "to run SQL built at run time") {
-            return d;
+    }
+    for effect in &f.session {
+        if let SessionEffect::UseDatabase(db) = effect {
+            if let Some(d) = use_database(db, cx) {
+                return d;
+            }
         }
     }
     for a in &f.accesses {
@@ -227,6 +233,61 @@ fn check_all(f: &StatementFacts, cx: &Context<'_>) -> Decision {
         }
     }
     Decision::allow()
+}
+
+/// The privileges the firewall-relevant flags need (whole datasource), and the flags no
+/// privilege grants.
+fn check_flags(flags: &postern_sql::Flags, cx: &Context<'_>) -> Option<Decision> {
+    if flags.lexing {
+        return Some(Decision::deny(
+            "this changes sql_mode in a way that changes how the server reads SQL text \
+             (ANSI_QUOTES, NO_BACKSLASH_ESCAPES, another grammar, or a value computed when it \
+             runs), and Postern could no longer check statements the way the server reads them",
+        ));
+    }
+    let whole_db = ResolvedObject {
+        datasource: cx.datasource,
+        database: cx.database,
+        schema: "*",
+        object: "*",
+    };
+    let need = |p: Privilege, why: &str| refusal(cx, p, &whole_db, why);
+    if flags.copy_program {
+        if let Some(d) = need(
+            Privilege::CopyProgram,
+            "to run a program on the database server",
+        ) {
+            return Some(d);
+        }
+    }
+    if flags.copy_server_file {
+        if let Some(d) = need(
+            Privilege::CopyFile,
+            "to read or write a file on the database server",
+        ) {
+            return Some(d);
+        }
+    }
+    if flags.dynamic_sql {
+        if let Some(d) = need(Privilege::ExecuteDynamicSql, "to run SQL built at run time") {
+            return Some(d);
+        }
+    }
+    None
+}
+
+/// MySQL `USE db`: allowed when a role grants anything in that database.
+fn use_database(db: &str, cx: &Context<'_>) -> Option<Decision> {
+    if cx.catalog_read && db == "information_schema" {
+        return None;
+    }
+    if crate::privilege::grants_within(cx.rules, cx.datasource, db, db) {
+        return None;
+    }
+    Some(Decision::deny(format!(
+        "no role of yours grants anything in database {db} of datasource {}",
+        cx.datasource
+    )))
 }
 
 fn privilege_for(action: Action) -> Privilege {
@@ -250,6 +311,22 @@ fn candidates<'a>(o: &'a ObjectName, cx: &'a Context<'_>) -> Result<Vec<&'a str>
     }
     if o.name == "*" {
         return Ok(vec!["*"]);
+    }
+    if cx.dialect == DatasourceType::Mysql {
+        // The current database: known from the session, or none selected.
+        return match cx.search_path {
+            Some(p) if !p.is_empty() => Ok(p.iter().map(String::as_str).collect()),
+            Some(_) => Err(Decision::deny(format!(
+                "{} is not qualified with a database and no database is selected (USE one, or \
+                 write db.{})",
+                o.name, o.name
+            ))),
+            None => Err(Decision::deny(format!(
+                "the session's current database is not known here, so {} cannot be resolved; \
+                 qualify it with its database",
+                o.name
+            ))),
+        };
     }
     let Some(path) = cx.search_path else {
         return Err(Decision::deny(format!(
@@ -280,20 +357,30 @@ fn candidates<'a>(o: &'a ObjectName, cx: &'a Context<'_>) -> Result<Vec<&'a str>
 
 fn check_access(a: &Access, cx: &Context<'_>) -> Option<Decision> {
     let p = privilege_for(a.action);
-    let db = a.object.database.as_deref().unwrap_or(cx.database);
+    let mysql = cx.dialect == DatasourceType::Mysql;
     let schemas = match candidates(&a.object, cx) {
         Ok(s) => s,
         Err(d) => return Some(d),
     };
     for schema in schemas {
+        // MySQL: a database is a schema; both levels of the pattern hold its name.
+        let db = if mysql && schema != "*" {
+            schema
+        } else {
+            a.object.database.as_deref().unwrap_or(cx.database)
+        };
         let o = ResolvedObject {
             datasource: cx.datasource,
             database: db,
             schema,
             object: &a.object.name,
         };
-        let catalog =
-            cx.catalog_read && p == Privilege::Select && CATALOG_SCHEMAS.contains(&schema);
+        let catalog_schema = if mysql {
+            schema == "information_schema"
+        } else {
+            CATALOG_SCHEMAS.contains(&schema)
+        };
+        let catalog = cx.catalog_read && p == Privilege::Select && catalog_schema;
         let d = if catalog {
             // Free to read, unless a rule denies it.
             match check(cx.rules, p, &o) {
@@ -311,13 +398,24 @@ fn check_access(a: &Access, cx: &Context<'_>) -> Option<Decision> {
 }
 
 fn check_function(func: &ObjectName, cx: &Context<'_>) -> Option<Decision> {
-    match function_class(func) {
+    // A built-in that reaches outside needs EXECUTE on it in the system schema:
+    // `ds.db.pg_catalog.<name>`, or for MySQL `ds.mysql.mysql.<name>` (MySQL's files and
+    // programs are also refused through the statement's flags).
+    let (class, database, schema) = match cx.dialect {
+        DatasourceType::Mysql => (
+            crate::mysql_builtins::function_class(func),
+            "mysql",
+            "mysql",
+        ),
+        DatasourceType::Postgres => (function_class(func), cx.database, "pg_catalog"),
+    };
+    match class {
         FunctionClass::Harmless => None,
         FunctionClass::Dangerous => {
             let o = ResolvedObject {
                 datasource: cx.datasource,
-                database: cx.database,
-                schema: "pg_catalog",
+                database,
+                schema,
                 object: &func.name,
             };
             refusal(

@@ -187,6 +187,8 @@ pub struct FirewallInput<'a> {
     /// Whether the text ends in a `--` comment
     /// ([`postern_sql::mask::ends_with_line_comment`]).
     pub comment_terminated: bool,
+    /// Whose SQL it is (the built-in functions differ).
+    pub dialect: postern_core::DatasourceType,
 }
 
 /// The rule that decided.
@@ -205,6 +207,17 @@ fn holds(c: Condition, i: &FirewallInput<'_>) -> bool {
             Statement::Unanalysable { .. } => None,
         })
     };
+    // What the word scan found in statements the analyser could not read.
+    let scanned = || {
+        i.analysis.statements.iter().filter_map(|s| match s {
+            Statement::Unanalysable { flags, .. } => Some(flags),
+            Statement::Analysed(_) => None,
+        })
+    };
+    let class = |func: &postern_sql::ObjectName| match i.dialect {
+        postern_core::DatasourceType::Mysql => crate::mysql_builtins::function_class(func),
+        postern_core::DatasourceType::Postgres => function_class(func),
+    };
     match c {
         Condition::Any => true,
         Condition::ModifyWithoutWhere => facts().any(|f| f.flags.modifies_without_where),
@@ -217,14 +230,19 @@ fn holds(c: Condition, i: &FirewallInput<'_>) -> bool {
         Condition::MultiStatement => i.analysis.statements.len() > 1,
         Condition::Tautology => facts().any(|f| f.flags.tautology),
         Condition::CommentTerminated => i.comment_terminated,
-        Condition::DangerousFunction => facts().any(|f| {
-            f.flags.dynamic_sql
-                || f.flags.copy_program
-                || f.functions
-                    .iter()
-                    .any(|func| function_class(func) == FunctionClass::Dangerous)
-        }),
-        Condition::CopyProgram => facts().any(|f| f.flags.copy_program),
+        Condition::DangerousFunction => {
+            facts().any(|f| {
+                f.flags.dynamic_sql
+                    || f.flags.copy_program
+                    || f.flags.copy_server_file
+                    || f.functions
+                        .iter()
+                        .any(|func| class(func) == FunctionClass::Dangerous)
+            }) || scanned().any(|f| f.dynamic_sql || f.copy_program || f.copy_server_file)
+        }
+        Condition::CopyProgram => {
+            facts().any(|f| f.flags.copy_program) || scanned().any(|f| f.copy_program)
+        }
     }
 }
 
@@ -329,6 +347,7 @@ mod tests {
             text: sql,
             analysis: &a,
             comment_terminated: ends_with_line_comment(sql),
+            dialect: postern_core::DatasourceType::Postgres,
         };
         evaluate(rules, &input).map(|v| v.rule)
     }

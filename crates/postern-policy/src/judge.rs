@@ -5,6 +5,7 @@
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 
+use postern_core::DatasourceType;
 use postern_sql::pg::split_statements;
 use postern_sql::{Analysis, SessionEffect, Statement, StatementFacts, SyntaxError};
 use serde::Serialize;
@@ -52,6 +53,8 @@ pub struct Policy {
     pub masking: Vec<crate::masking::MaskingPolicy>,
     /// Masking rules (`policy/rule`) the user's roles REVEAL.
     pub revealed: HashSet<String>,
+    /// The datasource's kind: whose SQL the statements are.
+    pub dialect: DatasourceType,
 }
 
 impl Policy {
@@ -197,7 +200,11 @@ pub fn judge(
                 now: arrival.now,
                 text,
                 analysis,
-                comment_terminated: postern_sql::mask::ends_with_line_comment(text),
+                comment_terminated: match policy.dialect {
+                    DatasourceType::Mysql => postern_sql::mysql::ends_with_line_comment(text),
+                    DatasourceType::Postgres => postern_sql::mask::ends_with_line_comment(text),
+                },
+                dialect: policy.dialect,
             },
         )
     };
@@ -232,7 +239,10 @@ pub fn judge(
     }
     // Raw statement texts are needed only to look an unanalysable one up on the allow-list.
     let raw = if policy.mode == Mode::Protected && !analysis.fully_analysed() {
-        split_statements(text)
+        match policy.dialect {
+            DatasourceType::Mysql => postern_sql::mysql::split_statements(text),
+            DatasourceType::Postgres => split_statements(text),
+        }
     } else {
         Vec::new()
     };
@@ -297,6 +307,7 @@ fn context<'a>(policy: &'a Policy, session: &'a SessionView, allow_listed: bool)
         catalog_read: policy.catalog_read,
         prepared: &session.prepared,
         allow_listed,
+        dialect: policy.dialect,
     }
 }
 
@@ -326,6 +337,9 @@ fn apply_statement(session: &mut SessionView, f: &StatementFacts) {
                 session.initial_search_path = initial;
             }
             SessionEffect::SearchPathUnknown => session.search_path = None,
+            SessionEffect::UseDatabase(db) => {
+                widen(&mut session.search_path, std::slice::from_ref(db))
+            }
             _ => {}
         }
     }
@@ -396,6 +410,7 @@ mod tests {
             catalog_read: true,
             masking: Vec::new(),
             revealed: Default::default(),
+            dialect: DatasourceType::Postgres,
         }
     }
 

@@ -9,6 +9,7 @@ pub mod firewall;
 pub mod judge;
 pub mod mask_plan;
 pub mod masking;
+pub mod mysql_builtins;
 pub mod privilege;
 pub mod spec;
 

@@ -442,6 +442,22 @@ pub fn check<'r>(
     }
 }
 
+/// Whether some allow rule grants any privilege on some object in `schema` of `database`
+/// (what MySQL's `USE db` needs: access to something there).
+pub fn grants_within(
+    rules: &[PrivilegeRule],
+    datasource: &str,
+    database: &str,
+    schema: &str,
+) -> bool {
+    rules.iter().any(|r| {
+        r.effect == Effect::Allow && {
+            let [d, b, s, _] = &r.pattern.levels;
+            d.matches(datasource) && b.matches(database) && s.matches(schema)
+        }
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

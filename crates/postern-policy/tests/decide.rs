@@ -51,6 +51,7 @@ impl Setup {
             catalog_read: true,
             prepared: &self.prepared,
             allow_listed: self.allow_listed,
+            dialect: postern_core::DatasourceType::Postgres,
         };
         a.statements.iter().map(|s| decide(s, &cx)).collect()
     }

@@ -117,6 +117,9 @@ pub enum SessionEffect {
     SetSessionAuthorization(Option<String>),
     /// Any other setting (`SET statement_timeout = …`).
     Setting(String),
+    /// MySQL `USE db` (or the protocol's COM_INIT_DB): unqualified names now mean this
+    /// database's objects.
+    UseDatabase(String),
 }
 
 /// What kind of statement this is, for policies and for the audit log.
@@ -179,6 +182,17 @@ pub struct Flags {
     /// An `OR` with an always-true branch (`OR 1=1`, `OR 'a'='a'`, `OR true`): the shape
     /// of an injected condition.
     pub tautology: bool,
+    /// Changes how the server reads later text (a MySQL `sql_mode` with `ANSI_QUOTES`,
+    /// `NO_BACKSLASH_ESCAPES` or another grammar, or one computed at run time): Postern's
+    /// analysis would no longer read statements the way the server does.
+    pub lexing: bool,
+}
+
+impl Flags {
+    /// No flag set.
+    pub fn is_empty(&self) -> bool {
+        *self == Flags::default()
+    }
 }
 
 /// Everything one statement does.
@@ -218,6 +232,11 @@ pub enum Statement {
         command: String,
         /// Why.
         reason: String,
+        /// What a scan of its words found even so (MySQL: `INTO OUTFILE`, `LOAD_FILE(`,
+        /// UDFs that run programs…), so modes that let unanalysable text through still
+        /// check these.
+        #[serde(skip_serializing_if = "Flags::is_empty")]
+        flags: Flags,
     },
 }
 
@@ -241,7 +260,7 @@ impl StatementFacts {
     }
 
     /// Whether it sets the search_path (to a value, back to the default, or to something
-    /// not known before it runs).
+    /// not known before it runs), or for MySQL the current database.
     pub fn sets_search_path(&self) -> bool {
         self.session.iter().any(|e| {
             matches!(
@@ -249,6 +268,7 @@ impl StatementFacts {
                 SessionEffect::SearchPath(_)
                     | SessionEffect::SearchPathDefault
                     | SessionEffect::SearchPathUnknown
+                    | SessionEffect::UseDatabase(_)
             )
         })
     }

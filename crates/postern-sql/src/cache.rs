@@ -18,6 +18,8 @@ pub type Cached = Arc<Result<Analysis, SyntaxError>>;
 
 #[derive(Hash, PartialEq, Eq)]
 struct Key {
+    /// MySQL text (else PostgreSQL).
+    mysql: bool,
     standard_conforming_strings: bool,
     /// Exact text (statements with session effects) or literal-masked text.
     exact: bool,
@@ -53,6 +55,16 @@ fn has_session_effects(a: &Result<Analysis, SyntaxError>) -> bool {
     }
 }
 
+fn has_literal_statement(a: &Result<Analysis, SyntaxError>) -> bool {
+    match a {
+        Ok(a) => a.statements.iter().any(|s| match s {
+            Statement::Analysed(f) => f.kind == crate::StatementKind::Prepare,
+            Statement::Unanalysable { command, .. } => command == "PREPARE",
+        }),
+        Err(_) => false,
+    }
+}
+
 impl AnalysisCache {
     /// A cache holding up to `capacity` analyses.
     pub fn new(capacity: usize) -> Self {
@@ -67,37 +79,61 @@ impl AnalysisCache {
     /// The analysis of `sql` and its audit-log forms.
     pub fn analyse<'s>(&mut self, sql: &'s str, lex: LexSettings) -> (Cached, LogText<'s>) {
         let log = log_text(sql, lex);
-        let scs = lex.standard_conforming_strings;
-        let exact = Key {
-            standard_conforming_strings: scs,
-            exact: true,
-            text: sql.into(),
+        let a = self.lookup(sql, &log, false, lex.standard_conforming_strings, |s| {
+            analyse(s, lex)
+        });
+        (a, log)
+    }
+
+    /// The analysis of MySQL text ([`crate::mysql::analyse`]) and its audit-log forms.
+    pub fn analyse_mysql<'s>(&mut self, sql: &'s str) -> (Cached, LogText<'s>) {
+        let log = crate::mysql_mask::mysql_log_text(sql);
+        let a = self.lookup(sql, &log, true, true, crate::mysql::analyse);
+        (a, log)
+    }
+
+    fn lookup(
+        &mut self,
+        sql: &str,
+        log: &LogText<'_>,
+        mysql: bool,
+        standard_conforming_strings: bool,
+        analyse: impl FnOnce(&str) -> Result<Analysis, SyntaxError>,
+    ) -> Cached {
+        let key = |exact: bool, text: &str| Key {
+            mysql,
+            standard_conforming_strings,
+            exact,
+            text: text.into(),
         };
+        let exact = key(true, sql);
         if let Some(a) = self.map.get(&exact) {
             self.hits += 1;
-            return (a.clone(), log);
+            return a.clone();
         }
-        let masked = Key {
-            standard_conforming_strings: scs,
-            exact: false,
-            text: (*log.masked).into(),
-        };
+        let masked = key(false, &log.masked);
         if let Some(a) = self.map.get(&masked) {
             self.hits += 1;
-            return (a.clone(), log);
+            return a.clone();
         }
         self.misses += 1;
-        let a: Cached = Arc::new(analyse(sql, lex));
+        let a: Cached = Arc::new(analyse(sql));
         if self.map.len() >= self.capacity {
             self.map.clear();
         }
-        let key = if has_session_effects(&a) {
-            exact
-        } else {
-            masked
-        };
-        self.map.insert(key, a.clone());
-        (a, log)
+        // Analyses that depend on a literal's value are kept under the exact text: session
+        // changes, MySQL's PREPARE … FROM 'text', and anything naming sql_mode
+        // (`SET STATEMENT sql_mode = '…' FOR`).
+        let names_sql_mode = mysql
+            && sql
+                .as_bytes()
+                .windows(8)
+                .any(|w| w.eq_ignore_ascii_case(b"sql_mode"));
+        let literal_bound =
+            has_session_effects(&a) || (mysql && has_literal_statement(&a)) || names_sql_mode;
+        self.map
+            .insert(if literal_bound { exact } else { masked }, a.clone());
+        a
     }
 
     /// (hits, misses) so far.

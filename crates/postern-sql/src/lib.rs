@@ -9,6 +9,7 @@ pub mod analysis;
 pub mod cache;
 pub mod flow;
 pub mod mask;
+pub mod mysql;
 pub mod mysql_mask;
 pub mod pg;
 pub mod tree;

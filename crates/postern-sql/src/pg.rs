@@ -64,6 +64,7 @@ pub fn analyse(sql: &str, lex: LexSettings) -> Result<Analysis, SyntaxError> {
             Err(e) => Statement::Unanalysable {
                 command: String::new(),
                 reason: format!("parse tree not readable: {e}"),
+                flags: Flags::default(),
             },
         });
     }
@@ -283,18 +284,24 @@ fn statement(v: &Value) -> Statement {
         return Statement::Unanalysable {
             command: String::new(),
             reason: "unexpected parse tree shape".into(),
+            flags: Flags::default(),
         };
     };
     let Some((kind, command)) = classify(tag, n) else {
         return Statement::Unanalysable {
             command: tag.to_string(),
             reason: format!("{tag} statements are not analysed"),
+            flags: Flags::default(),
         };
     };
     let mut w = Walker::default();
     w.statement(tag, n);
     if let Some(reason) = w.unanalysable {
-        return Statement::Unanalysable { command, reason };
+        return Statement::Unanalysable {
+            command,
+            reason,
+            flags: Flags::default(),
+        };
     }
     // A definition or maintenance statement whose object the walk could not name (DROP CAST,
     // VACUUM of every table, REINDEX DATABASE…) must still need DDL rights: on the whole

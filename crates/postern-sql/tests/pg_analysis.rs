@@ -535,7 +535,9 @@ fn syntax_errors_and_unanalysable() {
     assert!(matches!(&s[0], Statement::Analysed(_)));
     let s = facts("set constraints all deferred");
     match &s[0] {
-        Statement::Unanalysable { command, reason } => {
+        Statement::Unanalysable {
+            command, reason, ..
+        } => {
             assert_eq!(command, "ConstraintsSetStmt");
             assert!(reason.contains("not analysed"), "{reason}");
         }

@@ -125,6 +125,7 @@ impl Store {
             catalog_read: true,
             masking,
             revealed,
+            dialect: ds.kind,
         })
     }
 }

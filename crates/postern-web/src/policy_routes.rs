@@ -124,21 +124,31 @@ pub async fn check(
     let mode = policy.mode;
     let lex = LexSettings::default();
     let sql = req.sql;
+    let mysql = ds.kind == postern_core::DatasourceType::Mysql;
     // Parsing is CPU work: keep it off the async threads.
     let (analysis, raw_texts, sql) = tokio::task::spawn_blocking(move || {
-        let a = analyse(&sql, lex);
-        let raw: Vec<String> = split_statements(&sql)
-            .into_iter()
-            .map(str::to_string)
-            .collect();
+        let (a, raw) = if mysql {
+            (
+                postern_sql::mysql::analyse(&sql),
+                postern_sql::mysql::split_statements(&sql),
+            )
+        } else {
+            (analyse(&sql, lex), split_statements(&sql))
+        };
+        let raw: Vec<String> = raw.into_iter().map(str::to_string).collect();
         (a, raw, sql)
     })
     .await
     .map_err(|e| ApiError::internal(format!("analysis task failed: {e}")))?;
     let explicit_path = req.search_path.is_some();
-    let path = req
-        .search_path
-        .unwrap_or_else(|| vec!["public".to_string()]);
+    // MySQL: the "search_path" is the current database (the datasource's, unless given).
+    let path = req.search_path.unwrap_or_else(|| {
+        if mysql {
+            vec![ds.database.to_lowercase()]
+        } else {
+            vec!["public".to_string()]
+        }
+    });
     let session = SessionView {
         search_path: Some(path.clone()),
         initial_search_path: path.clone(),
@@ -158,7 +168,17 @@ pub async fn check(
         analysis.map_err(|e| ApiError::bad_request(format!("the SQL does not parse: {e}")))?;
     // The masking plan, as a session would make it (same catalog query, same guards).
     let (masking_status, masking) = match &st.masking_probe {
-        Some(probe) if mode != Mode::Passthrough => {
+        // MySQL results are not masked yet: such sessions are refused at login.
+        _ if mysql && mode != Mode::Passthrough && policy.masking_rules().next().is_some() => (
+            Some(MaskingStatus {
+                rules: policy.masking_rules().map(|r| r.name.clone()).collect(),
+                unavailable: Some(
+                    "Postern does not mask MySQL results yet: this user's sessions on this datasource are refused at login".into(),
+                ),
+            }),
+            None,
+        ),
+        Some(probe) if mode != Mode::Passthrough && !mysql => {
             match probe.session_masking(&req.user, &ds, &policy).await {
                 Ok(None) => (None, None),
                 Ok(Some((m, session_path))) => (
@@ -214,7 +234,13 @@ pub async fn check(
                 }
             }
             StatementVerdict {
-                statement: log_text(raw, lex).masked.into_owned(),
+                statement: if mysql {
+                    postern_sql::mysql_mask::mysql_log_text(raw)
+                        .masked
+                        .into_owned()
+                } else {
+                    log_text(raw, lex).masked.into_owned()
+                },
                 decision,
                 analysis: s,
                 masked,

@@ -573,9 +573,28 @@ impl Postern {
         password: &str,
         policy: serde_json::Value,
     ) {
+        self.grant_mysql_on(up, alias, user, password, policy, serde_json::json!({}))
+            .await;
+    }
+
+    /// [`Postern::grant_mysql`] with more keys for the datasource (a firewall, say).
+    pub async fn grant_mysql_on(
+        &self,
+        up: &MyUpstream,
+        alias: &str,
+        user: &str,
+        password: &str,
+        policy: serde_json::Value,
+        datasource_extra: serde_json::Value,
+    ) {
         let my = my();
-        let datasource = serde_json::json!({"name": alias, "type": "mysql", "host": my.host,
+        let mut datasource = serde_json::json!({"name": alias, "type": "mysql", "host": my.host,
             "port": my.port, "database": up.db, "tls": "disable"});
+        if let (Some(d), Some(x)) = (datasource.as_object_mut(), datasource_extra.as_object()) {
+            for (k, v) in x {
+                d.insert(k.clone(), v.clone());
+            }
+        }
         self.provision(datasource, &up.user, &up.password, user, password, policy)
             .await;
     }

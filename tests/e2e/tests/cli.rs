@@ -379,6 +379,44 @@ async fn policy_check_cli() {
         "{elsewhere}"
     );
 
+    // A MySQL datasource is checked with the MySQL analyser: a database is a schema, so a
+    // table is `datasource.db.db.table`; backticks, `#` comments and USE read as MySQL does.
+    let mydoc = tempfile::Builder::new().suffix(".yaml").tempfile().unwrap();
+    std::fs::write(
+        mydoc.path(),
+        "datasources:\n  - {name: shopmy, type: mysql, host: 127.0.0.1, port: 3306, database: ShopDB}\n\
+         roles:\n  - name: my-reader\n    privileges:\n      - {allow: [SELECT], on: shopmy.shopdb.shopdb.products}\n\
+         users:\n  - {name: myuser, roles: [my-reader]}\n",
+    )
+    .unwrap();
+    cli.ok(&["apply", "-f", mydoc.path().to_str().unwrap()], None);
+    let my_check = |sql: &str| {
+        let out = cli.run(
+            &[
+                "policy",
+                "check",
+                "--user",
+                "myuser",
+                "--datasource",
+                "shopmy",
+                sql,
+            ],
+            None,
+        );
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    let (code, text) = my_check("SELECT * FROM `products` # a comment");
+    assert_eq!(code, Some(0), "{text}");
+    let (code, text) = my_check("SELECT * FROM products /*! JOIN secrets */");
+    assert_eq!(code, Some(1), "{text}");
+    assert!(text.contains("shopmy.shopdb.shopdb.secrets"), "{text}");
+    let (code, text) = my_check("USE mysql");
+    assert_eq!(code, Some(1), "{text}");
+    assert!(text.contains("database mysql"), "{text}");
+
     // Bad input gets a clear error and exit code 1.
     let out = check("selec 1");
     assert_eq!(out.status.code(), Some(1));

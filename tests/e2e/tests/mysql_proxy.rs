@@ -126,17 +126,17 @@ async fn mysql_cli_queries_and_refusals() {
         "{err}"
     );
 
-    // Statement checks do not read MySQL yet: outside passthrough mode, fail closed.
+    // Outside passthrough mode statements are checked: no privilege, no SELECT.
     p.grant_mysql(&up, "shopmy2", "carol", PW, serde_json::json!({}))
         .await;
     let out = p
         .mysql("carol", PW, "shopmy2")
-        .args(["-e", "SELECT 1"])
+        .args(["-e", "SELECT email FROM customers"])
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        !out.status.success() && err.contains("passthrough"),
+        !out.status.success() && err.contains("ERROR 1142") && err.contains("customers"),
         "{err}"
     );
 

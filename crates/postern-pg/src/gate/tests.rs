@@ -28,6 +28,7 @@ fn policy(mode: Mode, firewall: &[FirewallRuleSpec]) -> Arc<Policy> {
         catalog_read: true,
         masking: Vec::new(),
         revealed: Default::default(),
+        dialect: postern_core::DatasourceType::Postgres,
     })
 }
 

@@ -1,0 +1,297 @@
+//! Statement checks on the MySQL port, end to end: object privileges, modes, the firewall and
+//! the bypass suite in MySQL syntax, through the real `mariadb` client and sqlx to MariaDB.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use postern_audit::Decision;
+use postern_e2e::{my, MyUpstream, Postern};
+use sqlx::mysql::{MySqlConnectOptions, MySqlSslMode};
+use sqlx::{Connection, Row};
+
+const PW: &str = "Correct-Horse-42";
+
+fn opts(p: &Postern, user: &str, alias: &str) -> MySqlConnectOptions {
+    MySqlConnectOptions::new()
+        .host("127.0.0.1")
+        .port(p.mysql_port())
+        .username(user)
+        .password(PW)
+        .database(alias)
+        .ssl_mode(MySqlSslMode::Disabled)
+}
+
+fn tables(up: &MyUpstream) {
+    up.root_sql(
+        "CREATE TABLE products (id INT PRIMARY KEY, name TEXT); \
+         INSERT INTO products VALUES (1, 'lamp'), (2, 'desk'); \
+         CREATE TABLE secrets (id INT PRIMARY KEY, secret TEXT); \
+         INSERT INTO secrets VALUES (1, 'the-crown-jewels');",
+    );
+}
+
+/// Runs `sql` with the mariadb client; (success, stdout, stderr).
+fn run(p: &Postern, user: &str, alias: &str, sql: &str) -> (bool, String, String) {
+    let out = p
+        .mysql(user, PW, alias)
+        .args(["-N", "-B", "-e", sql])
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[track_caller]
+fn refused(r: (bool, String, String), needle: &str) {
+    let (ok, out, err) = r;
+    assert!(
+        !ok && err.contains("ERROR 1142 (42000)") && err.contains(needle),
+        "expected Postern's refusal naming {needle:?}; out {out:?} err {err:?}"
+    );
+    assert!(!out.contains("the-crown-jewels"), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn privileges_and_the_bypass_suite_in_mysql_syntax() {
+    let my = my();
+    let up = my.upstream();
+    tables(&up);
+    let p = Postern::start().await;
+    let alias = "mshop";
+    let db = up.db.clone();
+    p.grant_mysql(
+        &up,
+        alias,
+        "alice",
+        PW,
+        serde_json::json!({
+            "privileges": [{ "allow": ["SELECT"], "on": format!("{alias}.{db}.{db}.products") }],
+        }),
+    )
+    .await;
+
+    // Allowed: the granted table, in any of its spellings; catalog reads.
+    let (ok, out, err) = run(&p, "alice", alias, "SELECT name FROM products ORDER BY id");
+    assert!(ok && out == "lamp\ndesk\n", "{out} {err}");
+    for sql in [
+        format!("SELECT name FROM `{db}`.`products` WHERE id = 1"),
+        "SELECT name FROM products WHERE id = 1 # a comment".to_string(),
+        "SHOW TABLES".to_string(),
+        "DESCRIBE products".to_string(),
+        "PREPARE s FROM 'SELECT name FROM products WHERE id = ?'; SET @i = 1; EXECUTE s USING @i"
+            .to_string(),
+        "SELECT CONCAT(name, '!') FROM products WHERE id = 2".to_string(),
+    ] {
+        let (ok, out, err) = run(&p, "alice", alias, &sql);
+        assert!(ok, "{sql}: {out} {err}");
+    }
+
+    // Refused, however the text hides the other table.
+    for (sql, needle) in [
+        ("SELECT * FROM secrets", "secrets"),
+        ("SELECT * FROM `secrets`", "secrets"),
+        ("SELECT * FROM SECRETS", "secrets"),
+        ("SELECT * FROM secrets\\G", "secrets"),
+        (
+            "SELECT name FROM products /*! UNION SELECT secret FROM secrets */",
+            "secrets",
+        ),
+        (
+            "SELECT name FROM products /*!50000 UNION SELECT secret FROM secrets */",
+            "secrets",
+        ),
+        (
+            "SELECT name FROM products /*M!100100 UNION SELECT secret FROM secrets */",
+            "secrets",
+        ),
+        ("SELECT 1 --x\n FROM secrets", "secrets"),
+        ("SELECT 1 # hidden\n FROM secrets", "secrets"),
+        ("TABLE secrets", "secrets"),
+        ("HANDLER secrets OPEN", "secrets"),
+        ("SELECT secret INTO @v FROM secrets", "secrets"),
+        ("SELECT (SELECT secret FROM secrets LIMIT 1)", "secrets"),
+        (
+            "WITH products AS (SELECT secret AS name FROM secrets) SELECT * FROM products",
+            "secrets",
+        ),
+        ("PREPARE s FROM 'SELECT * FROM secrets'", "secrets"),
+        (
+            "SET @q = 'SELECT * FROM secrets'; PREPARE s FROM @q",
+            "SQL built at run time",
+        ),
+        // The client sends these one by one; the first runs, the second is refused.
+        ("SELECT 1; SELECT * FROM secrets", "secrets"),
+        ("USE mysql", "database mysql"),
+        ("SELECT * FROM mysql.user", "mysql.mysql.user"),
+        (
+            "SELECT name FROM products INTO OUTFILE '/tmp/postern-x'",
+            "file on the database server",
+        ),
+        (
+            "SELECT LOAD_FILE('/etc/passwd')",
+            "file on the database server",
+        ),
+        ("SELECT sys_exec('id')", "run a program"),
+        ("SET sql_mode = 'ANSI_QUOTES'", "sql_mode"),
+        (
+            "SET STATEMENT sql_mode = 'ANSI_QUOTES' FOR SELECT 1",
+            "sql_mode",
+        ),
+        ("UPDATE products SET name = 'x'", "UPDATE"),
+        ("DROP TABLE products", "DDL"),
+        (
+            "SELECT 1 FROM products LOCK IN SHARE MODE",
+            "cannot analyse",
+        ),
+    ] {
+        refused(run(&p, "alice", alias, sql), needle);
+    }
+    // The server never saw them: the table is intact.
+    assert_eq!(
+        up.root_sql("SELECT COUNT(*) FROM products").trim(),
+        "2",
+        "products changed"
+    );
+
+    // COM_INIT_DB (the client's `-D`) is the same decision as USE.
+    let out = p
+        .mysql("alice", PW, alias)
+        .args(["-N", "-B", "-e", "USE mysql"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+
+    // The refusal is audited with the reason naming the object.
+    let e = p
+        .audit_expect(
+            Postern::filter("alice", "statement"),
+            "of the refused SELECT",
+            |e| {
+                e.decision == Some(Decision::Deny)
+                    && e.statement.as_deref() == Some("SELECT * FROM secrets")
+            },
+        )
+        .await;
+    assert!(
+        e.reason.as_deref().unwrap_or("").contains("secrets"),
+        "{:?}",
+        e.reason
+    );
+    p.stop().await;
+    up.drop_all();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn masked_mode_firewall_prepared_statements_and_live_policy_changes() {
+    let my = my();
+    let up = my.upstream();
+    tables(&up);
+    let p = Postern::start().await;
+    let alias = "mfw";
+    let db = up.db.clone();
+    let role = format!("{alias}-role");
+    let privileges = serde_json::json!([{ "allow": ["SELECT", "UPDATE"], "on": format!("{alias}.*.*.products") }]);
+    p.grant_mysql_on(
+        &up,
+        alias,
+        "bob",
+        PW,
+        serde_json::json!({ "privileges": privileges, "modes": { alias: "masked" } }),
+        serde_json::json!({ "firewall": [
+            { "name": "no-blind-writes", "action": "deny", "when": ["modify-without-where"] },
+            { "name": "watch-sleep", "action": "allow-and-alert", "regex": "(?i)sleep\\(" },
+        ]}),
+    )
+    .await;
+
+    // MASKED mode lets unanalysable text through, but not a firewall hit.
+    let (ok, _, err) = run(
+        &p,
+        "bob",
+        alias,
+        "SELECT 1 FROM products LOCK IN SHARE MODE",
+    );
+    assert!(ok, "{err}");
+    refused(
+        run(&p, "bob", alias, "UPDATE products SET name = 'x'"),
+        "no-blind-writes",
+    );
+    let (ok, _, err) = run(&p, "bob", alias, "SELECT SLEEP(0)");
+    assert!(ok, "{err}");
+    p.audit_expect(
+        Postern::filter("bob", "statement"),
+        "of the alerted SLEEP",
+        |e| e.alert && e.rule.as_deref() == Some("firewall: watch-sleep"),
+    )
+    .await;
+
+    // sqlx: prepared statements are judged at prepare, refused ones never reach the server.
+    let mut c = sqlx::MySqlConnection::connect_with(&opts(&p, "bob", alias))
+        .await
+        .unwrap();
+    let name: String = sqlx::query("SELECT name FROM products WHERE id = ?")
+        .bind(1)
+        .fetch_one(&mut c)
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(name, "lamp");
+    let err = sqlx::query("SELECT secret FROM secrets WHERE id = ?")
+        .bind(1)
+        .fetch_one(&mut c)
+        .await
+        .unwrap_err();
+    let dbe = err.as_database_error().expect("a server error");
+    assert_eq!(dbe.code().as_deref(), Some("42000"), "{dbe}");
+    assert!(dbe.message().contains("secrets"), "{dbe}");
+    // Several statements in one COM_QUERY: refused whole, naming the one at fault.
+    let err = sqlx::raw_sql("SELECT 1; SELECT secret FROM secrets")
+        .execute(&mut c)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("statement 2 of 2"), "{err}");
+    // The connection carries on after a refusal.
+    let n: i64 = sqlx::query("SELECT COUNT(*) FROM products")
+        .fetch_one(&mut c)
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 2);
+    sqlx::query("UPDATE products SET name = ? WHERE id = ?")
+        .bind("lamp")
+        .bind(1)
+        .execute(&mut c)
+        .await
+        .unwrap();
+
+    // The role loses UPDATE: the same connection's prepared UPDATE is refused at once.
+    let doc = serde_json::json!({ "role": [{
+        "name": role, "credentials": [format!("{alias}-cred")], "modes": { alias: "masked" },
+        "privileges": [{ "allow": ["SELECT"], "on": format!("{alias}.{db}.{db}.products") }],
+    }]});
+    p.handle
+        .store
+        .apply(&serde_json::from_value(doc).unwrap())
+        .await
+        .unwrap();
+    let err = sqlx::query("UPDATE products SET name = ? WHERE id = ?")
+        .bind("lamp")
+        .bind(1)
+        .execute(&mut c)
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("UPDATE") && err.to_string().contains("products"),
+        "{err}"
+    );
+    let n: i64 = sqlx::query("SELECT COUNT(*) FROM products")
+        .fetch_one(&mut c)
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 2);
+    c.close().await.unwrap();
+    p.stop().await;
+    up.drop_all();
+}
