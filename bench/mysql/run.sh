@@ -14,8 +14,8 @@
 #   3. starts bench-relay and Postern (own data dir, full audit: every command is a durable
 #      audit event; the MySQL port and the API on free ports) in front of MariaDB; provisions
 #      Postern with `postern admin login` + `postern apply` (datasource "bench" of type mysql,
-#      user "bencher" in PASSTHROUGH mode — the only mode the MySQL port admits until
-#      statement checks read MySQL);
+#      user "bencher" in MASKED PASSTHROUGH mode with SELECT on the sysbench tables: every
+#      statement is analysed and judged; BENCH_MODE=passthrough measures the relay alone);
 #   4. runs `sysbench oltp_point_select` and `oltp_read_only` (server-side prepared statements,
 #      the sysbench default) with 1 and 8 threads against every target, interleaved; reports
 #      transactions and queries per second and the proxy's CPU time per query (utime+stime of
@@ -35,6 +35,7 @@
 #   BENCH_TABLE_SIZE  sysbench --table-size                         [10000]
 #   BENCH_OUT         results directory                             [target/bench/mysql]
 #   BENCH_BUILD       0 = do not run cargo build                    [1]
+#   BENCH_MODE        Postern mode of the bench user: masked, protected, passthrough [masked]
 #   BENCH_KEEP_DB     1 = leave the test MariaDB server running     [0]
 #   POSTERN_BIN       the postern binary                            [target/release/postern]
 set -euo pipefail
@@ -194,7 +195,10 @@ datasource:
 credential:
   - {name: bench, datasource: bench, username: $BENCH_USER, password: "$BENCH_PASS"}
 role:
-  - {name: bench, credentials: [bench], modes: {bench: passthrough}}
+  - name: bench
+    credentials: [bench]
+    modes: {bench: ${BENCH_MODE:-masked}}
+    privileges: [{allow: [SELECT], on: "bench.$BENCH_DB.$BENCH_DB.sbtest*"}]
 user:
   - {name: bencher, roles: [bench], password: "$user_pass"}
 YAML
