@@ -85,6 +85,22 @@ impl CertVerifiers {
         let (_, cert) = x509_parser::parse_x509_certificate(end)
             .map_err(|e| invalid(&format!("unparsable certificate: {e}")))?;
         let not_after = cert.validity().not_after.to_datetime();
+        let expired = || {
+            Denial::new(
+                DenialKind::Certificate,
+                format!(
+                    "your Postern certificate expired at {}",
+                    crate::flow::fmt_time(not_after)
+                ),
+                "client certificate expired",
+            )
+            .hint("run `postern login` to get a new one")
+        };
+        // The verifier below sees whole seconds; open sessions end at the exact instant
+        // (`now >= not_after`), so a login in that last second must be refused too.
+        if now >= not_after {
+            return Err(expired());
+        }
         let at = UnixTime::since_unix_epoch(std::time::Duration::from_secs(
             u64::try_from(now.unix_timestamp()).unwrap_or(0),
         ));
@@ -92,15 +108,7 @@ impl CertVerifiers {
             return Err(match e {
                 rustls::Error::InvalidCertificate(
                     CertificateError::Expired | CertificateError::ExpiredContext { .. },
-                ) => Denial::new(
-                    DenialKind::Certificate,
-                    format!(
-                        "your Postern certificate expired at {}",
-                        crate::flow::fmt_time(not_after)
-                    ),
-                    "client certificate expired",
-                )
-                .hint("run `postern login` to get a new one"),
+                ) => expired(),
                 rustls::Error::InvalidCertificate(
                     CertificateError::NotValidYet | CertificateError::NotValidYetContext { .. },
                 ) => Denial::new(
@@ -254,6 +262,15 @@ mod tests {
         assert_eq!(d.kind, DenialKind::Certificate);
         assert!(d.message.contains("expired"), "{}", d.message);
         assert!(d.hint.as_deref().unwrap().contains("postern login"));
+
+        // Within the last second of its validity the whole-second verifier would still
+        // accept it; open sessions end at the exact instant, so logins are refused too.
+        let until = now.replace_nanosecond(0).unwrap() + hour;
+        let edge = leaf(&ours, "alice", now - hour, until);
+        let d = v
+            .check(&[edge.into()], until + time::Duration::milliseconds(300))
+            .unwrap_err();
+        assert!(d.message.contains("expired"), "{}", d.message);
 
         let early = leaf(&ours, "alice", now + hour, now + 2 * hour);
         let d = v.check(&[early.into()], now).unwrap_err();

@@ -594,6 +594,7 @@ mod tests {
                 kind: 'r',
                 columns: (0..6).map(|i| (i as i16 + 1, format!("c{i}"))).collect(),
                 definition: None,
+                database: None,
             }],
             ..MaskCatalog::default()
         };

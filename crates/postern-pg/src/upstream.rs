@@ -589,6 +589,7 @@ async fn mask_catalog_inner<S: AsyncRead + AsyncWrite + Unpin>(
                         kind: kind.chars().next().unwrap_or('r'),
                         columns,
                         definition: def.map(str::to_string),
+                        database: None,
                     });
                 }
                 _ => return Err(bad("shape")),

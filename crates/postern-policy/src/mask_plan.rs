@@ -31,6 +31,8 @@ pub struct CatalogRelation {
     pub columns: Vec<(i16, String)>,
     /// For views: the definition, as `pg_get_viewdef` printed it.
     pub definition: Option<String>,
+    /// MySQL: the database holding it (its `schema` too); `None`: the session's database.
+    pub database: Option<String>,
 }
 
 /// What the masking decisions need from the upstream catalog: the relations holding
@@ -45,6 +47,8 @@ pub struct MaskCatalog {
     /// The search_path in effect when view definitions were printed (names in them that
     /// are not schema-qualified resolve through it).
     pub search_path: Vec<String>,
+    /// View definitions are MySQL text (else PostgreSQL's).
+    pub mysql: bool,
 }
 
 /// How a masked value relates to the column's value.
@@ -154,6 +158,9 @@ pub struct SessionMasking {
     rules: Vec<(i32, String, MaskingRule)>,
     /// (relation OID, attnum) → mask of a source column.
     columns: HashMap<(u32, i16), Mask>,
+    /// (schema, relation, column) → mask of a source column (what MySQL's column
+    /// definitions name).
+    by_column: HashMap<(String, String, String), Mask>,
     /// (schema, name) → OID.
     by_name: HashMap<(String, String), u32>,
     /// OID → masked column names with their taint.
@@ -188,7 +195,14 @@ impl SessionMasking {
                 rules: p
                     .rules
                     .iter()
-                    .filter(|r| r.applies(revealed, datasource, database))
+                    .filter(|r| {
+                        r.applies(revealed, datasource, database)
+                            || catalog.relations.iter().any(|rel| {
+                                rel.database
+                                    .as_deref()
+                                    .is_some_and(|d| r.applies(revealed, datasource, d))
+                            })
+                    })
                     .cloned()
                     .collect(),
             })
@@ -206,6 +220,7 @@ impl SessionMasking {
         let index_of = |r: &MaskingRule| rules.iter().position(|(_, _, x)| x.name == r.name);
         let mut m = SessionMasking {
             columns: HashMap::new(),
+            by_column: HashMap::new(),
             by_name: HashMap::new(),
             masked_names: HashMap::new(),
             user_functions: catalog.user_functions.clone(),
@@ -222,20 +237,20 @@ impl SessionMasking {
             for (attnum, col) in &rel.columns {
                 let c = ColumnRef {
                     datasource,
-                    database,
+                    database: rel.database.as_deref().unwrap_or(database),
                     schema: &rel.schema,
                     table: &rel.name,
                     column: col,
                 };
                 if let Some(i) = rule_for(&relevant, &HashSet::new(), &c).and_then(index_of) {
                     let i = i as u16;
-                    m.columns.insert(
-                        (rel.oid, *attnum),
-                        Mask {
-                            rule: Some(i),
-                            how: How::Direct,
-                        },
-                    );
+                    let mask = Mask {
+                        rule: Some(i),
+                        how: How::Direct,
+                    };
+                    m.columns.insert((rel.oid, *attnum), mask);
+                    m.by_column
+                        .insert((rel.schema.clone(), rel.name.clone(), col.clone()), mask);
                     names.push((
                         col.clone(),
                         Taint {
@@ -257,12 +272,17 @@ impl SessionMasking {
             .iter()
             .filter_map(|r| {
                 let def = r.definition.as_deref()?;
-                let flow = analyse(def, LexSettings::default()).ok().and_then(|a| {
-                    match a.statements.into_iter().next() {
+                let analysed = if catalog.mysql {
+                    postern_sql::mysql::analyse(def)
+                } else {
+                    analyse(def, LexSettings::default())
+                };
+                let flow = analysed
+                    .ok()
+                    .and_then(|a| match a.statements.into_iter().next() {
                         Some(Statement::Analysed(f)) => Some(*f.flow),
                         _ => None,
-                    }
-                });
+                    });
                 Some((r, flow))
             })
             .collect();
@@ -302,6 +322,8 @@ impl SessionMasking {
                     if m.columns.insert((rel.oid, *attnum), mask) != Some(mask) {
                         changed = true;
                     }
+                    m.by_column
+                        .insert((rel.schema.clone(), rel.name.clone(), col.clone()), mask);
                     names.push((col.clone(), t));
                 }
                 if !names.is_empty() {
@@ -398,6 +420,7 @@ impl SessionMasking {
         SessionMasking {
             rules: Vec::new(),
             columns: HashMap::new(),
+            by_column: HashMap::new(),
             by_name: HashMap::new(),
             masked_names: HashMap::new(),
             user_functions: HashSet::new(),
@@ -415,6 +438,21 @@ impl SessionMasking {
             });
         }
         self.columns.get(&(oid, attnum)).copied()
+    }
+
+    /// The mask of a result column the server says comes from `column` of relation
+    /// `schema.relation` (MySQL's column definitions; names as the catalog holds them,
+    /// lower case).
+    pub fn source_named(&self, schema: &str, relation: &str, column: &str) -> Option<Mask> {
+        if self.blind {
+            return Some(Mask {
+                rule: None,
+                how: How::Opaque,
+            });
+        }
+        self.by_column
+            .get(&(schema.to_string(), relation.to_string(), column.to_string()))
+            .copied()
     }
 
     /// The plan for one analysed statement, or the refusal the guards give it.

@@ -10,6 +10,7 @@ pub mod cache;
 pub mod flow;
 pub mod mask;
 pub mod mysql;
+pub mod mysql_flow;
 pub mod mysql_mask;
 pub mod pg;
 pub mod tree;

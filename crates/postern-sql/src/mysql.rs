@@ -511,7 +511,10 @@ fn parse(code: &str, command: &str, flags: &Flags) -> Statement {
         .and_then(|mut p| p.parse_statements());
     match parsed {
         Ok(v) if v.len() == 1 => match statement_facts(&v[0], command) {
-            Ok(f) => Statement::Analysed(f),
+            Ok(mut f) => {
+                f.flow = Box::new(crate::mysql_flow::column_flow(&v[0]));
+                Statement::Analysed(f)
+            }
             Err(reason) => unanalysable(command, reason, flags.clone()),
         },
         Ok(_) => unanalysable(command, "not one statement", flags.clone()),

@@ -304,3 +304,72 @@ fn actions_are_the_shared_ones() {
     let f = facts("INSERT INTO t VALUES (1)");
     assert_eq!(f.accesses[0].action, Action::Insert);
 }
+
+#[test]
+fn column_flow_follows_values() {
+    let f = facts(
+        "SELECT name, UPPER(ssn) AS u, (SELECT MAX(salary) FROM pay p WHERE p.id = e.id) \
+         FROM emp e WHERE dept = 'x' ORDER BY 2",
+    )
+    .flow;
+    let outs = f.outputs.as_ref().expect("outputs");
+    assert_eq!(outs.len(), 3);
+    assert!(outs[0].refs.plain && outs[0].refs.names == ["name"]);
+    assert!(!outs[1].refs.plain && outs[1].refs.names == ["ssn"]);
+    assert_eq!(outs[2].refs.names, ["salary"]);
+    // WHERE, the subquery's WHERE and ORDER BY 2 (the UPPER(ssn) column) choose rows.
+    assert_eq!(f.filters.names, ["dept", "id", "ssn"]);
+    assert_eq!(f.relations.len(), 2);
+
+    // An alias is followed back to what it derives from.
+    let f = facts("SELECT * FROM (SELECT ssn AS s FROM people) x WHERE x.s LIKE '1%'").flow;
+    assert_eq!(f.filters.names, ["s"]);
+    assert!(f
+        .derived
+        .iter()
+        .any(|(n, r)| n == "s" && r.names == ["ssn"]));
+    // CTE names are not relations.
+    let f = facts("WITH c AS (SELECT ssn FROM people) SELECT * FROM c").flow;
+    assert_eq!(f.relations, [postern_sql::ObjectName::bare("people")]);
+    // Copies, set operations, GROUP BY, EXISTS.
+    assert_eq!(
+        facts("INSERT INTO t SELECT ssn FROM people")
+            .flow
+            .copies
+            .names,
+        ["ssn"]
+    );
+    assert_eq!(
+        facts("SELECT name FROM a UNION SELECT ssn FROM b")
+            .flow
+            .filters
+            .names,
+        ["name", "ssn"]
+    );
+    assert!(facts("SELECT name FROM a UNION ALL SELECT ssn FROM b")
+        .flow
+        .filters
+        .names
+        .is_empty());
+    assert_eq!(
+        facts("SELECT COUNT(*) FROM people GROUP BY ssn")
+            .flow
+            .filters
+            .names,
+        ["ssn"]
+    );
+    assert_eq!(
+        facts("SELECT name FROM p WHERE EXISTS (SELECT 1 FROM x WHERE x.ssn = p.ssn)")
+            .flow
+            .filters
+            .names,
+        ["ssn"]
+    );
+    // Names deep inside an expression's subquery count as filters too.
+    let f = facts("SELECT IF((SELECT COUNT(*) FROM p WHERE ssn LIKE '1%') > 0, 1, 0)").flow;
+    assert!(f.filters.names.contains(&"ssn".to_string()), "{f:?}");
+    // UPDATE: assigned values are copies, WHERE a filter.
+    let f = facts("UPDATE t SET a = (SELECT ssn FROM p LIMIT 1) WHERE b = 1").flow;
+    assert!(f.copies.names.contains(&"ssn".to_string()));
+    assert_eq!(f.filters.names, ["b"]);
+}

@@ -22,6 +22,7 @@ fn rel(oid: u32, name: &str, cols: &[&str], def: Option<&str>) -> CatalogRelatio
             .map(|(i, c)| (i as i16 + 1, c.to_string()))
             .collect(),
         definition: def.map(Into::into),
+        database: None,
     }
 }
 
@@ -58,6 +59,7 @@ fn masking(revealed: &[&str]) -> SessionMasking {
         ],
             user_functions: ["get_ssn".to_string()].into(),
             search_path: vec!["public".into()],
+            mysql: false,
         };
     let revealed = revealed.iter().map(|s| s.to_string()).collect();
     SessionMasking::new(&policies, &revealed, "shop", "shop", &catalog).unwrap()
@@ -229,4 +231,73 @@ fn messages_of_statements_touching_masked_data_are_hidden() {
         let p = plan(&m, sql, Mode::Masked).unwrap();
         assert!(p.and_then(|p| p.messages).is_none(), "{sql}");
     }
+}
+
+/// A MySQL catalog: databases are schemas, view definitions are MySQL text.
+fn mysql_masking() -> SessionMasking {
+    let policies = vec![MaskingPolicy {
+        name: "pii".into(),
+        priority: 1,
+        rules: vec![rule(
+            "pii",
+            "ssn",
+            "shopmy.crm.crm.customers.ssn",
+            "partial(0, 4)",
+            false,
+        )],
+    }];
+    let mut customers = rel(1, "customers", &["id", "name", "ssn"], None);
+    customers.schema = "crm".into();
+    customers.database = Some("crm".into());
+    let mut view = rel(
+        2,
+        "v",
+        &["id", "tail"],
+        Some("select `crm`.`customers`.`id` AS `id`,right(`crm`.`customers`.`ssn`,4) AS `tail` from `crm`.`customers`"),
+    );
+    view.schema = "crm".into();
+    view.database = Some("crm".into());
+    let catalog = MaskCatalog {
+        relations: vec![customers, view],
+        mysql: true,
+        ..MaskCatalog::default()
+    };
+    SessionMasking::new(&policies, &Default::default(), "shopmy", "app", &catalog)
+        .expect("a rule applies in database crm")
+}
+
+fn mysql_plan(m: &SessionMasking, sql: &str) -> Result<Option<StatementMask>, Refusal> {
+    let f = match postern_sql::mysql::analyse(sql)
+        .unwrap()
+        .statements
+        .remove(0)
+    {
+        Statement::Analysed(f) => f,
+        other => panic!("{other:?}"),
+    };
+    m.plan(&f, &HashMap::new(), &["crm".to_string()], Mode::Masked)
+}
+
+#[test]
+fn mysql_catalogs_name_their_columns() {
+    let m = mysql_masking();
+    let ssn = m.source_named("crm", "customers", "ssn").expect("masked");
+    assert_eq!(ssn.how, How::Direct);
+    assert_eq!(m.source_named("crm", "customers", "name"), None);
+    // The view's column computed from ssn is masked as derived from it.
+    let tail = m
+        .source_named("crm", "v", "tail")
+        .expect("view column masked");
+    assert_eq!(tail.how, How::Derived);
+    assert_eq!(m.source_named("crm", "v", "id"), None);
+    // Lineage of computed result columns, and the inference guard, on MySQL text.
+    let p = mysql_plan(&m, "SELECT CONCAT(name, ssn) FROM customers")
+        .unwrap()
+        .expect("plan");
+    assert_eq!(p.computed(0).map(|x| x.how), Some(How::Derived));
+    let e = mysql_plan(&m, "SELECT name FROM `crm`.`customers` WHERE ssn LIKE '1%'").unwrap_err();
+    assert!(e.message.contains("ssn"), "{}", e.message);
+    assert!(mysql_plan(&m, "SELECT name FROM customers WHERE id = 1")
+        .unwrap()
+        .is_some());
 }
