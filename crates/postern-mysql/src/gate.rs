@@ -7,7 +7,8 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use postern_policy::{
-    apply_effects, judge, Arrival, Decision, Judgement, Mode, Policy, Refusal, SessionView,
+    apply_effects, judge, Arrival, Decision, Judgement, Mode, Policy, Refusal, SessionMasking,
+    SessionView, StatementMask,
 };
 use postern_sql::cache::{AnalysisCache, Cached};
 use postern_sql::mask::LogText;
@@ -36,6 +37,8 @@ pub struct Ruling {
     pub message: Option<String>,
     /// A lone `USE db`: the database the session is in once the server says OK.
     pub use_database: Option<String>,
+    /// When the session masks: per statement, the masking of its computed columns.
+    pub plans: Option<Vec<Option<StatementMask>>>,
 }
 
 impl Ruling {
@@ -54,6 +57,7 @@ impl Ruling {
             alert: false,
             message: Some(r.message),
             use_database: None,
+            plans: None,
         }
     }
 
@@ -71,6 +75,7 @@ impl Ruling {
             alert: j.alert(),
             message: None,
             use_database: None,
+            plans: None,
         }
     }
 }
@@ -79,6 +84,7 @@ impl Ruling {
 struct Prepared {
     text: Arc<str>,
     analysis: Cached,
+    plans: Option<Vec<Option<StatementMask>>>,
     /// The policy generation it was judged in.
     judged: u64,
 }
@@ -92,6 +98,10 @@ pub struct Gate {
     cache: AnalysisCache,
     stmts: HashMap<u32, Prepared>,
     client: IpAddr,
+    masking: Option<Arc<SessionMasking>>,
+    /// The session changed the schema (or ran what Postern cannot see into): the masking
+    /// catalog is read again before the next command.
+    catalog_stale: bool,
 }
 
 impl Gate {
@@ -115,6 +125,8 @@ impl Gate {
             cache: AnalysisCache::new(CACHE),
             stmts: HashMap::new(),
             client,
+            masking: None,
+            catalog_stale: false,
         }
     }
 
@@ -140,6 +152,56 @@ impl Gate {
         self.generation += 1;
     }
 
+    /// What result values the session masks (`None`: nothing).
+    pub fn set_masking(&mut self, m: Option<Arc<SessionMasking>>) {
+        self.masking = m;
+    }
+
+    /// The session's masking, when results are masked.
+    pub fn masking(&self) -> Option<&Arc<SessionMasking>> {
+        self.masking.as_ref()
+    }
+
+    /// Whether the masking catalog must be read again before the next command.
+    pub fn catalog_stale(&self) -> bool {
+        self.catalog_stale
+    }
+
+    /// The masking rules changed: the catalog is read again before the next command.
+    pub fn mark_catalog_stale(&mut self) {
+        self.catalog_stale = true;
+    }
+
+    /// Whether the masking catalog must be read again (and clears the flag).
+    pub fn take_catalog_stale(&mut self) -> bool {
+        std::mem::take(&mut self.catalog_stale)
+    }
+
+    /// The masking plans of an allowed analysis, or the refusal a masking guard gives.
+    fn plans(&self, analysis: &Cached) -> Result<Option<Vec<Option<StatementMask>>>, Refusal> {
+        let Some(m) = &self.masking else {
+            return Ok(None);
+        };
+        let path = self
+            .view
+            .search_path
+            .clone()
+            .unwrap_or_else(|| self.view.initial_search_path.clone());
+        let Ok(a) = analysis.as_ref() else {
+            return Ok(Some(vec![Some(StatementMask::opaque())]));
+        };
+        let mut out = Vec::with_capacity(a.statements.len());
+        for s in &a.statements {
+            out.push(match s {
+                Statement::Analysed(f) => {
+                    m.plan(f, &self.view.prepared, &path, self.policy.mode)?
+                }
+                Statement::Unanalysable { .. } => Some(StatementMask::opaque()),
+            });
+        }
+        Ok(Some(out))
+    }
+
     fn arrival(&self) -> Arrival {
         Arrival {
             client: self.client,
@@ -156,6 +218,20 @@ impl Gate {
         let (analysis, log) = self.cache.analyse_mysql(text);
         let j = judge(&self.policy, &self.view, text, &analysis, self.arrival());
         let mut r = Ruling::of(&j);
+        if r.allowed {
+            match self.plans(&analysis) {
+                Ok(p) => r.plans = p,
+                Err(refusal) => return (Ruling::refuse(refusal), Some((analysis, log))),
+            }
+            if self.masking.is_some() {
+                if let Ok(a) = analysis.as_ref() {
+                    self.catalog_stale |= a.statements.iter().any(|s| match s {
+                        Statement::Analysed(f) => f.kind == postern_sql::StatementKind::Ddl,
+                        Statement::Unanalysable { .. } => true,
+                    });
+                }
+            }
+        }
         if r.allowed {
             if let Ok(a) = analysis.as_ref() {
                 apply_effects(&mut self.view, a);
@@ -177,12 +253,19 @@ impl Gate {
     }
 
     /// The server prepared `text` (judged by [`Gate::query`]) as statement `id`.
-    pub fn prepared(&mut self, id: u32, text: Arc<str>, analysis: Cached) {
+    pub fn prepared(
+        &mut self,
+        id: u32,
+        text: Arc<str>,
+        analysis: Cached,
+        plans: Option<Vec<Option<StatementMask>>>,
+    ) {
         self.stmts.insert(
             id,
             Prepared {
                 text,
                 analysis,
+                plans,
                 judged: self.generation,
             },
         );
@@ -208,14 +291,21 @@ impl Gate {
             });
         };
         if p.judged == self.generation && !timed {
-            return Ruling::allow();
+            let mut r = Ruling::allow();
+            r.plans.clone_from(&p.plans);
+            return r;
         }
         let (text, analysis) = (p.text.clone(), p.analysis.clone());
         let j = judge(&self.policy, &self.view, &text, &analysis, self.arrival());
-        let r = Ruling::of(&j);
+        let mut r = Ruling::of(&j);
         if r.allowed {
+            match self.plans(&analysis) {
+                Ok(plans) => r.plans = plans,
+                Err(refusal) => return Ruling::refuse(refusal),
+            }
             if let Some(p) = self.stmts.get_mut(&id) {
                 p.judged = self.generation;
+                p.plans.clone_from(&r.plans);
             }
         }
         r
@@ -359,7 +449,12 @@ mod tests {
         let (r, a) = g.query("select * from products where id = ?");
         assert!(r.allowed);
         let (analysis, _) = a.expect("analysed");
-        g.prepared(1, "select * from products where id = ?".into(), analysis);
+        g.prepared(
+            1,
+            "select * from products where id = ?".into(),
+            analysis,
+            None,
+        );
         assert!(g.execute(1).allowed);
         g.set_policy(policy(Mode::Protected, &[]), 2);
         assert!(!g.execute(1).allowed);

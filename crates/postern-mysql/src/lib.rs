@@ -7,6 +7,7 @@
 pub mod codec;
 pub mod gate;
 pub mod io;
+pub mod masker;
 mod proxy;
 mod session;
 pub mod tracker;

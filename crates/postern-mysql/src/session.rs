@@ -19,6 +19,7 @@ use tracing::Instrument;
 use crate::codec::{self, *};
 use crate::gate::{self, Gate, Ruling};
 use crate::io::{read_packet, write_packet, ReadError};
+use crate::masker::{Action as MaskAction, Follow, Masker};
 use crate::proxy::{Inner, Live, LiveGuard};
 use crate::tracker::{Expect, Outcome, Tracker};
 use crate::upstream::{self, UpstreamTarget};
@@ -189,6 +190,8 @@ struct Established {
     /// The user's policy on the datasource, and the database the session starts in.
     policy: Arc<postern_policy::Policy>,
     database: String,
+    /// What results are masked (`None`: nothing).
+    masking: Option<Arc<postern_policy::SessionMasking>>,
 }
 
 /// Tells a client whose login waits for approval… nothing: MySQL has no message a client
@@ -407,17 +410,6 @@ async fn handshake(
         policy,
         epoch,
     } = grant;
-    if policy.mode != postern_policy::Mode::Passthrough && policy.masking_rules().next().is_some() {
-        // Fail closed: result rows are not masked on MySQL yet.
-        let r = Refusal::new(
-            1044,
-            "42000",
-            "Postern does not mask MySQL results yet, and a masking rule of your roles covers this datasource; ask an admin (PASSTHROUGH mode, or a role without masking rules here)",
-        )
-        .not_login();
-        deny(inner, &mut stream, seq, ident, r).await;
-        return None;
-    }
     ident.db_user = Some(cred.username.as_str().into());
     let mut success = ident.event(EventKind::LoginSuccess);
     let mut detail = serde_json::json!({
@@ -495,6 +487,35 @@ async fn handshake(
             return None;
         }
     }
+    // The masking a checked session needs, from the upstream's catalog (fail closed).
+    let masking = if policy.mode != postern_policy::Mode::Passthrough
+        && policy.masking_rules().next().is_some()
+    {
+        let caps = up.capabilities;
+        match load_masking(
+            inner,
+            &policy,
+            &ds.database,
+            &mut up.stream,
+            &mut up.leftover,
+            caps,
+        )
+        .await
+        {
+            Ok(m) => m,
+            Err(e) => {
+                let msg = format!(
+                    "Postern could not read what the masking rules cover on datasource '{}': {e}",
+                    target.alias
+                );
+                let r = Refusal::new(1105, "HY000", msg).not_login();
+                deny(inner, &mut stream, seq, ident, r).await;
+                return None;
+            }
+        }
+    } else {
+        None
+    };
     inner.seen_version(&up.greeting.version);
     if let (Ok(mut live), Ok(addr)) = (inner.live.lock(), up_addr(&up)) {
         live.insert(
@@ -519,6 +540,7 @@ async fn handshake(
         epoch,
         policy: Arc::new(policy),
         database: ds.database.clone(),
+        masking,
     })
 }
 
@@ -770,6 +792,10 @@ struct Pending {
     ruling: Option<Ruling>,
     /// A prepare's analysis, kept for its executions.
     analysis: Option<postern_sql::cache::Cached>,
+    /// Masked results: how to follow them.
+    follow: Option<Follow>,
+    /// The prepared statement an execution or fetch is of.
+    stmt: Option<u32>,
 }
 
 enum End {
@@ -840,8 +866,15 @@ async fn relay(inner: &Inner, est: Established, ident: &Ident) {
         epoch: granted_at,
         policy,
         database,
+        masking,
     } = est;
+    let masking_key = inner.store.masking_key(&policy.datasource);
+    let mut fingerprint = policy.masking_fingerprint();
     let mut gate = Gate::new(policy, granted_at, &database, ident.ip);
+    gate.set_masking(masking);
+    let masker = Masker::new(masking_key);
+    // Rows of open cursors (COM_STMT_FETCH), by statement: the columns of their execution.
+    let mut cursors: HashMap<u32, Follow> = HashMap::new();
     let deprecate_eof = upstream.capabilities & CLIENT_DEPRECATE_EOF != 0;
     let up_addr = up_addr(&upstream).ok();
     let mut up = upstream.stream;
@@ -853,7 +886,9 @@ async fn relay(inner: &Inner, est: Established, ident: &Ident) {
         .record(ident.event(EventKind::SessionOpen))
         .await;
     tracing::info!("session open");
+    let upstream_caps = upstream.capabilities;
     let mut tracker = Tracker::new(deprecate_eof);
+    tracker.inspect(gate.masking().is_some());
     let mut pending: VecDeque<Pending> = VecDeque::new();
     let mut prepared: HashMap<u32, Prepared> = HashMap::new();
     let mut last_prepared: Option<Arc<Logged>> = None;
@@ -902,7 +937,7 @@ async fn relay(inner: &Inner, est: Established, ident: &Ident) {
                         break 'relay End::Protocol("empty command packet".into());
                     };
                     let now = Instant::now();
-                    let mut p = Pending { expect: None, reply: None, command: command_name(cmd), text: None, params: Vec::new(), started: now, refused: None, ruling: None, analysis: None };
+                    let mut p = Pending { expect: None, reply: None, command: command_name(cmd), text: None, params: Vec::new(), started: now, refused: None, ruling: None, analysis: None, follow: None, stmt: None };
                     let mut forward = true;
                     let refuse = |p: &mut Pending, code: u16, state: &str, msg: String| {
                         let mut out = BytesMut::new();
@@ -926,12 +961,34 @@ async fn relay(inner: &Inner, est: Established, ident: &Ident) {
                     {
                         match reload(inner, ident, &credential, cert.as_ref()).await {
                             Ok((policy, at)) => {
-                                if policy.mode != postern_policy::Mode::Passthrough && policy.masking_rules().next().is_some() {
-                                    break 'relay End::Revoked("a masking rule now covers this datasource, and Postern does not mask MySQL results yet".into());
+                                let masks = policy.mode != postern_policy::Mode::Passthrough && policy.masking_rules().next().is_some();
+                                let fp = policy.masking_fingerprint();
+                                if !masks {
+                                    gate.set_masking(None);
+                                } else if fp != fingerprint || gate.masking().is_none() {
+                                    // Until the catalog is read again, everything is masked.
+                                    gate.set_masking(Some(Arc::new(postern_policy::SessionMasking::blind())));
+                                    gate.mark_catalog_stale();
                                 }
+                                fingerprint = fp;
+                                tracker.inspect(gate.masking().is_some());
                                 gate.set_policy(policy, at);
                             }
                             Err(why) => break 'relay End::Revoked(why),
+                        }
+                    }
+                    if gate.catalog_stale() {
+                        if pending.is_empty() && !tracker.busy() {
+                            gate.take_catalog_stale();
+                            let m = match reload_masking(inner, &gate, &mut up, &mut ubuf, upstream_caps, &database).await {
+                                Ok(m) => m,
+                                Err(why) => break 'relay End::Failed(why),
+                            };
+                            gate.set_masking(m);
+                            tracker.inspect(gate.masking().is_some());
+                        } else if !gate.masking().is_some_and(|m| m.is_blind()) {
+                            // Commands are in flight: mask everything until it can be read.
+                            gate.set_masking(Some(Arc::new(postern_policy::SessionMasking::blind())));
                         }
                     }
                     match cmd {
@@ -960,6 +1017,9 @@ async fn relay(inner: &Inner, est: Established, ident: &Ident) {
                             p.expect = Some(Expect::Results);
                             if let Some(r) = ruling {
                                 if r.allowed {
+                                    if let (Some(m), Some(plans)) = (gate.masking(), &r.plans) {
+                                        p.follow = Some(Follow::new(m.clone(), plans.clone(), false));
+                                    }
                                     p.ruling = Some(r);
                                 } else {
                                     forward = false;
@@ -1027,6 +1087,17 @@ async fn relay(inner: &Inner, est: Established, ident: &Ident) {
                                 }
                                 other => other,
                             };
+                            p.stmt = id.filter(|i| *i != u32::MAX);
+                            if let Some(m) = gate.masking() {
+                                // The statement just prepared: its plans are the queued prepare's.
+                                let plans = if just_prepared {
+                                    pending.iter().rev().find(|q| q.command == "prepare").and_then(|q| q.ruling.as_ref()).and_then(|r| r.plans.clone())
+                                } else {
+                                    None
+                                };
+                                let plans = plans.unwrap_or_else(|| vec![Some(postern_policy::StatementMask::opaque())]);
+                                p.follow = Some(Follow::new(m.clone(), plans, true));
+                            }
                             let r = if just_prepared {
                                 None
                             } else {
@@ -1047,6 +1118,9 @@ async fn relay(inner: &Inner, est: Established, ident: &Ident) {
                             p.expect = Some(Expect::Results);
                             if let Some(r) = r {
                                 if r.allowed {
+                                    if let (Some(m), Some(plans)) = (gate.masking(), &r.plans) {
+                                        p.follow = Some(Follow::new(m.clone(), plans.clone(), true));
+                                    }
                                     p.ruling = Some(r);
                                 } else {
                                     forward = false;
@@ -1087,7 +1161,20 @@ async fn relay(inner: &Inner, est: Established, ident: &Ident) {
                         }
                         COM_STATISTICS | COM_SET_OPTION => p.expect = Some(Expect::OnePacket),
                         COM_FIELD_LIST => p.expect = Some(Expect::UntilEof),
-                        COM_STMT_FETCH => p.expect = Some(Expect::Rows),
+                        COM_STMT_FETCH => {
+                            p.expect = Some(Expect::Rows);
+                            let id = payload.get(1..5).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+                            if gate.masking().is_some() {
+                                match id.and_then(|i| cursors.get(&i)) {
+                                    Some(f) => p.follow = Some(f.for_fetch()),
+                                    None => {
+                                        forward = false;
+                                        refuse(&mut p, gate::ER_REFUSED, gate::SQLSTATE_REFUSED, "Postern refused this fetch: it does not know the columns of that cursor, so it cannot mask its rows".into());
+                                        p.expect = None;
+                                    }
+                                }
+                            }
+                        }
                         COM_CHANGE_USER => {
                             forward = false;
                             refuse(&mut p, 1045, "28000", "Postern does not change users within a session (COM_CHANGE_USER): connect again as the other user".into());
@@ -1139,8 +1226,26 @@ async fn relay(inner: &Inner, est: Established, ident: &Ident) {
                         Ok(f) => f,
                         Err(e) => break 'relay End::Failed(format!("the server sent a response Postern cannot follow: {e}")),
                     };
-                    to_client.extend_from_slice(&ubuf[at..at + fed.consumed]);
-                    at += fed.consumed;
+                    let end = at + fed.consumed;
+                    // Masked rows (and hidden error texts) replace the server's packets.
+                    let mut copied = at;
+                    if let Some(f) = pending.front_mut().and_then(|p| p.follow.as_mut()) {
+                        for ev in tracker.take_events() {
+                            let start = at + ev.at;
+                            let stop = start + 4 + ev.len;
+                            match masker.packet(f, ev.kind, &ubuf[start + 4..stop]) {
+                                Ok(MaskAction::Keep) => {}
+                                Ok(MaskAction::Replace(p)) => {
+                                    to_client.extend_from_slice(&ubuf[copied..start]);
+                                    codec::put_packet(&mut to_client, ubuf[start + 3], &p);
+                                    copied = stop;
+                                }
+                                Err(e) => break 'relay End::Failed(format!("Postern could not mask a row: {e}")),
+                            }
+                        }
+                    }
+                    to_client.extend_from_slice(&ubuf[copied..end]);
+                    at = end;
                     let Some(outcome) = fed.done else { break };
                     if let Some(mut p) = pending.pop_front() {
                         if let (Some(id), Some(t)) = (outcome.statement_id, &p.text) {
@@ -1149,13 +1254,20 @@ async fn relay(inner: &Inner, est: Established, ident: &Ident) {
                                 prepared.insert(id, Prepared { log: t.clone(), params: n, types: Vec::new(), long: vec![false; n] });
                                 last_prepared_id = Some(id);
                                 if let Some(a) = p.analysis.take() {
-                                    gate.prepared(id, t.text.clone(), a);
+                                    let plans = p.ruling.as_ref().and_then(|r| r.plans.clone());
+                                    gate.prepared(id, t.text.clone(), a, plans);
                                 }
                             }
                         }
                         if outcome.error.is_none() {
                             if let Some(db) = p.ruling.as_ref().and_then(|r| r.use_database.as_deref()) {
                                 gate.confirm_database(db);
+                            }
+                        }
+                        // An execution that opened a cursor: its rows come with COM_STMT_FETCH.
+                        if let (Some(id), Some(f)) = (p.stmt, p.follow.take()) {
+                            if outcome.status & SERVER_STATUS_CURSOR_EXISTS != 0 && p.command == "execute" {
+                                cursors.insert(id, f);
                             }
                         }
                         statements += 1;
@@ -1337,6 +1449,50 @@ async fn reload(
         .reload_policy(user, alias, credential, cert)
         .await?;
     Ok((Arc::new(policy), epoch))
+}
+
+/// Cursor open after an execution (rows follow with COM_STMT_FETCH).
+const SERVER_STATUS_CURSOR_EXISTS: u16 = 0x40;
+
+/// The masking of a session under `policy` from the upstream's catalog (`None` when no
+/// rule covers anything there). `up`, `buf` and `caps`: the upstream connection, nothing in
+/// flight.
+async fn load_masking(
+    inner: &Inner,
+    policy: &postern_policy::Policy,
+    database: &str,
+    up: &mut Stream,
+    buf: &mut BytesMut,
+    caps: u32,
+) -> Result<Option<Arc<postern_policy::SessionMasking>>, upstream::UpstreamError> {
+    let catalog =
+        upstream::mask_catalog(up, buf, caps, database, inner.cfg.upstream_timeout).await?;
+    Ok(postern_policy::SessionMasking::new(
+        &policy.masking,
+        &policy.revealed,
+        &policy.datasource,
+        database,
+        &catalog,
+    )
+    .map(Arc::new))
+}
+
+/// The masking catalog read again mid-session (nothing in flight), under the gate's policy.
+async fn reload_masking(
+    inner: &Inner,
+    gate: &Gate,
+    up: &mut Stream,
+    buf: &mut BytesMut,
+    caps: u32,
+    database: &str,
+) -> Result<Option<Arc<postern_policy::SessionMasking>>, String> {
+    let policy = gate.policy().clone();
+    if policy.mode == postern_policy::Mode::Passthrough || policy.masking_rules().next().is_none() {
+        return Ok(None);
+    }
+    load_masking(inner, &policy, database, up, buf, caps)
+        .await
+        .map_err(|e| format!("Postern could not read what the masking rules cover: {e}"))
 }
 
 #[cfg(test)]

@@ -77,10 +77,38 @@ pub struct Fed {
     pub done: Option<Outcome>,
 }
 
+/// What an inspected packet was (see [`Tracker::inspect`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Seen {
+    /// A result set's column definition.
+    ColumnDef,
+    /// A row of a result set.
+    Row,
+    /// An ERR packet.
+    Err,
+    /// The end of one result (its OK, or the EOF after its rows).
+    ResultEnd,
+}
+
+/// A packet read whole while inspecting: where it starts in the slice given to
+/// [`Tracker::feed`] (its 4-byte header), its payload length, and what it was.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Event {
+    /// Offset of the packet's header.
+    pub at: usize,
+    /// Payload length.
+    pub len: usize,
+    /// What it was.
+    pub kind: Seen,
+}
+
 /// Follows one response at a time.
 #[derive(Debug)]
 pub struct Tracker {
     deprecate_eof: bool,
+    /// Rows are read whole (up to one physical packet) and reported as [`Event`]s.
+    inspect: bool,
+    events: Vec<Event>,
     state: State,
     /// Body bytes of the current packet still to pass over.
     skip: usize,
@@ -96,11 +124,25 @@ impl Tracker {
     pub fn new(deprecate_eof: bool) -> Self {
         Self {
             deprecate_eof,
+            inspect: false,
+            events: Vec::new(),
             state: State::Idle,
             skip: 0,
             continued: false,
             outcome: Outcome::default(),
         }
+    }
+
+    /// Reads rows whole and reports column definitions, rows, errors and result ends as
+    /// [`Event`]s (for masking); a row longer than one physical packet (16 MiB) is then an
+    /// error.
+    pub fn inspect(&mut self, on: bool) {
+        self.inspect = on;
+    }
+
+    /// The packets inspected by the last [`Tracker::feed`].
+    pub fn take_events(&mut self) -> std::vec::Drain<'_, Event> {
+        self.events.drain(..)
     }
 
     /// Whether a response is being followed.
@@ -126,6 +168,7 @@ impl Tracker {
     /// Reads server bytes: returns how many may be passed on, and the outcome when the
     /// response ended there (the bytes after it belong to the next response).
     pub fn feed(&mut self, buf: &[u8]) -> Result<Fed, CodecError> {
+        self.events.clear();
         let mut at = 0;
         loop {
             if self.state == State::Idle {
@@ -161,7 +204,15 @@ impl Tracker {
                 continue;
             }
             let body = &buf[at + 4..];
-            if len > MAX_INSPECTED {
+            if self.inspect && continues && self.state == State::Rows {
+                return Err(CodecError::TooLong(len, MAX_PAYLOAD - 1));
+            }
+            let max = if self.inspect && self.state == State::Rows {
+                MAX_PAYLOAD
+            } else {
+                MAX_INSPECTED
+            };
+            if len > max {
                 // Only rows are this big: their first byte is enough.
                 if body.is_empty() {
                     return Ok(Fed {
@@ -185,9 +236,33 @@ impl Tracker {
                 });
             }
             let payload = &body[..len];
+            let start = at;
             at += 4 + len;
             self.continued = continues;
-            if self.packet(payload)? {
+            let before = self.state;
+            let results = self.outcome.results;
+            let ended = self.packet(payload)?;
+            if self.inspect {
+                let kind = if payload.first() == Some(&0xff) {
+                    Some(Seen::Err)
+                } else if self.outcome.results != results {
+                    Some(Seen::ResultEnd)
+                } else {
+                    match before {
+                        State::Columns(_) => Some(Seen::ColumnDef),
+                        State::Rows => Some(Seen::Row),
+                        _ => None,
+                    }
+                };
+                if let Some(kind) = kind {
+                    self.events.push(Event {
+                        at: start,
+                        len,
+                        kind,
+                    });
+                }
+            }
+            if ended {
                 let done = std::mem::take(&mut self.outcome);
                 self.state = State::Idle;
                 return Ok(Fed {
@@ -405,6 +480,48 @@ mod tests {
             }
         }
         (passed, None)
+    }
+
+    #[test]
+    fn inspecting_reports_columns_rows_errors_and_result_ends() {
+        let mut t = Tracker::new(false);
+        t.inspect(true);
+        t.expect(Expect::Results);
+        let wire = packets(&[
+            &count(2),
+            b"coldef1",
+            b"coldef2",
+            &eof(2 | codec::SERVER_MORE_RESULTS_EXISTS),
+            b"\x01a\x01b",
+            &eof(2 | codec::SERVER_MORE_RESULTS_EXISTS),
+            &crate::codec::err(1062, "23000", "Duplicate entry"),
+        ]);
+        let fed = t.feed(&wire).unwrap();
+        assert_eq!(fed.consumed, wire.len());
+        assert!(fed.done.is_some());
+        let kinds: Vec<Seen> = t.take_events().map(|e| e.kind).collect();
+        assert_eq!(
+            kinds,
+            [
+                Seen::ColumnDef,
+                Seen::ColumnDef,
+                Seen::Row,
+                Seen::ResultEnd,
+                Seen::Err
+            ]
+        );
+        // Offsets point at each packet's header.
+        t.expect(Expect::Results);
+        let wire = packets(&[&count(1), b"c", &eof(2), b"\x01x", &eof(2)]);
+        t.feed(&wire).unwrap();
+        let row = t.take_events().find(|e| e.kind == Seen::Row).unwrap();
+        assert_eq!(&wire[row.at + 4..row.at + 4 + row.len], b"\x01x");
+        // A row that does not fit one packet cannot be masked: an error, not a pass.
+        t.expect(Expect::Rows);
+        let mut big = BytesMut::new();
+        big.put_slice(&[0xff, 0xff, 0xff, 0]);
+        big.put_slice(&[1, 2, 3]);
+        assert!(t.feed(&big).is_err());
     }
 
     #[test]

@@ -232,46 +232,178 @@ fn answer_for(
 /// The session's `sql_mode` as the server reports it (one query, before anything is
 /// relayed): it decides whether the server reads text the way Postern's analyser does.
 pub async fn sql_mode(up: &mut Upstream, timeout: Duration) -> Result<String, UpstreamError> {
-    tokio::time::timeout(timeout, sql_mode_inner(up))
-        .await
-        .map_err(|_| UpstreamError::Timeout(timeout))?
+    let caps = up.capabilities;
+    let rows = query_rows(
+        &mut up.stream,
+        &mut up.leftover,
+        caps,
+        "SELECT @@SESSION.sql_mode",
+        1,
+        timeout,
+    )
+    .await?;
+    match rows.as_slice() {
+        [row] if row.len() == 1 => Ok(row[0].clone().unwrap_or_default()),
+        _ => Err(UpstreamError::Protocol(
+            "reading @@sql_mode: not one value".into(),
+        )),
+    }
 }
 
-async fn sql_mode_inner(up: &mut Upstream) -> Result<String, UpstreamError> {
-    const MAX: usize = 1 << 20;
-    let bad = |what: &str| UpstreamError::Protocol(format!("reading @@sql_mode: {what}"));
-    let mut q = vec![codec::COM_QUERY];
-    q.extend_from_slice(b"SELECT @@SESSION.sql_mode");
-    write_packet(&mut up.stream, 0, &q).await?;
-    let (p, _, _) = read_packet(&mut up.stream, &mut up.leftover, MAX).await?;
-    if p.first() == Some(&0xff) {
-        let e = codec::parse_err(&p).map_err(|e| bad(&e.to_string()))?;
-        return Err(UpstreamError::Server {
-            code: e.code,
-            sqlstate: e.sqlstate,
-            message: e.message,
-        });
-    }
-    let mut r = codec::Reader::new(&p, "column count");
-    if r.lenenc().map_err(|e| bad(&e.to_string()))? != Some(1) {
-        return Err(bad("not one column"));
-    }
-    // The column definition, then (without DEPRECATE_EOF) an EOF packet.
-    read_packet(&mut up.stream, &mut up.leftover, MAX).await?;
-    if up.capabilities & codec::CLIENT_DEPRECATE_EOF == 0 {
-        read_packet(&mut up.stream, &mut up.leftover, MAX).await?;
-    }
-    let (row, _, _) = read_packet(&mut up.stream, &mut up.leftover, MAX).await?;
-    let value = if row.first() == Some(&0xfb) {
-        String::new()
-    } else {
-        let mut r = codec::Reader::new(&row, "row");
-        String::from_utf8_lossy(r.lenenc_bytes().map_err(|e| bad(&e.to_string()))?).into_owned()
+/// Tables, views and columns the masking rules may cover, and the stored functions
+/// (whose results Postern cannot follow): what [`postern_policy::SessionMasking`] needs.
+/// `stream`, `buf` and `capabilities` are those of a logged-in connection with nothing
+/// in flight.
+pub async fn mask_catalog(
+    stream: &mut Stream,
+    buf: &mut BytesMut,
+    capabilities: u32,
+    database: &str,
+    timeout: Duration,
+) -> Result<postern_policy::MaskCatalog, UpstreamError> {
+    const MAX_COLUMNS: usize = 500_000;
+    let rows = query_rows(
+        stream,
+        buf,
+        capabilities,
+        "SELECT c.TABLE_SCHEMA, c.TABLE_NAME, t.TABLE_TYPE, c.ORDINAL_POSITION, c.COLUMN_NAME, \
+         v.VIEW_DEFINITION \
+         FROM information_schema.COLUMNS c \
+         JOIN information_schema.TABLES t \
+           ON t.TABLE_SCHEMA = c.TABLE_SCHEMA AND t.TABLE_NAME = c.TABLE_NAME \
+         LEFT JOIN information_schema.VIEWS v \
+           ON v.TABLE_SCHEMA = c.TABLE_SCHEMA AND v.TABLE_NAME = c.TABLE_NAME \
+         WHERE c.TABLE_SCHEMA NOT IN ('mysql', 'information_schema', 'performance_schema', 'sys') \
+         ORDER BY c.TABLE_SCHEMA, c.TABLE_NAME, c.ORDINAL_POSITION",
+        MAX_COLUMNS,
+        timeout,
+    )
+    .await?;
+    let mut catalog = postern_policy::MaskCatalog {
+        search_path: if database.is_empty() {
+            Vec::new()
+        } else {
+            vec![database.to_lowercase()]
+        },
+        mysql: true,
+        ..Default::default()
     };
-    // The end of the result (EOF, or OK with DEPRECATE_EOF).
-    let (end, _, _) = read_packet(&mut up.stream, &mut up.leftover, MAX).await?;
-    if end.first() != Some(&0xfe) {
-        return Err(bad("more than one row"));
+    let bad = |what: &str| UpstreamError::Protocol(format!("unexpected catalog row: {what}"));
+    for row in rows {
+        let [Some(schema), Some(table), Some(kind), Some(pos), Some(col), def] = row.as_slice()
+        else {
+            return Err(bad("shape"));
+        };
+        let (schema, table) = (schema.to_lowercase(), table.to_lowercase());
+        let attnum: i16 = pos.parse().map_err(|_| bad("ordinal position"))?;
+        let same = catalog
+            .relations
+            .last()
+            .is_some_and(|r| r.schema == schema && r.name == table);
+        if !same {
+            let oid = u32::try_from(catalog.relations.len() + 1).map_err(|_| bad("count"))?;
+            let view = kind.eq_ignore_ascii_case("VIEW");
+            catalog.relations.push(postern_policy::CatalogRelation {
+                oid,
+                schema: schema.clone(),
+                name: table,
+                kind: if view { 'v' } else { 'r' },
+                columns: Vec::new(),
+                // A view whose definition is hidden from this account is not followed.
+                definition: view.then(|| def.clone().unwrap_or_default()),
+                database: Some(schema),
+            });
+        }
+        if let Some(r) = catalog.relations.last_mut() {
+            r.columns.push((attnum, col.to_lowercase()));
+        }
     }
-    Ok(value)
+    let functions = query_rows(
+        stream,
+        buf,
+        capabilities,
+        "SELECT ROUTINE_NAME FROM information_schema.ROUTINES WHERE ROUTINE_TYPE = 'FUNCTION'",
+        MAX_COLUMNS,
+        timeout,
+    )
+    .await?;
+    for f in functions {
+        if let Some(Some(name)) = f.first() {
+            catalog.user_functions.insert(name.to_lowercase());
+        }
+    }
+    Ok(catalog)
+}
+
+/// Runs one query of Postern's own on the login connection (before anything is relayed)
+/// and reads its rows as text, at most `max_rows` of them.
+async fn query_rows(
+    stream: &mut Stream,
+    buf: &mut BytesMut,
+    capabilities: u32,
+    sql: &str,
+    max_rows: usize,
+    timeout: Duration,
+) -> Result<Vec<Vec<Option<String>>>, UpstreamError> {
+    tokio::time::timeout(
+        timeout,
+        query_rows_inner(stream, buf, capabilities, sql, max_rows),
+    )
+    .await
+    .map_err(|_| UpstreamError::Timeout(timeout))?
+}
+
+async fn query_rows_inner(
+    stream: &mut Stream,
+    buf: &mut BytesMut,
+    capabilities: u32,
+    sql: &str,
+    max_rows: usize,
+) -> Result<Vec<Vec<Option<String>>>, UpstreamError> {
+    const MAX: usize = 16 << 20;
+    let bad = |what: &str| UpstreamError::Protocol(format!("Postern's own query: {what}"));
+    let mut q = vec![codec::COM_QUERY];
+    q.extend_from_slice(sql.as_bytes());
+    write_packet(stream, 0, &q).await?;
+    let (p, _, _) = read_packet(stream, buf, MAX).await?;
+    if p.first() == Some(&0xff) {
+        return Err(server_error(&p));
+    }
+    let n = codec::Reader::new(&p, "column count")
+        .lenenc()
+        .map_err(|e| bad(&e.to_string()))?
+        .ok_or_else(|| bad("column count"))?;
+    for _ in 0..n {
+        read_packet(stream, buf, MAX).await?;
+    }
+    let deprecate_eof = capabilities & codec::CLIENT_DEPRECATE_EOF != 0;
+    if !deprecate_eof {
+        read_packet(stream, buf, MAX).await?;
+    }
+    let mut rows = Vec::new();
+    loop {
+        let (row, _, _) = read_packet(stream, buf, MAX).await?;
+        if row.first() == Some(&0xff) {
+            return Err(server_error(&row));
+        }
+        if codec::is_eof(&row, deprecate_eof) {
+            break;
+        }
+        if rows.len() >= max_rows {
+            return Err(bad(&format!("more than {max_rows} rows")));
+        }
+        let mut r = codec::Reader::new(&row, "row");
+        let mut values = Vec::new();
+        for _ in 0..n {
+            if r.rest().first() == Some(&0xfb) {
+                r.u8().map_err(|e| bad(&e.to_string()))?;
+                values.push(None);
+            } else {
+                let v = r.lenenc_bytes().map_err(|e| bad(&e.to_string()))?;
+                values.push(Some(String::from_utf8_lossy(v).into_owned()));
+            }
+        }
+        rows.push(values);
+    }
+    Ok(rows)
 }

@@ -428,6 +428,11 @@ impl SessionMasking {
         }
     }
 
+    /// Whether this is [`SessionMasking::blind`].
+    pub fn is_blind(&self) -> bool {
+        self.blind
+    }
+
     /// The mask of a result column the server says comes from column `attnum` of the
     /// relation `oid`.
     pub fn source(&self, oid: u32, attnum: i16) -> Option<Mask> {

@@ -168,12 +168,12 @@ pub async fn check(
         analysis.map_err(|e| ApiError::bad_request(format!("the SQL does not parse: {e}")))?;
     // The masking plan, as a session would make it (same catalog query, same guards).
     let (masking_status, masking) = match &st.masking_probe {
-        // MySQL results are not masked yet: such sessions are refused at login.
+        // The masking plan needs the upstream's catalog, read by MySQL sessions themselves.
         _ if mysql && mode != Mode::Passthrough && policy.masking_rules().next().is_some() => (
             Some(MaskingStatus {
                 rules: policy.masking_rules().map(|r| r.name.clone()).collect(),
                 unavailable: Some(
-                    "Postern does not mask MySQL results yet: this user's sessions on this datasource are refused at login".into(),
+                    "policy check does not read MySQL catalogs yet: the columns a session would mask are not listed".into(),
                 ),
             }),
             None,

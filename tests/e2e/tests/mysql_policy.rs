@@ -295,3 +295,131 @@ async fn masked_mode_firewall_prepared_statements_and_live_policy_changes() {
     p.stop().await;
     up.drop_all();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn results_are_masked_in_text_and_binary_rows() {
+    let my = my();
+    let up = my.upstream();
+    up.root_sql(
+        "CREATE TABLE customers (id INT PRIMARY KEY, name VARCHAR(40), email VARCHAR(80), \
+           ssn VARCHAR(11), salary INT, birth DATE); \
+         INSERT INTO customers VALUES \
+           (1, 'Ada', 'ada@example.org', '123-45-6789', 91000, '1990-05-17'), \
+           (2, 'Bob', 'bob@example.org', '987-65-4321', 72000, '1985-11-02'); \
+         CREATE VIEW contacts AS SELECT id, UPPER(email) AS mail, RIGHT(ssn, 4) AS tail FROM customers;",
+    );
+    let p = Postern::start().await;
+    let alias = "mmask";
+    let db = up.db.clone();
+    p.apply_yaml(&format!(
+        r#"
+masking-policy:
+  - name: pii
+    priority: 10
+    rules:
+      - {{ name: emails, on: "{alias}.*.*.*.*email*", function: email }}
+      - {{ name: ssn, on: "{alias}.{db}.{db}.customers.ssn", function: "partial(0, 4)" }}
+      - {{ name: salary, on: "{alias}.*.*.customers.salary", function: full }}
+      - {{ name: birth, on: "{alias}.*.*.customers.birth", function: date_year_only }}
+"#
+    ))
+    .await;
+    p.grant_mysql(
+        &up,
+        alias,
+        "carol",
+        PW,
+        serde_json::json!({
+            "modes": { alias: "masked" },
+            "privileges": [{ "allow": ["ALL"], "on": format!("{alias}.{db}.{db}.*") }],
+            "masking": ["pii"],
+        }),
+    )
+    .await;
+
+    // Text protocol (the mariadb client): direct columns, computed columns, views.
+    let (ok, out, err) = run(
+        &p,
+        "carol",
+        alias,
+        "SELECT id, name, email, ssn, salary, birth FROM customers ORDER BY id",
+    );
+    assert!(ok, "{err}");
+    let first = out.lines().next().unwrap_or_default();
+    let cols: Vec<&str> = first.split('\t').collect();
+    assert_eq!(cols[0], "1");
+    assert_eq!(cols[1], "Ada");
+    assert_ne!(cols[2], "ada@example.org");
+    assert!(
+        cols[2].ends_with("@example.org") || !cols[2].contains("ada"),
+        "{first}"
+    );
+    assert_eq!(cols[3], "*******6789");
+    assert_eq!(cols[4], "0");
+    assert_eq!(cols[5], "1990-01-01");
+    for clear in ["123-45-6789", "91000", "1990-05-17", "ada@example.org"] {
+        assert!(!out.contains(clear), "{clear} in {out}");
+    }
+    let (ok, out, err) = run(
+        &p,
+        "carol",
+        alias,
+        "SELECT CONCAT(name, ':', ssn) FROM customers",
+    );
+    assert!(ok, "{err}");
+    assert!(!out.contains("6789") && !out.contains("123-45"), "{out}");
+    let (ok, out, err) = run(
+        &p,
+        "carol",
+        alias,
+        "SELECT mail, tail FROM contacts ORDER BY id",
+    );
+    assert!(ok, "{err}");
+    assert!(
+        !out.contains("ADA@EXAMPLE.ORG") && !out.contains("6789"),
+        "{out}"
+    );
+
+    // The inference guard: a masked column may not choose rows.
+    refused(
+        run(
+            &p,
+            "carol",
+            alias,
+            "SELECT id FROM customers WHERE ssn LIKE '123%'",
+        ),
+        "ssn",
+    );
+
+    // Binary protocol (sqlx prepared statements).
+    let mut c = sqlx::MySqlConnection::connect_with(&opts(&p, "carol", alias))
+        .await
+        .unwrap();
+    let row = sqlx::query("SELECT ssn, salary, birth, name FROM customers WHERE id = ?")
+        .bind(2)
+        .fetch_one(&mut c)
+        .await
+        .unwrap();
+    let ssn: String = row.get(0);
+    let salary: i32 = row.get(1);
+    let birth: time::Date = row.get(2);
+    let name: String = row.get(3);
+    assert_eq!(ssn, "*******4321");
+    assert_eq!(salary, 0);
+    assert_eq!(birth.to_string(), "1985-01-01");
+    assert_eq!(name, "Bob");
+    c.close().await.unwrap();
+
+    // Schema changes made in the session are seen: a new table's masked column.
+    let (ok, out, err) = run(
+        &p,
+        "carol",
+        alias,
+        "CREATE TABLE staff (id INT, email VARCHAR(80)); \
+         INSERT INTO staff VALUES (1, 'zed@corp.example'); SELECT email FROM staff",
+    );
+    assert!(ok, "{err}");
+    assert!(!out.contains("zed@corp.example"), "{out}");
+    p.stop().await;
+    up.drop_all();
+}
