@@ -8,11 +8,13 @@ use std::sync::Arc;
 
 use postern_policy::{
     apply_effects, judge, Arrival, Decision, Judgement, Mode, Policy, Refusal, SessionMasking,
-    SessionView, StatementMask,
+    SessionView,
 };
 use postern_sql::cache::{AnalysisCache, Cached};
 use postern_sql::mask::LogText;
 use postern_sql::{SessionEffect, Statement};
+
+use crate::masker::StatementPlan;
 
 /// Analyses kept per session.
 const CACHE: usize = 512;
@@ -38,7 +40,7 @@ pub struct Ruling {
     /// A lone `USE db`: the database the session is in once the server says OK.
     pub use_database: Option<String>,
     /// When the session masks: per statement, the masking of its computed columns.
-    pub plans: Option<Vec<Option<StatementMask>>>,
+    pub plans: Option<Vec<StatementPlan>>,
 }
 
 impl Ruling {
@@ -84,7 +86,7 @@ impl Ruling {
 struct Prepared {
     text: Arc<str>,
     analysis: Cached,
-    plans: Option<Vec<Option<StatementMask>>>,
+    plans: Option<Vec<StatementPlan>>,
     /// The policy generation it was judged in.
     judged: u64,
 }
@@ -178,7 +180,7 @@ impl Gate {
     }
 
     /// The masking plans of an allowed analysis, or the refusal a masking guard gives.
-    fn plans(&self, analysis: &Cached) -> Result<Option<Vec<Option<StatementMask>>>, Refusal> {
+    fn plans(&self, analysis: &Cached) -> Result<Option<Vec<StatementPlan>>, Refusal> {
         let Some(m) = &self.masking else {
             return Ok(None);
         };
@@ -188,15 +190,16 @@ impl Gate {
             .clone()
             .unwrap_or_else(|| self.view.initial_search_path.clone());
         let Ok(a) = analysis.as_ref() else {
-            return Ok(Some(vec![Some(StatementMask::opaque())]));
+            return Ok(Some(vec![StatementPlan::opaque()]));
         };
         let mut out = Vec::with_capacity(a.statements.len());
         for s in &a.statements {
             out.push(match s {
-                Statement::Analysed(f) => {
-                    m.plan(f, &self.view.prepared, &path, self.policy.mode)?
-                }
-                Statement::Unanalysable { .. } => Some(StatementMask::opaque()),
+                Statement::Analysed(f) => StatementPlan {
+                    mask: m.plan(f, &self.view.prepared, &path, self.policy.mode)?,
+                    defines: f.flow.derived.iter().map(|(n, _)| n.clone()).collect(),
+                },
+                Statement::Unanalysable { .. } => StatementPlan::opaque(),
             });
         }
         Ok(Some(out))
@@ -258,7 +261,7 @@ impl Gate {
         id: u32,
         text: Arc<str>,
         analysis: Cached,
-        plans: Option<Vec<Option<StatementMask>>>,
+        plans: Option<Vec<StatementPlan>>,
     ) {
         self.stmts.insert(
             id,

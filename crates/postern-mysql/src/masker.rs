@@ -108,6 +108,27 @@ pub fn class_of(c: &ColumnDef) -> ColumnClass {
     }
 }
 
+/// The masking of one statement's results.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatementPlan {
+    /// Its computed columns' masks (`None`: none is masked).
+    pub mask: Option<StatementMask>,
+    /// Names the statement itself defines (CTEs, derived tables, aliases): a result column
+    /// the server says comes from one of these is judged by lineage, never by a catalog
+    /// table of the same name.
+    pub defines: Vec<String>,
+}
+
+impl StatementPlan {
+    /// A plan for rows Postern cannot follow: every computed column masked.
+    pub fn opaque() -> Self {
+        StatementPlan {
+            mask: Some(StatementMask::opaque()),
+            defines: Vec::new(),
+        }
+    }
+}
+
 /// How one result column is masked.
 #[derive(Debug, Clone, Copy)]
 struct ColumnMask {
@@ -124,7 +145,7 @@ pub struct Follow {
     masking: Arc<SessionMasking>,
     /// Masking plans of the command's statements, in order (`None`: no computed column of
     /// that statement is masked).
-    plans: Vec<Option<StatementMask>>,
+    plans: Vec<StatementPlan>,
     /// Rows in the binary protocol (COM_STMT_EXECUTE).
     binary: bool,
     /// Which statement's result is arriving.
@@ -136,11 +157,7 @@ pub struct Follow {
 
 impl Follow {
     /// Results of a command judged under `masking`, with these per-statement plans.
-    pub fn new(
-        masking: Arc<SessionMasking>,
-        plans: Vec<Option<StatementMask>>,
-        binary: bool,
-    ) -> Self {
+    pub fn new(masking: Arc<SessionMasking>, plans: Vec<StatementPlan>, binary: bool) -> Self {
         Follow {
             masking,
             plans,
@@ -156,11 +173,8 @@ impl Follow {
         self.clone()
     }
 
-    fn plan(&self) -> Option<&StatementMask> {
-        self.plans
-            .get(self.result)
-            .or(self.plans.last())
-            .and_then(Option::as_ref)
+    fn plan(&self) -> Option<&StatementPlan> {
+        self.plans.get(self.result).or(self.plans.last())
     }
 }
 
@@ -196,11 +210,20 @@ impl Masker {
         let i = f.columns.len();
         // MariaDB names a view's computed columns with the view but no database: those, like
         // expressions, are judged by the statement's lineage.
-        let mask = if def.schema.is_empty() || def.org_table.is_empty() || def.org_name.is_empty() {
-            f.plan().and_then(|p| p.computed(i))
-        } else {
+        // A CTE's or derived table's columns name it, not the table they come from; one may
+        // even shadow a table's name.
+        let from_catalog = !def.schema.is_empty()
+            && !def.org_table.is_empty()
+            && !def.org_name.is_empty()
+            && f.masking.knows(&def.schema, &def.org_table)
+            && !f.plan().is_some_and(|p| p.defines.contains(&def.org_table));
+        let mask = if from_catalog {
             f.masking
                 .source_named(&def.schema, &def.org_table, &def.org_name)
+        } else {
+            f.plan()
+                .and_then(|p| p.mask.as_ref())
+                .and_then(|m| m.computed(i))
         };
         let cm = mask.map(|mask| ColumnMask {
             mask,
@@ -244,7 +267,10 @@ impl Masker {
             Seen::Err => {
                 // The server's message may quote a masked value (a failed conversion, a
                 // duplicate key): keep the code, hide the text.
-                if f.plans.iter().flatten().any(|p| p.messages.is_some()) {
+                if f.plans
+                    .iter()
+                    .any(|p| p.mask.as_ref().is_some_and(|m| m.messages.is_some()))
+                {
                     let e = codec::parse_err(payload)?;
                     return Ok(Action::Replace(codec::err(
                         e.code,
@@ -536,7 +562,14 @@ mod tests {
     }
 
     fn follow(m: &Arc<SessionMasking>, masker: &Masker, binary: bool) -> Follow {
-        let mut f = Follow::new(m.clone(), vec![None], binary);
+        let mut f = Follow::new(
+            m.clone(),
+            vec![StatementPlan {
+                mask: None,
+                defines: Vec::new(),
+            }],
+            binary,
+        );
         for (c, k, cs) in [
             ("id", T_LONG, 63),
             ("ssn", T_VAR_STRING, 45),

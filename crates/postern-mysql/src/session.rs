@@ -1095,7 +1095,7 @@ async fn relay(inner: &Inner, est: Established, ident: &Ident) {
                                 } else {
                                     None
                                 };
-                                let plans = plans.unwrap_or_else(|| vec![Some(postern_policy::StatementMask::opaque())]);
+                                let plans = plans.unwrap_or_else(|| vec![crate::masker::StatementPlan::opaque()]);
                                 p.follow = Some(Follow::new(m.clone(), plans, true));
                             }
                             let r = if just_prepared {

@@ -428,6 +428,12 @@ impl SessionMasking {
         }
     }
 
+    /// Whether the catalog holds relation `schema.relation` (MySQL names, lower case).
+    pub fn knows(&self, schema: &str, relation: &str) -> bool {
+        self.by_name
+            .contains_key(&(schema.to_string(), relation.to_string()))
+    }
+
     /// Whether this is [`SessionMasking::blind`].
     pub fn is_blind(&self) -> bool {
         self.blind
@@ -568,11 +574,11 @@ impl SessionMasking {
             touched.absorb(t);
         }
         let Some(outs) = &flow.outputs else {
-            // Rows of FETCH, CALL and EXECUTE of unknown statements come from a query not
+            // Rows of FETCH, CALL, MySQL HANDLER and EXECUTE of unknown statements come from a query not
             // seen here: computed columns are masked.
             let unknown = matches!(
                 facts.command.as_str(),
-                "FETCH" | "MOVE" | "CALL" | "EXECUTE"
+                "FETCH" | "MOVE" | "CALL" | "EXECUTE" | "HANDLER"
             );
             if unknown {
                 return Ok(Some(StatementMask::opaque()));

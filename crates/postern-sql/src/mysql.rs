@@ -756,6 +756,18 @@ fn set(p: &Piece, depth: u8) -> Statement {
                 f.accesses.extend(one.accesses);
                 f.functions.extend(one.functions);
                 f.session.extend(one.session);
+                // Values assigned (to variables above all) are copies read later.
+                let (flow, from) = (&mut f.flow, *one.flow);
+                flow.relations.extend(from.relations);
+                for (into, r) in [
+                    (&mut flow.copies, from.copies),
+                    (&mut flow.filters, from.filters),
+                ] {
+                    into.names.extend(r.names);
+                    into.relations.extend(r.relations);
+                    into.functions.extend(r.functions);
+                    into.star |= r.star;
+                }
             }
             other => return other,
         }
@@ -783,6 +795,10 @@ fn set(p: &Piece, depth: u8) -> Statement {
                 inner.functions.sort();
                 inner.functions.dedup();
                 inner.command = format!("SET STATEMENT … FOR {}", inner.command);
+                inner.flow.relations.extend(f.flow.relations);
+                let c = std::mem::take(&mut f.flow.copies);
+                inner.flow.copies.names.extend(c.names);
+                inner.flow.copies.relations.extend(c.relations);
                 Statement::Analysed(inner)
             }
             other => other,

@@ -342,10 +342,8 @@ impl Walker {
         if let Some(l) = &q.limit_clause {
             self.generic(l, Sink::Filter);
         }
-        // CTE names are no relations of their own.
-        self.flow
-            .relations
-            .retain(|r| r.schema.is_some() || !ctes.contains(&r.name));
+        // A CTE's name stays among the relations: it may shadow a table that its own body
+        // reads, and counting that table's columns in scope only ever masks more.
         entries
     }
 

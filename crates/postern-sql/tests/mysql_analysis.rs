@@ -328,9 +328,15 @@ fn column_flow_follows_values() {
         .derived
         .iter()
         .any(|(n, r)| n == "s" && r.names == ["ssn"]));
-    // CTE names are not relations.
-    let f = facts("WITH c AS (SELECT ssn FROM people) SELECT * FROM c").flow;
-    assert_eq!(f.relations, [postern_sql::ObjectName::bare("people")]);
+    // Relations in scope include what CTE bodies read (a CTE may shadow a table's name).
+    let f = facts("WITH people AS (SELECT ssn AS name FROM people) SELECT name FROM people").flow;
+    assert!(f
+        .relations
+        .contains(&postern_sql::ObjectName::bare("people")));
+    assert!(f
+        .derived
+        .iter()
+        .any(|(n, r)| n == "name" && r.names == ["ssn"]));
     // Copies, set operations, GROUP BY, EXISTS.
     assert_eq!(
         facts("INSERT INTO t SELECT ssn FROM people")
@@ -368,6 +374,9 @@ fn column_flow_follows_values() {
     // Names deep inside an expression's subquery count as filters too.
     let f = facts("SELECT IF((SELECT COUNT(*) FROM p WHERE ssn LIKE '1%') > 0, 1, 0)").flow;
     assert!(f.filters.names.contains(&"ssn".to_string()), "{f:?}");
+    // Values assigned to variables are copies.
+    let f = facts("SET @s = (SELECT ssn FROM p LIMIT 1), NAMES utf8mb4").flow;
+    assert!(f.copies.names.contains(&"ssn".to_string()), "{f:?}");
     // UPDATE: assigned values are copies, WHERE a filter.
     let f = facts("UPDATE t SET a = (SELECT ssn FROM p LIMIT 1) WHERE b = 1").flow;
     assert!(f.copies.names.contains(&"ssn".to_string()));

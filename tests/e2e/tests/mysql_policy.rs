@@ -423,3 +423,130 @@ masking-policy:
     p.stop().await;
     up.drop_all();
 }
+
+/// Clear values of the masked columns of the bypass suite.
+const CLEAR: &[&str] = &[
+    "123-45-6789",
+    "123456789",
+    "91000",
+    "1990-05-17",
+    "ada@example.org",
+    "ADA@EXAMPLE.ORG",
+    "ada@",
+];
+
+/// Attempts to see masked values in MySQL syntax, and whether Postern refuses them (else they
+/// run, masked).
+const BYPASS: &[(&str, bool)] = &[
+    ("SELECT email AS x, ssn AS y FROM customers", false),
+    ("SELECT * FROM customers", false),
+    ("SELECT * FROM contacts", false),
+    ("SELECT `ssn` FROM `customers`", false),
+    ("SELECT /*! ssn, */ id FROM customers", false),
+    ("WITH c AS (SELECT * FROM customers) SELECT * FROM c", false),
+    // A CTE that shadows the table's name, with an unmasked column's name.
+    ("WITH customers AS (SELECT ssn AS name, email AS id FROM customers) SELECT name, id FROM customers", false),
+    ("SELECT name FROM (SELECT ssn AS name FROM customers) customers", false),
+    ("SELECT x FROM (SELECT ssn AS x FROM customers) s", false),
+    ("SELECT (SELECT ssn FROM customers LIMIT 1)", false),
+    ("SELECT name FROM customers UNION ALL SELECT ssn FROM customers", false),
+    (
+        "SELECT CONCAT(ssn, ''), UPPER(email), SUBSTR(ssn, 1, 9), LEFT(ssn, 3), CAST(ssn AS CHAR), \
+         CAST(salary AS CHAR), CAST(birth AS CHAR), REPLACE(ssn, '-', '') FROM customers",
+        false,
+    ),
+    ("SELECT JSON_OBJECT('s', ssn, 'e', email) FROM customers", false),
+    ("SELECT GROUP_CONCAT(ssn), JSON_ARRAYAGG(email) FROM customers", false),
+    ("SELECT IF(ssn LIKE '1%', 1, 0) FROM customers", false),
+    ("HANDLER customers OPEN; HANDLER customers READ FIRST; HANDLER customers CLOSE", false),
+    ("PREPARE p FROM 'SELECT ssn, email FROM customers'; EXECUTE p", false),
+    ("SELECT name FROM customers UNION SELECT email FROM customers", true),
+    ("SELECT id FROM customers WHERE ssn LIKE '1%'", true),
+    ("SELECT id FROM customers ORDER BY ssn", true),
+    ("SELECT COUNT(*) FROM customers GROUP BY email", true),
+    ("SELECT a.id FROM customers a JOIN customers b ON a.ssn = b.ssn", true),
+    ("SELECT id FROM customers WHERE EXISTS (SELECT 1 FROM customers c WHERE c.ssn LIKE '1%')", true),
+    ("UPDATE customers SET name = ssn", true),
+    ("CREATE TABLE stolen AS SELECT email FROM customers", true),
+    ("INSERT INTO notes SELECT id, ssn FROM customers", true),
+    ("SET @s = (SELECT ssn FROM customers LIMIT 1)", true),
+    ("SELECT ssn INTO @s FROM customers LIMIT 1", true),
+];
+
+#[tokio::test(flavor = "multi_thread")]
+async fn masking_bypass_attempts_in_mysql_syntax() {
+    let my = my();
+    let up = my.upstream();
+    up.root_sql(
+        "CREATE TABLE customers (id INT PRIMARY KEY, name VARCHAR(40), email VARCHAR(80), \
+           ssn VARCHAR(11), salary INT, birth DATE); \
+         INSERT INTO customers VALUES (1, 'Ada', 'ada@example.org', '123-45-6789', 91000, '1990-05-17'); \
+         CREATE TABLE notes (id INT, body TEXT); \
+         CREATE VIEW contacts AS SELECT id, UPPER(email) AS mail, RIGHT(ssn, 4) AS tail, ssn FROM customers;",
+    );
+    let p = Postern::start().await;
+    let alias = "mbyp";
+    p.apply_yaml(&format!(
+        r#"
+masking-policy:
+  - name: pii
+    priority: 10
+    rules:
+      - {{ name: emails, on: "{alias}.*.*.*.*email*", function: email }}
+      - {{ name: ssn, on: "{alias}.*.*.customers.ssn", function: "partial(0, 4)" }}
+      - {{ name: salary, on: "{alias}.*.*.customers.salary", function: full }}
+      - {{ name: birth, on: "{alias}.*.*.customers.birth", function: date_year_only }}
+"#
+    ))
+    .await;
+    p.grant_mysql(
+        &up,
+        alias,
+        "dave",
+        PW,
+        serde_json::json!({
+            "modes": { alias: "masked" },
+            "privileges": [{ "allow": ["ALL"], "on": format!("{alias}.*.*.*") }],
+            "masking": ["pii"],
+        }),
+    )
+    .await;
+    for (sql, refused) in BYPASS {
+        let (ok, out, err) = run(&p, "dave", alias, sql);
+        for clear in CLEAR {
+            assert!(
+                !out.contains(clear) && !err.contains(clear),
+                "{sql}: {clear} shown: {out} {err}"
+            );
+        }
+        if *refused {
+            assert!(
+                !ok && err.contains("Postern refused"),
+                "{sql}: should be refused: {out} {err}"
+            );
+        } else {
+            assert!(ok, "{sql}: should run (masked): {err}");
+        }
+    }
+    // With ALL (file privileges too) Postern lets INTO OUTFILE through; the server account
+    // has no FILE privilege, and its refusal's text is hidden like any error that may quote
+    // a masked value.
+    let (ok, out, err) = run(
+        &p,
+        "dave",
+        alias,
+        "SELECT ssn FROM customers INTO OUTFILE '/tmp/postern-stolen'",
+    );
+    assert!(
+        !ok && !out.contains("123-45") && err.contains("hid the server's message"),
+        "{err}"
+    );
+    // Nothing was changed or copied by the attempts.
+    assert_eq!(up.root_sql("SELECT COUNT(*) FROM notes").trim(), "0");
+    assert_eq!(
+        up.root_sql("SELECT ssn FROM customers").trim(),
+        "123-45-6789"
+    );
+    p.stop().await;
+    up.drop_all();
+}
