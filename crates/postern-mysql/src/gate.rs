@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use postern_policy::{
     apply_effects, judge, Arrival, Decision, Judgement, Mode, Policy, Refusal, SessionMasking,
-    SessionView,
+    SessionView, StatementMask,
 };
 use postern_sql::cache::{AnalysisCache, Cached};
 use postern_sql::mask::LogText;
@@ -80,6 +80,17 @@ impl Ruling {
             plans: None,
         }
     }
+}
+
+/// Tables of sampled column values (MariaDB's engine-independent statistics, MySQL's
+/// histograms): masked values in another form.
+fn is_statistics(r: &postern_sql::ObjectName) -> bool {
+    matches!(
+        (r.schema.as_deref(), r.name.as_str()),
+        (Some("mysql"), "column_stats")
+            | (Some("information_schema"), "column_statistics")
+            | (Some("mysql"), "column_statistics")
+    )
 }
 
 /// A statement prepared with COM_STMT_PREPARE, as judged.
@@ -192,14 +203,52 @@ impl Gate {
         let Ok(a) = analysis.as_ref() else {
             return Ok(Some(vec![StatementPlan::opaque()]));
         };
+        let refuse = |what: String| Refusal {
+            sqlstate: SQLSTATE_REFUSED,
+            message: format!("Postern refused this statement: {what}"),
+            reason: what,
+            rule: None,
+        };
         let mut out = Vec::with_capacity(a.statements.len());
         for s in &a.statements {
             out.push(match s {
-                Statement::Analysed(f) => StatementPlan {
-                    mask: m.plan(f, &self.view.prepared, &path, self.policy.mode)?,
-                    defines: f.flow.derived.iter().map(|(n, _)| n.clone()).collect(),
-                },
-                Statement::Unanalysable { .. } => StatementPlan::opaque(),
+                Statement::Analysed(f) => {
+                    if f.flags.dynamic_sql {
+                        return Err(refuse(
+                            "it runs SQL text built at run time, which could copy masked values \
+                             where they are read unmasked, and masking rules apply to you here"
+                                .into(),
+                        ));
+                    }
+                    if let Some(r) = f.flow.relations.iter().find(|r| is_statistics(r)) {
+                        return Err(refuse(format!(
+                            "{r} shows sampled column values, which masking rules hide from you"
+                        )));
+                    }
+                    let mut mask = m.plan(f, &self.view.prepared, &path, self.policy.mode)?;
+                    if f.command == "SHOW WARNINGS" || f.command == "SHOW ERRORS" {
+                        // Their messages quote values ("Truncated incorrect … value: '…'").
+                        mask = Some(StatementMask::opaque());
+                    }
+                    StatementPlan {
+                        mask,
+                        defines: f.flow.derived.iter().map(|(n, _)| n.clone()).collect(),
+                    }
+                }
+                Statement::Unanalysable {
+                    command, reason, ..
+                } => {
+                    return Err(refuse(format!(
+                        "Postern cannot analyse this {} statement ({reason}), and masking rules \
+                         apply to you here: it could copy masked values where they are read \
+                         unmasked",
+                        if command.is_empty() {
+                            "kind of"
+                        } else {
+                            command
+                        }
+                    )));
+                }
             });
         }
         Ok(Some(out))

@@ -653,6 +653,37 @@ mod tests {
     }
 
     #[test]
+    fn error_texts_are_hidden_when_the_statement_reads_masked_values() {
+        let m = masking();
+        let masker = Masker::new(zeroize::Zeroizing::new([7u8; 32]));
+        let e = codec::err(
+            1292,
+            "22007",
+            "Truncated incorrect DOUBLE value: '123-45-6789'",
+        );
+        let mut quiet = Follow::new(m.clone(), vec![StatementPlan::opaque()], false);
+        let Action::Replace(out) = masker.packet(&mut quiet, Seen::Err, &e).unwrap() else {
+            panic!("kept");
+        };
+        let err = codec::parse_err(&out).unwrap();
+        assert_eq!((err.code, err.sqlstate.as_str()), (1292, "22007"));
+        assert!(!err.message.contains("123-45"), "{}", err.message);
+        // A statement that reads nothing masked keeps the server's words.
+        let mut plain = Follow::new(
+            m,
+            vec![StatementPlan {
+                mask: None,
+                defines: Vec::new(),
+            }],
+            false,
+        );
+        assert!(matches!(
+            masker.packet(&mut plain, Seen::Err, &e).unwrap(),
+            Action::Keep
+        ));
+    }
+
+    #[test]
     fn binary_values_round_trip() {
         for (kind, unsigned, text) in [
             (T_TINY, false, "-5"),

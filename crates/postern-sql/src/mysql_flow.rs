@@ -98,6 +98,8 @@ struct Collect<'a> {
     filters: Refs,
     relations: &'a mut Vec<ObjectName>,
     depth: usize,
+    /// A `@var := value` inside: the values are also copied into a variable.
+    assigns: bool,
 }
 
 impl Collect<'_> {
@@ -147,6 +149,10 @@ impl Visitor for Collect<'_> {
                     self.refs.functions.push(o);
                 }
             }
+            Expr::BinaryOp {
+                op: ast::BinaryOperator::Assignment,
+                ..
+            } => self.assigns = true,
             _ => {}
         }
         ControlFlow::Continue(())
@@ -185,11 +191,15 @@ impl Walker {
             filters: Refs::default(),
             relations: &mut self.flow.relations,
             depth: 0,
+            assigns: false,
         };
         let _ = node.visit(&mut c);
-        let (refs, filters) = (c.refs, c.filters);
+        let (refs, filters, assigns) = (c.refs, c.filters, c.assigns);
         self.put(sink, &refs);
         extend(&mut self.flow.filters, &filters);
+        if assigns {
+            extend(&mut self.flow.copies, &refs);
+        }
     }
 
     fn expr(&mut self, e: &Expr, sink: Sink) {
@@ -217,6 +227,16 @@ impl Walker {
                     extend(&mut self.flow.filters, r);
                 }
                 self.expr(expr, sink);
+            }
+            Expr::BinaryOp {
+                left,
+                op: ast::BinaryOperator::Assignment,
+                right,
+            } => {
+                // `@var := value`: the value is kept in a variable, read later unmasked.
+                self.expr(left, sink);
+                self.expr(right, sink);
+                self.expr(right, Sink::Copy);
             }
             Expr::BinaryOp { left, right, .. } => {
                 self.expr(left, sink);

@@ -470,6 +470,11 @@ const BYPASS: &[(&str, bool)] = &[
     ("CREATE TABLE stolen AS SELECT email FROM customers", true),
     ("INSERT INTO notes SELECT id, ssn FROM customers", true),
     ("SET @s = (SELECT ssn FROM customers LIMIT 1)", true),
+    ("SELECT @s := ssn FROM customers", true),
+    ("SELECT ssn INTO @s FROM customers LOCK IN SHARE MODE", true),
+    ("SET @q = 'SELECT ssn INTO @s FROM customers'; PREPARE p FROM @q", true),
+    ("SELECT * FROM mysql.column_stats", true),
+    ("SELECT CAST(ssn AS SIGNED) FROM customers; SHOW WARNINGS", false),
     ("SELECT ssn INTO @s FROM customers LIMIT 1", true),
 ];
 
@@ -528,9 +533,8 @@ masking-policy:
             assert!(ok, "{sql}: should run (masked): {err}");
         }
     }
-    // With ALL (file privileges too) Postern lets INTO OUTFILE through; the server account
-    // has no FILE privilege, and its refusal's text is hidden like any error that may quote
-    // a masked value.
+    // Even with file privileges, INTO OUTFILE (which Postern's grammar does not read) is
+    // refused where masking applies: it would copy values out unmasked.
     let (ok, out, err) = run(
         &p,
         "dave",
@@ -538,7 +542,7 @@ masking-policy:
         "SELECT ssn FROM customers INTO OUTFILE '/tmp/postern-stolen'",
     );
     assert!(
-        !ok && !out.contains("123-45") && err.contains("hid the server's message"),
+        !ok && !out.contains("123-45") && err.contains("masking rules apply"),
         "{err}"
     );
     // Nothing was changed or copied by the attempts.
