@@ -40,12 +40,13 @@ pub const CLIENT_DEPRECATE_EOF: u32 = 1 << 24;
 
 /// What Postern offers clients (and passes on upstream, intersected with what the client
 /// and the server have). Not offered: compression (the relay reads packets), LOCAL INFILE
-/// (the client would send files at the server's request), query attributes, zstd.
+/// (the client would send files at the server's request), NO_SCHEMA (the server would read
+/// `db.table` as `table` of the current database, not the table Postern judged), query
+/// attributes, zstd.
 pub const OFFERED: u32 = CLIENT_LONG_PASSWORD
     | CLIENT_FOUND_ROWS
     | CLIENT_LONG_FLAG
     | CLIENT_CONNECT_WITH_DB
-    | CLIENT_NO_SCHEMA
     | CLIENT_ODBC
     | CLIENT_IGNORE_SPACE
     | CLIENT_PROTOCOL_41
@@ -769,6 +770,20 @@ fn time_text(b: &[u8]) -> String {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn capabilities_that_change_what_the_server_reads_are_never_offered() {
+        // NO_SCHEMA: `db.t` read as `t`; LOCAL_FILES: files sent at the server's request;
+        // COMPRESS: packets the relay could not read.
+        for cap in [
+            CLIENT_NO_SCHEMA,
+            CLIENT_LOCAL_FILES,
+            CLIENT_COMPRESS,
+            CLIENT_SSL,
+        ] {
+            assert_eq!(OFFERED & cap, 0, "{cap:#x}");
+        }
+    }
 
     #[test]
     fn greeting_round_trips() {

@@ -168,17 +168,7 @@ pub async fn check(
         analysis.map_err(|e| ApiError::bad_request(format!("the SQL does not parse: {e}")))?;
     // The masking plan, as a session would make it (same catalog query, same guards).
     let (masking_status, masking) = match &st.masking_probe {
-        // The masking plan needs the upstream's catalog, read by MySQL sessions themselves.
-        _ if mysql && mode != Mode::Passthrough && policy.masking_rules().next().is_some() => (
-            Some(MaskingStatus {
-                rules: policy.masking_rules().map(|r| r.name.clone()).collect(),
-                unavailable: Some(
-                    "policy check does not read MySQL catalogs yet: the columns a session would mask are not listed".into(),
-                ),
-            }),
-            None,
-        ),
-        Some(probe) if mode != Mode::Passthrough && !mysql => {
+        Some(probe) if mode != Mode::Passthrough => {
             match probe.session_masking(&req.user, &ds, &policy).await {
                 Ok(None) => (None, None),
                 Ok(Some((m, session_path))) => (

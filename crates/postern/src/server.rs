@@ -292,7 +292,7 @@ pub async fn start(cfg: Config) -> anyhow::Result<ServerHandle> {
     })
 }
 
-/// `policy check`'s view of masking: what a PostgreSQL session would read and plan.
+/// `policy check`'s view of masking: what a PostgreSQL or MySQL session would read and plan.
 struct PgMaskingProbe {
     store: postern_store::Store,
     timeout: std::time::Duration,
@@ -306,8 +306,15 @@ impl postern_web::policy_routes::MaskingProbe for PgMaskingProbe {
         ds: &postern_core::DatasourceSpec,
         policy: &postern_policy::Policy,
     ) -> Result<Option<(Option<postern_policy::SessionMasking>, Vec<String>)>, String> {
-        if ds.kind != postern_core::DatasourceType::Postgres {
-            return Ok(None);
+        if ds.kind == postern_core::DatasourceType::Mysql {
+            return postern_mysql::probe::session_masking(
+                &self.store,
+                user,
+                ds,
+                policy,
+                self.timeout,
+            )
+            .await;
         }
         Ok(
             postern_pg::probe::session_masking(&self.store, user, ds, policy, self.timeout)

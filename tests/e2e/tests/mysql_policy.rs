@@ -410,6 +410,42 @@ masking-policy:
     assert_eq!(name, "Bob");
     c.close().await.unwrap();
 
+    // `postern policy check` shows the same plan, read from the MySQL catalog.
+    let cli = postern_e2e::Cli::admin(&p);
+    let out = cli.run(
+        &[
+            "policy",
+            "check",
+            "--user",
+            "carol",
+            "--datasource",
+            alias,
+            "SELECT id, email, UPPER(ssn) FROM customers",
+        ],
+        None,
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(
+        text.contains("masks result column #2 with email (rule pii/emails)"),
+        "{text}"
+    );
+    assert!(text.contains("rule pii/ssn (computed)"), "{text}");
+    assert!(!text.contains("column #1 "), "{text}");
+    let out = cli.run(
+        &[
+            "policy",
+            "check",
+            "--user",
+            "carol",
+            "--datasource",
+            alias,
+            "SELECT id FROM customers WHERE ssn LIKE '1%'",
+        ],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(1));
+
     // Schema changes made in the session are seen: a new table's masked column.
     let (ok, out, err) = run(
         &p,
