@@ -225,7 +225,9 @@ async fn handshake(
     deadline: tokio::time::Instant,
 ) -> Option<Established> {
     let nonce = postern_auth::mysql::nonce();
-    let mut offered = OFFERED;
+    // LOCAL INFILE is offered; it reaches the upstream only in the checked modes, where each
+    // request is matched to a judged LOAD DATA LOCAL statement.
+    let mut offered = OFFERED | CLIENT_LOCAL_FILES;
     if inner.tls.is_some() {
         offered |= CLIENT_SSL;
     }
@@ -427,7 +429,10 @@ async fn handshake(
     success.detail = Some(detail);
     let _ = inner.audit.record(success).await;
 
-    let client_caps = resp.capabilities & offered;
+    let mut client_caps = resp.capabilities & offered;
+    if policy.mode == postern_policy::Mode::Passthrough {
+        client_caps &= !CLIENT_LOCAL_FILES;
+    }
     let target_up = UpstreamTarget {
         host: &ds.host,
         port: ds.port,
@@ -796,6 +801,8 @@ struct Pending {
     follow: Option<Follow>,
     /// The prepared statement an execution or fetch is of.
     stmt: Option<u32>,
+    /// A judged `LOAD DATA LOCAL INFILE`: the file the server may ask the client for.
+    local_file: Option<Vec<u8>>,
 }
 
 enum End {
@@ -888,6 +895,8 @@ async fn relay(inner: &Inner, est: Established, ident: &Ident) {
     tracing::info!("session open");
     let upstream_caps = upstream.capabilities;
     let mut tracker = Tracker::new(deprecate_eof);
+    // The client is sending the file of a LOCAL INFILE request.
+    let mut sending_file = false;
     tracker.inspect(gate.masking().is_some());
     let mut pending: VecDeque<Pending> = VecDeque::new();
     let mut prepared: HashMap<u32, Prepared> = HashMap::new();
@@ -923,6 +932,16 @@ async fn relay(inner: &Inner, est: Established, ident: &Ident) {
                         }
                         Err(e) => break 'relay End::Protocol(e.to_string()),
                     };
+                    if sending_file {
+                        // A LOCAL INFILE's data: packets as they come, up to an empty one.
+                        let wire = cbuf.split_to(total);
+                        to_up.extend_from_slice(&wire);
+                        if total == 4 {
+                            sending_file = false;
+                            tracker.local_infile_sent();
+                        }
+                        continue;
+                    }
                     if first_seq != 0 {
                         break 'relay End::Protocol(format!("Got packets out of order (a command with sequence id {first_seq})"));
                     }
@@ -937,7 +956,7 @@ async fn relay(inner: &Inner, est: Established, ident: &Ident) {
                         break 'relay End::Protocol("empty command packet".into());
                     };
                     let now = Instant::now();
-                    let mut p = Pending { expect: None, reply: None, command: command_name(cmd), text: None, params: Vec::new(), started: now, refused: None, ruling: None, analysis: None, follow: None, stmt: None };
+                    let mut p = Pending { expect: None, reply: None, command: command_name(cmd), text: None, params: Vec::new(), started: now, refused: None, ruling: None, analysis: None, follow: None, stmt: None, local_file: None };
                     let mut forward = true;
                     let refuse = |p: &mut Pending, code: u16, state: &str, msg: String| {
                         let mut out = BytesMut::new();
@@ -1016,6 +1035,9 @@ async fn relay(inner: &Inner, est: Established, ident: &Ident) {
                             };
                             p.expect = Some(Expect::Results);
                             if let Some(r) = ruling {
+                                if r.allowed && !gate.passthrough() {
+                                    p.local_file = postern_sql::mysql::local_infile(&sent).map(String::into_bytes);
+                                }
                                 if r.allowed {
                                     if let (Some(m), Some(plans)) = (gate.masking(), &r.plans) {
                                         p.follow = Some(Follow::new(m.clone(), plans.clone(), false));
@@ -1218,7 +1240,12 @@ async fn relay(inner: &Inner, est: Established, ident: &Ident) {
                 loop {
                     if !tracker.busy() {
                         match pending.front() {
-                            Some(Pending { expect: Some(e), .. }) => tracker.expect(*e),
+                            Some(Pending { expect: Some(e), local_file, .. }) => {
+                                tracker.expect(*e);
+                                if let Some(f) = local_file {
+                                    tracker.allow_local_infile(f);
+                                }
+                            }
                             _ => break,
                         }
                     }
@@ -1227,6 +1254,9 @@ async fn relay(inner: &Inner, est: Established, ident: &Ident) {
                         Err(e) => break 'relay End::Failed(format!("the server sent a response Postern cannot follow: {e}")),
                     };
                     let end = at + fed.consumed;
+                    if fed.local_infile {
+                        sending_file = true;
+                    }
                     // Masked rows (and hidden error texts) replace the server's packets.
                     let mut copied = at;
                     if let Some(f) = pending.front_mut().and_then(|p| p.follow.as_mut()) {

@@ -66,6 +66,8 @@ enum State {
     Simple,
     OnePacket,
     UntilEof,
+    /// The server asked for a LOCAL INFILE file: the client's data packets are under way.
+    LocalInfile,
 }
 
 /// What [`Tracker::feed`] did.
@@ -75,6 +77,9 @@ pub struct Fed {
     pub consumed: usize,
     /// The response ended at `consumed`.
     pub done: Option<Outcome>,
+    /// The server asked for the file of an allowed `LOAD DATA LOCAL INFILE` (the request
+    /// ends at `consumed`): the client's next packets are the file, up to an empty one.
+    pub local_infile: bool,
 }
 
 /// What an inspected packet was (see [`Tracker::inspect`]).
@@ -109,6 +114,8 @@ pub struct Tracker {
     /// Rows are read whole (up to one physical packet) and reported as [`Event`]s.
     inspect: bool,
     events: Vec<Event>,
+    /// The file name a LOCAL INFILE request may name for the command being followed.
+    local_file: Option<Vec<u8>>,
     state: State,
     /// Body bytes of the current packet still to pass over.
     skip: usize,
@@ -126,6 +133,7 @@ impl Tracker {
             deprecate_eof,
             inspect: false,
             events: Vec::new(),
+            local_file: None,
             state: State::Idle,
             skip: 0,
             continued: false,
@@ -145,6 +153,20 @@ impl Tracker {
         self.events.drain(..)
     }
 
+    /// The command being followed is a judged `LOAD DATA LOCAL INFILE 'name'`: the server
+    /// may ask for that file (and no other).
+    pub fn allow_local_infile(&mut self, name: &[u8]) {
+        self.local_file = Some(name.to_vec());
+    }
+
+    /// The client's file data ended (its empty packet went upstream): the server's answer
+    /// follows.
+    pub fn local_infile_sent(&mut self) {
+        if self.state == State::LocalInfile {
+            self.state = State::First;
+        }
+    }
+
     /// Whether a response is being followed.
     pub fn busy(&self) -> bool {
         self.state != State::Idle
@@ -155,6 +177,7 @@ impl Tracker {
         self.outcome = Outcome::default();
         self.skip = 0;
         self.continued = false;
+        self.local_file = None;
         self.state = match e {
             Expect::Results => State::First,
             Expect::Prepare => State::PrepareFirst,
@@ -171,10 +194,11 @@ impl Tracker {
         self.events.clear();
         let mut at = 0;
         loop {
-            if self.state == State::Idle {
+            if self.state == State::Idle || self.state == State::LocalInfile {
                 return Ok(Fed {
                     consumed: at,
                     done: None,
+                    local_infile: false,
                 });
             }
             if self.skip > 0 {
@@ -185,6 +209,7 @@ impl Tracker {
                     return Ok(Fed {
                         consumed: at,
                         done: None,
+                        local_infile: false,
                     });
                 }
                 continue;
@@ -193,6 +218,7 @@ impl Tracker {
                 return Ok(Fed {
                     consumed: at,
                     done: None,
+                    local_infile: false,
                 });
             };
             let continues = len == MAX_PAYLOAD;
@@ -218,6 +244,7 @@ impl Tracker {
                     return Ok(Fed {
                         consumed: at,
                         done: None,
+                        local_infile: false,
                     });
                 }
                 if self.state != State::Rows {
@@ -233,6 +260,7 @@ impl Tracker {
                 return Ok(Fed {
                     consumed: at,
                     done: None,
+                    local_infile: false,
                 });
             }
             let payload = &body[..len];
@@ -242,6 +270,13 @@ impl Tracker {
             let before = self.state;
             let results = self.outcome.results;
             let ended = self.packet(payload)?;
+            if self.state == State::LocalInfile {
+                return Ok(Fed {
+                    consumed: at,
+                    done: None,
+                    local_infile: true,
+                });
+            }
             if self.inspect {
                 let kind = if payload.first() == Some(&0xff) {
                     Some(Seen::Err)
@@ -268,6 +303,7 @@ impl Tracker {
                 return Ok(Fed {
                     consumed: at,
                     done: Some(done),
+                    local_infile: false,
                 });
             }
         }
@@ -301,7 +337,7 @@ impl Tracker {
     fn packet(&mut self, p: &[u8]) -> Result<bool, CodecError> {
         let first = p.first().copied();
         match self.state {
-            State::Idle => Ok(false),
+            State::Idle | State::LocalInfile => Ok(false),
             State::First => match first {
                 Some(0x00) => {
                     let ok = codec::parse_ok(p)?;
@@ -309,9 +345,16 @@ impl Tracker {
                     Ok(self.end_of_result(ok.status))
                 }
                 Some(0xff) => self.error(p),
-                Some(0xfb) => Err(CodecError::Malformed(
-                    "response (LOCAL INFILE request, which Postern does not allow)",
-                )),
+                Some(0xfb) => match &self.local_file {
+                    Some(name) if p[1..] == name[..] => {
+                        self.local_file = None;
+                        self.state = State::LocalInfile;
+                        Ok(false)
+                    }
+                    _ => Err(CodecError::Malformed(
+                        "response (LOCAL INFILE request for a file no allowed statement named)",
+                    )),
+                },
                 Some(_) => {
                     let n = codec::Reader::new(p, "column count")
                         .lenenc()?
@@ -480,6 +523,35 @@ mod tests {
             }
         }
         (passed, None)
+    }
+
+    #[test]
+    fn local_infile_requests_only_for_the_judged_file() {
+        let ok = crate::codec::ok(3, 2, "");
+        let request = |name: &[u8]| {
+            let mut p = vec![0xfb];
+            p.extend_from_slice(name);
+            packets(&[&p])
+        };
+        let mut t = Tracker::new(true);
+        t.expect(Expect::Results);
+        t.allow_local_infile(b"/tmp/a.csv");
+        let wire = request(b"/tmp/a.csv");
+        let fed = t.feed(&wire).unwrap();
+        assert!(fed.local_infile && fed.done.is_none());
+        assert_eq!(fed.consumed, wire.len());
+        // Until the client's file went up, nothing more is read.
+        let answer = packets(&[&ok]);
+        assert_eq!(t.feed(&answer).unwrap().consumed, 0);
+        t.local_infile_sent();
+        let fed = t.feed(&answer).unwrap();
+        assert_eq!(fed.done.map(|o| o.affected), Some(3));
+        // Another file, or a request the statement never allowed: refused.
+        t.expect(Expect::Results);
+        t.allow_local_infile(b"/tmp/a.csv");
+        assert!(t.feed(&request(b"/etc/passwd")).is_err());
+        t.expect(Expect::Results);
+        assert!(t.feed(&request(b"/tmp/a.csv")).is_err());
     }
 
     #[test]

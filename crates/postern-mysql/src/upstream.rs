@@ -125,7 +125,10 @@ async fn connect_inner(target: &UpstreamTarget<'_>) -> Result<Upstream, Upstream
             ))
         }
     };
-    let mut caps = target.client_capabilities & greeting.capabilities & codec::OFFERED;
+    // LOCAL INFILE only when the session asked for it (see the session's checks).
+    let mut caps = target.client_capabilities
+        & greeting.capabilities
+        & (codec::OFFERED | codec::CLIENT_LOCAL_FILES);
     caps |= CLIENT_CONNECT_WITH_DB & greeting.capabilities;
     if use_tls {
         caps |= CLIENT_SSL;

@@ -272,6 +272,27 @@ pub fn split_statements(sql: &str) -> Vec<&str> {
         .collect()
 }
 
+/// For text that is exactly one `LOAD DATA|XML … LOCAL INFILE 'name' …` statement: the file
+/// name, as the server will ask the client for it.
+pub fn local_infile(sql: &str) -> Option<String> {
+    let pieces = split(sql);
+    let [p] = pieces.as_slice() else {
+        return None;
+    };
+    let t = &p.toks;
+    if t.first()?.word() != Some("load") || !matches!(t.get(1)?.word(), Some("data" | "xml")) {
+        return None;
+    }
+    let at = t.iter().position(|x| x.word() == Some("infile"))?;
+    if !t[..at].iter().any(|x| x.word() == Some("local")) {
+        return None;
+    }
+    match t.get(at + 1)? {
+        Tok::Str(name) => Some(name.clone()),
+        _ => None,
+    }
+}
+
 /// Whether the text ends in a `#` or `-- ` comment (what an injected tail looks like).
 pub fn ends_with_line_comment(sql: &str) -> bool {
     split_lexed(sql).1

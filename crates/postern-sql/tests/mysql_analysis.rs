@@ -382,3 +382,24 @@ fn column_flow_follows_values() {
     assert!(f.copies.names.contains(&"ssn".to_string()));
     assert_eq!(f.filters.names, ["b"]);
 }
+
+#[test]
+fn local_infile_names_the_file_of_one_load_statement() {
+    use postern_sql::mysql::local_infile;
+    assert_eq!(
+        local_infile("LOAD DATA LOW_PRIORITY LOCAL INFILE '/tmp/a\\'b.csv' INTO TABLE t")
+            .as_deref(),
+        Some("/tmp/a'b.csv")
+    );
+    assert_eq!(
+        local_infile("LOAD DATA INFILE '/tmp/a.csv' INTO TABLE t"),
+        None
+    );
+    assert_eq!(local_infile("SELECT 'LOAD DATA LOCAL INFILE'"), None);
+    assert_eq!(
+        local_infile(
+            "LOAD DATA LOCAL INFILE 'a' INTO TABLE t; LOAD DATA LOCAL INFILE 'b' INTO TABLE t"
+        ),
+        None
+    );
+}

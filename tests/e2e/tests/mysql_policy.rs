@@ -590,3 +590,80 @@ masking-policy:
     p.stop().await;
     up.drop_all();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn load_data_local_infile_only_when_granted() {
+    let my = my();
+    let up = my.upstream();
+    up.root_sql("CREATE TABLE imports (id INT, label VARCHAR(20));");
+    let p = Postern::start().await;
+    let alias = "mload";
+    let db = up.db.clone();
+    let file = std::env::temp_dir().join(format!("postern-load-{db}.csv"));
+    std::fs::write(&file, "1,one\n2,two\n3,three\n").unwrap();
+    // frank may load files (COPY FILE on the datasource); grace may only insert.
+    p.grant_mysql(
+        &up,
+        alias,
+        "frank",
+        PW,
+        serde_json::json!({
+            "modes": { alias: "masked" },
+            "privileges": [
+                { "allow": ["SELECT", "INSERT"], "on": format!("{alias}.{db}.{db}.imports") },
+                { "allow": ["COPY FILE"], "on": format!("{alias}.*.*.*") },
+            ],
+        }),
+    )
+    .await;
+    p.apply_yaml(&format!(
+        "role:\n  - name: loader-lite\n    credentials: [{alias}-cred]\n    modes: {{ {alias}: masked }}\n    privileges: [{{ allow: [SELECT, INSERT], on: \"{alias}.{db}.{db}.imports\" }}]\nuser:\n  - name: grace\n    roles: [loader-lite]\n"
+    ))
+    .await;
+    p.handle.store.set_password("grace", PW).await.unwrap();
+    let load = format!(
+        "LOAD DATA LOCAL INFILE '{}' INTO TABLE imports FIELDS TERMINATED BY ','",
+        file.display()
+    );
+    let run_local = |user: &str| {
+        let out = p
+            .mysql(user, PW, alias)
+            .args(["--local-infile=1", "-N", "-B", "-e", &load])
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (ok, err) = run_local("frank");
+    assert!(ok, "{err}");
+    assert_eq!(up.root_sql("SELECT COUNT(*) FROM imports").trim(), "3");
+    // The session goes on after the file: a query on the same connection works.
+    let out = p
+        .mysql("frank", PW, alias)
+        .args([
+            "--local-infile=1",
+            "-N",
+            "-B",
+            "-e",
+            &format!("{load}; SELECT COUNT(*) FROM imports"),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "6");
+    let (ok, err) = run_local("grace");
+    assert!(
+        !ok && err.contains("ERROR 1142") && err.contains("file"),
+        "{err}"
+    );
+    assert_eq!(up.root_sql("SELECT COUNT(*) FROM imports").trim(), "6");
+    let _ = std::fs::remove_file(&file);
+    p.stop().await;
+    up.drop_all();
+}
