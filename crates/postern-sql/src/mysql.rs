@@ -639,12 +639,12 @@ fn special(p: &Piece, depth: u8) -> Option<Statement> {
         "table" => {
             // `TABLE t …` is `SELECT * FROM t …`.
             let rest = p.code.trim_start();
-            let rewritten = format!("SELECT * FROM {}", &rest[5..]);
+            let rewritten = format!("SELECT * FROM {}", rest.get(5..).unwrap_or(""));
             Some(parse(&rewritten, "TABLE", &Flags::default()))
         }
         "do" => {
             let rest = p.code.trim_start();
-            let rewritten = format!("SELECT {}", &rest[2..]);
+            let rewritten = format!("SELECT {}", rest.get(2..).unwrap_or(""));
             Some(match parse(&rewritten, "DO", &Flags::default()) {
                 Statement::Analysed(mut f) => {
                     f.command = "DO".into();
