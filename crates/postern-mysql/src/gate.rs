@@ -168,6 +168,8 @@ impl Gate {
     /// What result values the session masks (`None`: nothing).
     pub fn set_masking(&mut self, m: Option<Arc<SessionMasking>>) {
         self.masking = m;
+        // Prepared statements are planned again under it at their next execution.
+        self.generation += 1;
     }
 
     /// The session's masking, when results are masked.
