@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use postern_core::{choose_credential, DatasourceSpec};
+use postern_core::DatasourceSpec;
 use postern_policy::{Mode, Policy, SessionMasking};
 use postern_store::Store;
 
@@ -24,13 +24,7 @@ pub async fn session_masking(
     if policy.mode == Mode::Passthrough || policy.masking_rules().next().is_none() {
         return Ok(None);
     }
-    let grants = store.role_grants(user).await.map_err(|e| e.to_string())?;
-    let cred_name = choose_credential(user, &ds.name, &grants).map_err(|e| e.to_string())?;
-    let cred = store
-        .upstream_credential(&cred_name)
-        .await
-        .map_err(|e| e.to_string())?
-        .ok_or_else(|| format!("credential {cred_name} no longer exists"))?;
+    let cred = store.credential_for(user, &ds.name).await?;
     let target = UpstreamTarget {
         host: &ds.host,
         port: ds.port,

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use postern_auth::SaltedPasswordCache;
-use postern_core::{choose_credential, DatasourceSpec};
+use postern_core::DatasourceSpec;
 use postern_policy::{Mode, Policy, SessionMasking};
 use postern_store::Store;
 
@@ -45,13 +45,7 @@ pub async fn session_masking(
     if levels.is_empty() {
         return Ok(None);
     }
-    let grants = store.role_grants(user).await.map_err(|e| e.to_string())?;
-    let cred_name = choose_credential(user, &ds.name, &grants).map_err(|e| e.to_string())?;
-    let cred = store
-        .upstream_credential(&cred_name)
-        .await
-        .map_err(|e| e.to_string())?
-        .ok_or_else(|| format!("credential {cred_name} no longer exists"))?;
+    let cred = store.credential_for(user, &ds.name).await?;
     let salted = SaltedPasswordCache::new(1);
     let target = UpstreamTarget {
         host: &ds.host,

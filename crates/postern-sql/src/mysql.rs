@@ -851,7 +851,6 @@ fn catalog(table: &str) -> Access {
 fn show(t: &[Tok]) -> StatementFacts {
     let words: Vec<&str> = t.iter().skip(1).filter_map(Tok::word).collect();
     let mut f = facts(StatementKind::Select, command_of(t));
-    let has = |w: &str| words.first().is_some_and(|x| *x == w);
     let table = match words.first().copied() {
         Some("full") | Some("extended") => words.get(1).copied(),
         other => other,
@@ -905,17 +904,17 @@ fn show(t: &[Tok]) -> StatementFacts {
         Some(other) => other,
         None => "tables",
     };
-    let _ = has;
     f.accesses.push(catalog(cat));
     f
 }
 
-fn fold(i: &ast::Ident) -> String {
+/// An identifier as MySQL names are compared here: lower case.
+pub(crate) fn fold(i: &ast::Ident) -> String {
     i.value.to_lowercase()
 }
 
 /// A table name as the statement writes it. `None` for forms MySQL does not have.
-fn object_name(n: &ast::ObjectName) -> Option<ObjectName> {
+pub(crate) fn object_name(n: &ast::ObjectName) -> Option<ObjectName> {
     let parts: Vec<String> =
         n.0.iter()
             .map(|p| match p {

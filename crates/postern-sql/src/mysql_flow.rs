@@ -16,6 +16,7 @@ use sqlparser::ast::{
 
 use crate::analysis::ObjectName;
 use crate::flow::{ColumnFlow, Output, Refs};
+use crate::mysql::{fold, object_name as object};
 
 /// Where values met on the way go.
 #[derive(Clone, Copy)]
@@ -32,25 +33,6 @@ type Entry = (String, Refs, bool);
 #[derive(Default)]
 struct Walker {
     flow: ColumnFlow,
-}
-
-fn fold(i: &ast::Ident) -> String {
-    i.value.to_lowercase()
-}
-
-fn object(n: &ast::ObjectName) -> Option<ObjectName> {
-    let parts: Vec<String> =
-        n.0.iter()
-            .map(|p| match p {
-                ObjectNamePart::Identifier(i) => Some(fold(i)),
-                ObjectNamePart::Function(_) => None,
-            })
-            .collect::<Option<_>>()?;
-    match parts.as_slice() {
-        [t] => Some(ObjectName::bare(t.clone())),
-        [d, t] => Some(ObjectName::qualified(d.clone(), t.clone())),
-        _ => None,
-    }
 }
 
 /// The column flow of one parsed MySQL statement.

@@ -57,6 +57,22 @@ pub(crate) fn open(
 }
 
 impl Store {
+    /// The credential `user` would log in to datasource `alias` with (the same choice a
+    /// session makes), its password opened. Errors are for people.
+    pub async fn credential_for(
+        &self,
+        user: &str,
+        alias: &str,
+    ) -> Result<UpstreamCredential, String> {
+        let grants = self.role_grants(user).await.map_err(|e| e.to_string())?;
+        let name =
+            postern_core::choose_credential(user, alias, &grants).map_err(|e| e.to_string())?;
+        self.upstream_credential(&name)
+            .await
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| format!("credential {name} no longer exists"))
+    }
+
     /// The credential `name` with its password opened, for an upstream login.
     pub async fn upstream_credential(
         &self,
