@@ -192,6 +192,8 @@ impl Ca {
         csr_pem: &str,
         not_after: OffsetDateTime,
     ) -> Result<IssuedClientCert, VaultError> {
+        // X.509 times are whole seconds: what Postern records and reports must be the same.
+        let not_after = not_after.replace_nanosecond(0).unwrap_or(not_after);
         let mut csr = rcgen::CertificateSigningRequestParams::from_pem(csr_pem)?;
         let mut serial = [0u8; 16];
         rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut serial);
@@ -308,6 +310,12 @@ mod tests {
             .collect();
         assert_eq!(cn, ["alice"]);
         assert!(cert.subject_alternative_name().unwrap().is_none());
+        // What Postern reports as the end is the certificate's own (whole seconds).
+        assert_eq!(issued.not_after.nanosecond(), 0);
+        assert_eq!(
+            cert.validity().not_after.timestamp(),
+            issued.not_after.unix_timestamp()
+        );
         assert_eq!(cert.public_key().raw, key.public_key_der().as_slice());
         assert_eq!(hex::encode(cert.raw_serial()), issued.serial);
         assert_eq!(

@@ -151,7 +151,9 @@ impl IdentityFiles {
             &id.not_after,
             &time::format_description::well_known::Rfc3339,
         )
-        .map(|t| t <= time::OffsetDateTime::now_utc())
+        // The certificate itself holds whole seconds, and Postern refuses it from that
+        // instant: so does the check here.
+        .map(|t| t.replace_nanosecond(0).unwrap_or(t) <= time::OffsetDateTime::now_utc())
         .unwrap_or(true);
         if expired || !self.cert().is_file() || !self.key().is_file() {
             return Err(ClientError::NotLoggedIn(format!(
