@@ -115,6 +115,8 @@ pub struct Gate {
     /// The session changed the schema (or ran what Postern cannot see into): the masking
     /// catalog is read again before the next command.
     catalog_stale: bool,
+    /// When the masking catalog was last read.
+    catalog_read: std::time::Instant,
 }
 
 impl Gate {
@@ -140,6 +142,7 @@ impl Gate {
             client,
             masking: None,
             catalog_stale: false,
+            catalog_read: std::time::Instant::now(),
         }
     }
 
@@ -167,6 +170,9 @@ impl Gate {
 
     /// What result values the session masks (`None`: nothing).
     pub fn set_masking(&mut self, m: Option<Arc<SessionMasking>>) {
+        if m.as_ref().is_some_and(|m| !m.is_blind()) {
+            self.catalog_read = std::time::Instant::now();
+        }
         self.masking = m;
         // Prepared statements are planned again under it at their next execution.
         self.generation += 1;
@@ -175,6 +181,12 @@ impl Gate {
     /// The session's masking, when results are masked.
     pub fn masking(&self) -> Option<&Arc<SessionMasking>> {
         self.masking.as_ref()
+    }
+
+    /// Whether the masking catalog is older than `max_age` (others' schema changes are seen
+    /// when it is read again).
+    pub fn catalog_due(&self, max_age: std::time::Duration) -> bool {
+        self.masking.is_some() && self.catalog_read.elapsed() >= max_age
     }
 
     /// Whether the masking catalog must be read again before the next command.

@@ -182,6 +182,7 @@ impl Follow {
 /// with each command's [`Follow`]).
 pub struct Masker {
     key: zeroize::Zeroizing<[u8; 32]>,
+    datasource: String,
 }
 
 impl std::fmt::Debug for Masker {
@@ -199,9 +200,12 @@ pub enum Action {
 }
 
 impl Masker {
-    /// A masker whose hash masking is keyed by `key`.
-    pub fn new(key: zeroize::Zeroizing<[u8; 32]>) -> Self {
-        Masker { key }
+    /// A masker for datasource `datasource` whose hash masking is keyed by `key`.
+    pub fn new(key: zeroize::Zeroizing<[u8; 32]>, datasource: &str) -> Self {
+        Masker {
+            key,
+            datasource: datasource.to_string(),
+        }
     }
 
     /// A column definition of the result now arriving.
@@ -212,18 +216,25 @@ impl Masker {
         // expressions, are judged by the statement's lineage.
         // A CTE's or derived table's columns name it, not the table they come from; one may
         // even shadow a table's name.
-        let from_catalog = !def.schema.is_empty()
+        let named = !def.schema.is_empty()
             && !def.org_table.is_empty()
             && !def.org_name.is_empty()
-            && f.masking.knows(&def.schema, &def.org_table)
             && !f.plan().is_some_and(|p| p.defines.contains(&def.org_table));
-        let mask = if from_catalog {
-            f.masking
-                .source_named(&def.schema, &def.org_table, &def.org_name)
-        } else {
+        let lineage = || {
             f.plan()
                 .and_then(|p| p.mask.as_ref())
                 .and_then(|m| m.computed(i))
+        };
+        let mask = if named && f.masking.knows(&def.schema, &def.org_table) {
+            f.masking
+                .source_named(&def.schema, &def.org_table, &def.org_name)
+        } else if named {
+            // A table created since the catalog was read: the rules' patterns decide.
+            f.masking
+                .source_by_rules(&self.datasource, &def.schema, &def.org_table, &def.org_name)
+                .or_else(lineage)
+        } else {
+            lineage()
         };
         let cm = mask.map(|mask| ColumnMask {
             mask,
@@ -599,7 +610,7 @@ mod tests {
     #[test]
     fn text_rows_are_rewritten() {
         let m = masking();
-        let masker = Masker::new(zeroize::Zeroizing::new([7u8; 32]));
+        let masker = Masker::new(zeroize::Zeroizing::new([7u8; 32]), "ds");
         let mut f = follow(&m, &masker, false);
         let mut row = BytesMut::new();
         for v in ["1", "123-45-6789", "91000", "1990-05-17"] {
@@ -630,7 +641,7 @@ mod tests {
     #[test]
     fn binary_rows_are_rewritten() {
         let m = masking();
-        let masker = Masker::new(zeroize::Zeroizing::new([7u8; 32]));
+        let masker = Masker::new(zeroize::Zeroizing::new([7u8; 32]), "ds");
         let mut f = follow(&m, &masker, true);
         let mut row = BytesMut::new();
         row.put_u8(0);
@@ -655,7 +666,7 @@ mod tests {
     #[test]
     fn error_texts_are_hidden_when_the_statement_reads_masked_values() {
         let m = masking();
-        let masker = Masker::new(zeroize::Zeroizing::new([7u8; 32]));
+        let masker = Masker::new(zeroize::Zeroizing::new([7u8; 32]), "ds");
         let e = codec::err(
             1292,
             "22007",

@@ -876,10 +876,11 @@ async fn relay(inner: &Inner, est: Established, ident: &Ident) {
         masking,
     } = est;
     let masking_key = inner.store.masking_key(&policy.datasource);
+    let masker_ds = policy.datasource.clone();
     let mut fingerprint = policy.masking_fingerprint();
     let mut gate = Gate::new(policy, granted_at, &database, ident.ip);
     gate.set_masking(masking);
-    let masker = Masker::new(masking_key);
+    let masker = Masker::new(masking_key, &masker_ds);
     // Rows of open cursors (COM_STMT_FETCH), by statement: the columns of their execution.
     let mut cursors: HashMap<u32, Follow> = HashMap::new();
     let deprecate_eof = upstream.capabilities & CLIENT_DEPRECATE_EOF != 0;
@@ -995,6 +996,11 @@ async fn relay(inner: &Inner, est: Established, ident: &Ident) {
                             }
                             Err(why) => break 'relay End::Revoked(why),
                         }
+                    }
+                    // Other sessions' schema changes: the catalog is read again once it is old,
+                    // when nothing is in flight.
+                    if pending.is_empty() && !tracker.busy() && gate.catalog_due(MASKING_CATALOG_MAX_AGE) {
+                        gate.mark_catalog_stale();
                     }
                     if gate.catalog_stale() {
                         if pending.is_empty() && !tracker.busy() {
@@ -1480,6 +1486,10 @@ async fn reload(
         .await?;
     Ok((Arc::new(policy), epoch))
 }
+
+/// How old the masking catalog may grow before it is read again (tables and views created
+/// by other sessions meanwhile are masked by the rules' patterns until then).
+const MASKING_CATALOG_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Cursor open after an execution (rows follow with COM_STMT_FETCH).
 const SERVER_STATUS_CURSOR_EXISTS: u16 = 0x40;

@@ -434,6 +434,50 @@ impl SessionMasking {
             .contains_key(&(schema.to_string(), relation.to_string()))
     }
 
+    /// The mask of a column of a relation the catalog does not hold (created since it was
+    /// read), by the rules' patterns alone (MySQL: the database is the schema).
+    pub fn source_by_rules(
+        &self,
+        datasource: &str,
+        schema: &str,
+        relation: &str,
+        column: &str,
+    ) -> Option<Mask> {
+        if self.blind {
+            return Some(Mask {
+                rule: None,
+                how: How::Opaque,
+            });
+        }
+        let c = ColumnRef {
+            datasource,
+            database: schema,
+            schema,
+            table: relation,
+            column,
+        };
+        // Per policy its first matching rule; the best policy wins (as `rule_for`).
+        let mut best: Option<(usize, i32, &str)> = None;
+        let mut seen_policy: Option<&str> = None;
+        for (i, (priority, policy, rule)) in self.rules.iter().enumerate() {
+            if seen_policy == Some(policy.as_str()) || !rule.pattern.matches(&c) {
+                continue;
+            }
+            seen_policy = Some(policy.as_str());
+            let better = match best {
+                None => true,
+                Some((_, p, n)) => *priority > p || (*priority == p && policy.as_str() < n),
+            };
+            if better {
+                best = Some((i, *priority, policy.as_str()));
+            }
+        }
+        best.map(|(i, _, _)| Mask {
+            rule: u16::try_from(i).ok(),
+            how: How::Direct,
+        })
+    }
+
     /// Whether this is [`SessionMasking::blind`].
     pub fn is_blind(&self) -> bool {
         self.blind

@@ -408,6 +408,18 @@ masking-policy:
     assert_eq!(salary, 0);
     assert_eq!(birth.to_string(), "1985-01-01");
     assert_eq!(name, "Bob");
+    // A table another session creates after this one read its catalog: the rules' patterns
+    // mask it at once.
+    up.root_sql(
+        "CREATE TABLE late (id INT, email VARCHAR(80)); INSERT INTO late VALUES (1, 'late@corp.example');",
+    );
+    let late: String = sqlx::query("SELECT email FROM late WHERE id = ?")
+        .bind(1)
+        .fetch_one(&mut c)
+        .await
+        .unwrap()
+        .get(0);
+    assert_ne!(late, "late@corp.example");
     c.close().await.unwrap();
 
     // `postern policy check` shows the same plan, read from the MySQL catalog.

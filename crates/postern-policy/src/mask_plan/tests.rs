@@ -284,6 +284,17 @@ fn mysql_catalogs_name_their_columns() {
     let ssn = m.source_named("crm", "customers", "ssn").expect("masked");
     assert_eq!(ssn.how, How::Direct);
     assert_eq!(m.source_named("crm", "customers", "name"), None);
+    // A table the catalog does not hold yet: the rules' patterns decide.
+    assert_eq!(
+        m.source_by_rules("shopmy", "crm", "customers", "ssn")
+            .map(|x| x.how),
+        Some(How::Direct)
+    );
+    assert_eq!(m.source_by_rules("shopmy", "crm", "other", "ssn"), None);
+    assert_eq!(
+        m.source_by_rules("elsewhere", "crm", "customers", "ssn"),
+        None
+    );
     // The view's column computed from ssn is masked as derived from it.
     let tail = m
         .source_named("crm", "v", "tail")
