@@ -117,6 +117,8 @@ pub struct Gate {
     catalog_stale: bool,
     /// When the masking catalog was last read.
     catalog_read: std::time::Instant,
+    /// A firewall rule depends on the time of day: executions are judged every time.
+    timed: bool,
 }
 
 impl Gate {
@@ -128,6 +130,7 @@ impl Gate {
         } else {
             vec![database.to_lowercase()]
         };
+        let timed = policy.firewall.iter().any(|r| r.depends_on_time());
         Gate {
             policy,
             epoch,
@@ -143,6 +146,7 @@ impl Gate {
             masking: None,
             catalog_stale: false,
             catalog_read: std::time::Instant::now(),
+            timed,
         }
     }
 
@@ -163,6 +167,7 @@ impl Gate {
 
     /// A reloaded policy; prepared statements are judged again at their next execution.
     pub fn set_policy(&mut self, policy: Arc<Policy>, epoch: u64) {
+        self.timed = policy.firewall.iter().any(|r| r.depends_on_time());
         self.policy = policy;
         self.epoch = epoch;
         self.generation += 1;
@@ -289,17 +294,13 @@ impl Gate {
                 Ok(p) => r.plans = p,
                 Err(refusal) => return (Ruling::refuse(refusal), Some((analysis, log))),
             }
-            if self.masking.is_some() {
-                if let Ok(a) = analysis.as_ref() {
+            if let Ok(a) = analysis.as_ref() {
+                if self.masking.is_some() {
                     self.catalog_stale |= a.statements.iter().any(|s| match s {
                         Statement::Analysed(f) => f.kind == postern_sql::StatementKind::Ddl,
                         Statement::Unanalysable { .. } => true,
                     });
                 }
-            }
-        }
-        if r.allowed {
-            if let Ok(a) = analysis.as_ref() {
                 apply_effects(&mut self.view, a);
                 if let [Statement::Analysed(f)] = a.statements.as_slice() {
                     r.use_database = f.session.iter().find_map(|e| match e {
@@ -343,7 +344,6 @@ impl Gate {
         if self.passthrough() {
             return Ruling::allow();
         }
-        let timed = self.policy.firewall.iter().any(|r| r.depends_on_time());
         let Some(p) = self.stmts.get(&id) else {
             // Prepared before statements were checked, or never: fail closed.
             return Ruling::refuse(Refusal {
@@ -356,7 +356,7 @@ impl Gate {
                 rule: None,
             });
         };
-        if p.judged == self.generation && !timed {
+        if p.judged == self.generation && !self.timed {
             let mut r = Ruling::allow();
             r.plans.clone_from(&p.plans);
             return r;

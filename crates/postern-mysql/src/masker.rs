@@ -191,14 +191,6 @@ impl std::fmt::Debug for Masker {
     }
 }
 
-/// What to do with an inspected packet.
-pub enum Action {
-    /// Pass it on as it is.
-    Keep,
-    /// Send this payload instead (same sequence id).
-    Replace(BytesMut),
-}
-
 impl Masker {
     /// A masker for datasource `datasource` whose hash masking is keyed by `key`.
     pub fn new(key: zeroize::Zeroizing<[u8; 32]>, datasource: &str) -> Self {
@@ -209,7 +201,7 @@ impl Masker {
     }
 
     /// A column definition of the result now arriving.
-    pub fn column(&self, f: &mut Follow, payload: &[u8]) -> Result<(), CodecError> {
+    fn column(&self, f: &mut Follow, payload: &[u8]) -> Result<(), CodecError> {
         let def = parse_column_def(payload)?;
         let i = f.columns.len();
         // MariaDB names a view's computed columns with the view but no database: those, like
@@ -247,33 +239,35 @@ impl Masker {
         Ok(())
     }
 
-    /// A row, an error or the end of a result.
+    /// A column definition, a row, an error or the end of a result. `true` when the packet
+    /// is to be replaced by the payload written to `out` (same sequence id).
     pub fn packet(
         &self,
         f: &mut Follow,
         kind: crate::tracker::Seen,
         payload: &[u8],
-    ) -> Result<Action, CodecError> {
+        out: &mut BytesMut,
+    ) -> Result<bool, CodecError> {
         use crate::tracker::Seen;
         match kind {
             Seen::ColumnDef => {
                 self.column(f, payload)?;
-                Ok(Action::Keep)
+                Ok(false)
             }
             Seen::Row if f.any => {
-                let out = if f.binary {
-                    self.binary_row(&f.masking, payload, &f.columns)?
+                if f.binary {
+                    self.binary_row(&f.masking, payload, &f.columns, out)?;
                 } else {
-                    self.text_row(&f.masking, payload, &f.columns)?
-                };
-                Ok(Action::Replace(out))
+                    self.text_row(&f.masking, payload, &f.columns, out)?;
+                }
+                Ok(true)
             }
-            Seen::Row => Ok(Action::Keep),
+            Seen::Row => Ok(false),
             Seen::ResultEnd => {
                 f.result += 1;
                 f.columns.clear();
                 f.any = false;
-                Ok(Action::Keep)
+                Ok(false)
             }
             Seen::Err => {
                 // The server's message may quote a masked value (a failed conversion, a
@@ -283,16 +277,17 @@ impl Masker {
                     .any(|p| p.mask.as_ref().is_some_and(|m| m.messages.is_some()))
                 {
                     let e = codec::parse_err(payload)?;
-                    return Ok(Action::Replace(codec::err(
+                    out.extend_from_slice(&codec::err(
                         e.code,
                         &e.sqlstate,
                         &format!(
                             "error {} (Postern hid the server's message: it may quote values masked for you)",
                             e.code
                         ),
-                    )));
+                    ));
+                    return Ok(true);
                 }
-                Ok(Action::Keep)
+                Ok(false)
             }
         }
     }
@@ -309,8 +304,8 @@ impl Masker {
         masking: &SessionMasking,
         p: &[u8],
         cols: &[(ColumnDef, Option<ColumnMask>)],
-    ) -> Result<BytesMut, CodecError> {
-        let mut out = BytesMut::with_capacity(p.len());
+        out: &mut BytesMut,
+    ) -> Result<(), CodecError> {
         let mut r = Reader::new(p, "row");
         for (_, m) in cols {
             if r.rest().first() == Some(&0xfb) {
@@ -320,9 +315,9 @@ impl Masker {
             }
             let v = r.lenenc_bytes()?;
             match m {
-                None => put_lenenc_bytes(&mut out, v),
+                None => put_lenenc_bytes(out, v),
                 Some(m) => match self.apply_text(masking, m, &String::from_utf8_lossy(v)) {
-                    Some(s) => put_lenenc_bytes(&mut out, s.as_bytes()),
+                    Some(s) => put_lenenc_bytes(out, s.as_bytes()),
                     None => out.put_u8(0xfb),
                 },
             }
@@ -330,7 +325,7 @@ impl Masker {
         if !r.rest().is_empty() {
             return Err(CodecError::Malformed("row (more values than columns)"));
         }
-        Ok(out)
+        Ok(())
     }
 
     /// A binary-protocol row: 0x00, a NULL bitmap (offset 2), then the non-NULL values
@@ -340,25 +335,28 @@ impl Masker {
         masking: &SessionMasking,
         p: &[u8],
         cols: &[(ColumnDef, Option<ColumnMask>)],
-    ) -> Result<BytesMut, CodecError> {
+        out: &mut BytesMut,
+    ) -> Result<(), CodecError> {
         let bitmap_len = (cols.len() + 7 + 2) / 8;
         let mut r = Reader::new(p, "binary row");
         if r.u8()? != 0 {
             return Err(CodecError::Malformed("binary row header"));
         }
-        let mut bitmap = r.take(bitmap_len)?.to_vec();
-        let mut values = BytesMut::with_capacity(p.len());
+        // The header and NULL bitmap first; a value masked to NULL sets its bit there.
+        out.put_u8(0);
+        let bitmap = out.len();
+        out.extend_from_slice(r.take(bitmap_len)?);
         for (i, (def, m)) in cols.iter().enumerate() {
-            let bit = i + 2;
-            if bitmap[bit / 8] & (1 << (bit % 8)) != 0 {
+            let (byte, mask) = (bitmap + (i + 2) / 8, 1u8 << ((i + 2) % 8));
+            if out[byte] & mask != 0 {
                 continue;
             }
             let raw = binary_value(&mut r, def.kind)?;
             match m {
-                None => values.extend_from_slice(raw),
+                None => out.extend_from_slice(raw),
                 Some(m) => match self.mask_binary(masking, m, raw) {
-                    Some(v) => values.extend_from_slice(&v),
-                    None => bitmap[bit / 8] |= 1 << (bit % 8),
+                    Some(v) => out.extend_from_slice(&v),
+                    None => out[byte] |= mask,
                 },
             }
         }
@@ -367,11 +365,7 @@ impl Masker {
                 "binary row (more values than columns)",
             ));
         }
-        let mut out = BytesMut::with_capacity(1 + bitmap.len() + values.len());
-        out.put_u8(0);
-        out.extend_from_slice(&bitmap);
-        out.extend_from_slice(&values);
-        Ok(out)
+        Ok(())
     }
 
     /// The masked encoding of a binary value, or `None` for NULL.
@@ -517,6 +511,17 @@ mod tests {
     use crate::tracker::Seen;
     use postern_policy::{CatalogRelation, MaskCatalog, MaskingPolicy, MaskingRule};
 
+    /// The masker's verdict on a packet: the replacement payload, or `None` to keep it.
+    fn pass(
+        masker: &Masker,
+        f: &mut Follow,
+        kind: Seen,
+        payload: &[u8],
+    ) -> Result<Option<BytesMut>, CodecError> {
+        let mut out = BytesMut::new();
+        Ok(masker.packet(f, kind, payload, &mut out)?.then_some(out))
+    }
+
     fn masking() -> Arc<SessionMasking> {
         let rule = |name: &str, col: &str, f: &str| MaskingRule {
             name: name.into(),
@@ -588,10 +593,7 @@ mod tests {
             ("born", T_DATE, 63),
         ] {
             let d = coldef("app", "people", c, k, cs);
-            assert!(matches!(
-                masker.packet(&mut f, Seen::ColumnDef, &d).unwrap(),
-                Action::Keep
-            ));
+            assert!(pass(masker, &mut f, Seen::ColumnDef, &d).unwrap().is_none());
         }
         f
     }
@@ -616,7 +618,7 @@ mod tests {
         for v in ["1", "123-45-6789", "91000", "1990-05-17"] {
             put_lenenc_bytes(&mut row, v.as_bytes());
         }
-        let Action::Replace(out) = masker.packet(&mut f, Seen::Row, &row).unwrap() else {
+        let Some(out) = pass(&masker, &mut f, Seen::Row, &row).unwrap() else {
             panic!("not rewritten");
         };
         let mut r = Reader::new(&out, "row");
@@ -628,14 +630,11 @@ mod tests {
         let mut nulls = BytesMut::new();
         put_lenenc_bytes(&mut nulls, b"2");
         nulls.extend_from_slice(&[0xfb, 0xfb, 0xfb]);
-        assert!(masker.packet(&mut f, Seen::Row, &nulls).is_ok());
-        assert!(masker.packet(&mut f, Seen::Row, &row[..3]).is_err());
+        assert!(pass(&masker, &mut f, Seen::Row, &nulls).is_ok());
+        assert!(pass(&masker, &mut f, Seen::Row, &row[..3]).is_err());
         // After the result, the next one's columns start afresh.
-        masker.packet(&mut f, Seen::ResultEnd, b"").unwrap();
-        assert!(matches!(
-            masker.packet(&mut f, Seen::Row, &row).unwrap(),
-            Action::Keep
-        ));
+        pass(&masker, &mut f, Seen::ResultEnd, b"").unwrap();
+        assert!(pass(&masker, &mut f, Seen::Row, &row).unwrap().is_none());
     }
 
     #[test]
@@ -650,7 +649,7 @@ mod tests {
         put_lenenc_bytes(&mut row, b"123-45-6789");
         row.put_i32_le(91000);
         row.extend_from_slice(&[4, 0xc6, 0x07, 5, 17]); // 1990-05-17
-        let Action::Replace(out) = masker.packet(&mut f, Seen::Row, &row).unwrap() else {
+        let Some(out) = pass(&masker, &mut f, Seen::Row, &row).unwrap() else {
             panic!("not rewritten");
         };
         let mut r = Reader::new(&out, "row");
@@ -673,7 +672,7 @@ mod tests {
             "Truncated incorrect DOUBLE value: '123-45-6789'",
         );
         let mut quiet = Follow::new(m.clone(), vec![StatementPlan::opaque()], false);
-        let Action::Replace(out) = masker.packet(&mut quiet, Seen::Err, &e).unwrap() else {
+        let Some(out) = pass(&masker, &mut quiet, Seen::Err, &e).unwrap() else {
             panic!("kept");
         };
         let err = codec::parse_err(&out).unwrap();
@@ -688,10 +687,7 @@ mod tests {
             }],
             false,
         );
-        assert!(matches!(
-            masker.packet(&mut plain, Seen::Err, &e).unwrap(),
-            Action::Keep
-        ));
+        assert!(pass(&masker, &mut plain, Seen::Err, &e).unwrap().is_none());
     }
 
     #[test]

@@ -19,7 +19,7 @@ use tracing::Instrument;
 use crate::codec::{self, *};
 use crate::gate::{self, Gate, Ruling};
 use crate::io::{read_packet, write_packet, ReadError};
-use crate::masker::{Action as MaskAction, Follow, Masker};
+use crate::masker::{Follow, Masker};
 use crate::proxy::{Inner, Live, LiveGuard};
 use crate::tracker::{Expect, Outcome, Tracker};
 use crate::upstream::{self, UpstreamTarget};
@@ -881,6 +881,8 @@ async fn relay(inner: &Inner, est: Established, ident: &Ident) {
     let mut gate = Gate::new(policy, granted_at, &database, ident.ip);
     gate.set_masking(masking);
     let masker = Masker::new(masking_key, &masker_ds);
+    // A masked packet's new payload, reused from row to row.
+    let mut masked = BytesMut::new();
     // Rows of open cursors (COM_STMT_FETCH), by statement: the columns of their execution.
     let mut cursors: HashMap<u32, Follow> = HashMap::new();
     let deprecate_eof = upstream.capabilities & CLIENT_DEPRECATE_EOF != 0;
@@ -1073,9 +1075,8 @@ async fn relay(inner: &Inner, est: Established, ident: &Ident) {
                             let db = String::from_utf8_lossy(&payload[1..]).into_owned();
                             p.expect = Some(Expect::Simple);
                             p.text = Some(logged(&format!("USE `{}`", db.replace('`', "``"))));
-                            let mut r = gate.init_db(&db);
+                            let r = gate.init_db(&db);
                             if r.allowed {
-                                r.use_database = (!gate.passthrough()).then(|| db.to_lowercase());
                                 p.ruling = Some(r);
                             } else {
                                 forward = false;
@@ -1160,6 +1161,7 @@ async fn relay(inner: &Inner, est: Established, ident: &Ident) {
                             if let Some(b) = payload.get(1..5) {
                                 let id = u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
                                 prepared.remove(&id);
+                                cursors.remove(&id);
                                 gate.close(id);
                             }
                         }
@@ -1184,6 +1186,7 @@ async fn relay(inner: &Inner, est: Established, ident: &Ident) {
                         COM_PING => p.expect = Some(Expect::Simple),
                         COM_RESET_CONNECTION => {
                             prepared.clear();
+                            cursors.clear();
                             gate.reset();
                             p.expect = Some(Expect::Simple);
                         }
@@ -1269,11 +1272,12 @@ async fn relay(inner: &Inner, est: Established, ident: &Ident) {
                         for ev in tracker.take_events() {
                             let start = at + ev.at;
                             let stop = start + 4 + ev.len;
-                            match masker.packet(f, ev.kind, &ubuf[start + 4..stop]) {
-                                Ok(MaskAction::Keep) => {}
-                                Ok(MaskAction::Replace(p)) => {
+                            masked.clear();
+                            match masker.packet(f, ev.kind, &ubuf[start + 4..stop], &mut masked) {
+                                Ok(false) => {}
+                                Ok(true) => {
                                     to_client.extend_from_slice(&ubuf[copied..start]);
-                                    codec::put_packet(&mut to_client, ubuf[start + 3], &p);
+                                    codec::put_packet(&mut to_client, ubuf[start + 3], &masked);
                                     copied = stop;
                                 }
                                 Err(e) => break 'relay End::Failed(format!("Postern could not mask a row: {e}")),
