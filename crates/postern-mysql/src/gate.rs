@@ -119,12 +119,36 @@ pub struct Gate {
     catalog_read: std::time::Instant,
     /// A firewall rule depends on the time of day: executions are judged every time.
     timed: bool,
+    /// The connection's character set may read non-ASCII bytes differently from UTF-8 (a
+    /// multi-byte set whose second bytes can be quotes or backslashes: GBK, Big5, SJIS…), so
+    /// only ASCII text is judged.
+    ascii_only: bool,
+}
+
+/// Collation ids of character sets whose bytes read as Postern reads UTF-8 text:
+/// utf8mb4, utf8mb3, latin1, ascii, binary.
+fn safe_collation(id: u8) -> bool {
+    matches!(id, 5 | 8 | 11 | 15 | 31 | 33 | 45 | 46 | 47 | 48 | 49 | 63 | 65 | 83 | 94 | 192..=215 | 223..=247 | 255)
+}
+
+/// Character set names (as `SET NAMES` gives them) that read as Postern reads UTF-8 text.
+fn safe_charset(name: &str) -> bool {
+    matches!(
+        name,
+        "utf8mb4" | "utf8" | "utf8mb3" | "latin1" | "ascii" | "binary" | "default"
+    )
 }
 
 impl Gate {
     /// A gate for a session that starts in `database` (empty: none selected) under `policy`
     /// (loaded when the store's change counter was `epoch`).
-    pub fn new(policy: Arc<Policy>, epoch: u64, database: &str, client: IpAddr) -> Self {
+    pub fn new(
+        policy: Arc<Policy>,
+        epoch: u64,
+        database: &str,
+        client: IpAddr,
+        collation: u8,
+    ) -> Self {
         let initial: Vec<String> = if database.is_empty() {
             Vec::new()
         } else {
@@ -147,6 +171,7 @@ impl Gate {
             catalog_stale: false,
             catalog_read: std::time::Instant::now(),
             timed,
+            ascii_only: !safe_collation(collation),
         }
     }
 
@@ -280,6 +305,28 @@ impl Gate {
         }
     }
 
+    /// Text that cannot be judged as the server will read it: not UTF-8, or non-ASCII on a
+    /// connection whose character set reads bytes differently. Refused in the checked modes.
+    pub fn unreadable(&self, raw: &[u8]) -> Option<Ruling> {
+        if self.passthrough() {
+            return None;
+        }
+        let why = if std::str::from_utf8(raw).is_err() {
+            "the statement text is not UTF-8, so Postern cannot read it as the server will"
+        } else if self.ascii_only && !raw.is_ascii() {
+            "the connection's character set reads non-ASCII bytes differently from UTF-8 \
+             (SET NAMES utf8mb4 to send such text)"
+        } else {
+            return None;
+        };
+        Some(Ruling::refuse(Refusal {
+            sqlstate: SQLSTATE_REFUSED,
+            message: format!("Postern refused this statement: {why}"),
+            reason: why.to_string(),
+            rule: None,
+        }))
+    }
+
     /// Judges a COM_QUERY (or COM_STMT_PREPARE) text. Returns the ruling, the analysis and
     /// the text's audit forms (`None` in PASSTHROUGH mode, where nothing is analysed).
     pub fn query<'s>(&mut self, text: &'s str) -> (Ruling, Option<(Cached, LogText<'s>)>) {
@@ -302,6 +349,16 @@ impl Gate {
                     });
                 }
                 apply_effects(&mut self.view, a);
+                if a.statements.iter().any(|s| match s {
+                    Statement::Analysed(f) => !f.session.is_empty(),
+                    Statement::Unanalysable { .. } => true,
+                }) {
+                    // A character set that reads bytes differently: only ASCII from now on
+                    // (and back when a safe one is chosen).
+                    for c in postern_sql::mysql::charset_changes(text) {
+                        self.ascii_only = !safe_charset(&c);
+                    }
+                }
                 if let [Statement::Analysed(f)] = a.statements.as_slice() {
                     r.use_database = f.session.iter().find_map(|e| match e {
                         SessionEffect::UseDatabase(db) => Some(db.clone()),
@@ -431,6 +488,7 @@ mod tests {
             1,
             "shopdb",
             IpAddr::from([127, 0, 0, 1]),
+            45,
         )
     }
 
@@ -469,6 +527,7 @@ mod tests {
             1,
             "shopdb",
             IpAddr::from([127, 0, 0, 1]),
+            45,
         );
         assert!(g.query("use other").0.allowed);
         // Until the server confirms, names may mean either database.
@@ -510,6 +569,38 @@ mod tests {
     }
 
     #[test]
+    fn text_read_differently_by_the_server_is_refused() {
+        let mut g = gate(Mode::Masked);
+        assert!(g.unreadable(b"select 1").is_none());
+        assert!(g.unreadable("select 'é'".as_bytes()).is_none());
+        assert!(g.unreadable(b"select '\xbf\x5c' from products").is_some());
+        // SET NAMES gbk: a trailing byte may be a backslash there; only ASCII from then on.
+        assert!(g.query("SET NAMES gbk").0.allowed);
+        assert!(g.unreadable("select '\u{4e2d}'".as_bytes()).is_some());
+        assert!(g.unreadable(b"select 1").is_none());
+        assert!(g.query("SET NAMES utf8mb4").0.allowed);
+        assert!(g.unreadable("select '\u{4e2d}'".as_bytes()).is_none());
+        // Connected with a GBK collation (28): ASCII only.
+        let sjis = Gate::new(
+            policy(Mode::Masked, &[]),
+            1,
+            "shopdb",
+            IpAddr::from([127, 0, 0, 1]),
+            28,
+        );
+        assert!(sjis.unreadable("select 'é'".as_bytes()).is_some());
+        // PASSTHROUGH checks nothing.
+        let p = Gate::new(
+            policy(Mode::Passthrough, &[]),
+            1,
+            "",
+            IpAddr::from([127, 0, 0, 1]),
+            28,
+        );
+        assert!(p.unreadable(b"\xff").is_none());
+    }
+
+    #[test]
     fn prepared_statements_are_judged_again_after_a_policy_change() {
         let mut g = gate(Mode::Protected);
         let (r, a) = g.query("select * from products where id = ?");
@@ -535,6 +626,7 @@ mod tests {
             1,
             "",
             IpAddr::from([127, 0, 0, 1]),
+            45,
         );
         let (r, a) = g.query("select * from secrets");
         assert!(r.allowed && a.is_none());

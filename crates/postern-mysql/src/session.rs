@@ -192,6 +192,8 @@ struct Established {
     database: String,
     /// What results are masked (`None`: nothing).
     masking: Option<Arc<postern_policy::SessionMasking>>,
+    /// The collation (character set) the client connected with.
+    collation: u8,
 }
 
 /// Tells a client whose login waits for approval… nothing: MySQL has no message a client
@@ -546,6 +548,7 @@ async fn handshake(
         policy: Arc::new(policy),
         database: ds.database.clone(),
         masking,
+        collation: resp.charset,
     })
 }
 
@@ -874,11 +877,12 @@ async fn relay(inner: &Inner, est: Established, ident: &Ident) {
         policy,
         database,
         masking,
+        collation,
     } = est;
     let masking_key = inner.store.masking_key(&policy.datasource);
     let masker_ds = policy.datasource.clone();
     let mut fingerprint = policy.masking_fingerprint();
-    let mut gate = Gate::new(policy, granted_at, &database, ident.ip);
+    let mut gate = Gate::new(policy, granted_at, &database, ident.ip, collation);
     gate.set_masking(masking);
     let masker = Masker::new(masking_key, &masker_ds);
     // A masked packet's new payload, reused from row to row.
@@ -1028,6 +1032,8 @@ async fn relay(inner: &Inner, est: Established, ident: &Ident) {
                             let kill = parse_kill(&sent);
                             let (ruling, analysed) = if kill.is_some() {
                                 (None, None)
+                            } else if let Some(r) = gate.unreadable(&payload[1..]) {
+                                (Some(r), None)
                             } else {
                                 let (r, a) = gate.query(&sent);
                                 (Some(r), a.map(|(_, log)| logged_from(&sent, log)))
@@ -1085,7 +1091,10 @@ async fn relay(inner: &Inner, est: Established, ident: &Ident) {
                         }
                         COM_STMT_PREPARE => {
                             let sent = String::from_utf8_lossy(&payload[1..]);
-                            let (r, a) = gate.query(&sent);
+                            let (r, a) = match gate.unreadable(&payload[1..]) {
+                                Some(r) => (r, None),
+                                None => gate.query(&sent),
+                            };
                             let text = match a {
                                 Some((analysis, log)) => {
                                     p.analysis = Some(analysis);

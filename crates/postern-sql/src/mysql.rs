@@ -293,6 +293,55 @@ pub fn local_infile(sql: &str) -> Option<String> {
     }
 }
 
+/// The character sets the text switches the connection to (`SET NAMES x`, `SET CHARACTER
+/// SET x`, `SET CHARSET x`, `character_set_client = x`…), lower case; `?` for a value that
+/// is not a plain name.
+pub fn charset_changes(sql: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for p in split(sql) {
+        let t = &p.toks;
+        if t.first().and_then(Tok::word) != Some("set") {
+            continue;
+        }
+        for (i, tok) in t.iter().enumerate().skip(1) {
+            // Only where an assignment starts: after SET, a scope word or a comma.
+            let assigns = matches!(&t[i - 1], Tok::Punct(b',') | Tok::Word(_))
+                && t[i - 1]
+                    .word()
+                    .is_none_or(|w| matches!(w, "set" | "session" | "global" | "local"));
+            if !assigns {
+                continue;
+            }
+            let name = match tok {
+                Tok::Word(w) | Tok::Var(w) => w.trim_start_matches('@'),
+                _ => continue,
+            };
+            let name = name
+                .strip_prefix("session.")
+                .or_else(|| name.strip_prefix("global."))
+                .unwrap_or(name);
+            let at = match name {
+                "names" | "charset" => i + 1,
+                "character" if t.get(i + 1).and_then(Tok::word) == Some("set") => i + 2,
+                "character_set_client" | "character_set_connection" => {
+                    match (t.get(i + 1), t.get(i + 2)) {
+                        (Some(Tok::Punct(b'=')), _) => i + 2,
+                        (Some(Tok::Punct(b':')), Some(Tok::Punct(b'='))) => i + 3,
+                        _ => continue,
+                    }
+                }
+                _ => continue,
+            };
+            out.push(match t.get(at) {
+                Some(Tok::Word(v) | Tok::Quoted(v)) => v.clone(),
+                Some(Tok::Str(v)) => v.to_lowercase(),
+                _ => "?".into(),
+            });
+        }
+    }
+    out
+}
+
 /// Whether the text ends in a `#` or `-- ` comment (what an injected tail looks like).
 pub fn ends_with_line_comment(sql: &str) -> bool {
     split_lexed(sql).1

@@ -71,10 +71,16 @@ fn lex(sql: &str) -> Vec<(Tok, usize, usize)> {
                 }
             }
             b'/' if b.get(i + 1) == Some(&b'*') => {
-                if matches!(b.get(i + 2), Some(b'!' | b'+')) {
+                let exec = match (b.get(i + 2), b.get(i + 3)) {
+                    (Some(b'!' | b'+'), _) => Some(3),
+                    // MariaDB's `/*M! … */`.
+                    (Some(b'M' | b'm'), Some(b'!')) => Some(4),
+                    _ => None,
+                };
+                if let Some(skip) = exec {
                     // Executable comment: its body is lexed as code; the `*/` that ends it
                     // is skipped below as an operator.
-                    i += 3;
+                    i += skip;
                     while i < b.len() && b[i].is_ascii_digit() {
                         i += 1;
                     }
@@ -225,6 +231,10 @@ mod tests {
             "SELECT ? # it's a comment"
         );
         assert_eq!(masked("SELECT /*! 'v' */ 2"), "SELECT /*! ? */ ?");
+        assert_eq!(
+            masked("SELECT 1 /*M!100100 , 'secret' */"),
+            "SELECT ? /*M!100100 , ? */"
+        );
         assert_eq!(masked("SELECT col1 FROM t2"), "SELECT col1 FROM t2");
         assert!(matches!(
             mysql_log_text("SELECT a FROM t").masked,

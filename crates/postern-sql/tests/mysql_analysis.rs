@@ -403,3 +403,22 @@ fn local_infile_names_the_file_of_one_load_statement() {
         None
     );
 }
+
+#[test]
+fn charset_changes_are_found() {
+    use postern_sql::mysql::charset_changes;
+    assert_eq!(charset_changes("SET NAMES gbk"), ["gbk"]);
+    assert_eq!(
+        charset_changes("SET NAMES 'UTF8MB4' COLLATE x"),
+        ["utf8mb4"]
+    );
+    assert_eq!(charset_changes("SET CHARACTER SET big5"), ["big5"]);
+    assert_eq!(
+        charset_changes("SET @@session.character_set_client = sjis, autocommit = 1"),
+        ["sjis"]
+    );
+    assert_eq!(charset_changes("SET character_set_client = @x"), ["?"]);
+    assert!(charset_changes("SELECT names FROM t").is_empty());
+    assert!(charset_changes("SET @a = (SELECT names FROM t)").is_empty());
+    assert!(charset_changes("SET autocommit = 1").is_empty());
+}

@@ -154,6 +154,22 @@ async fn privileges_and_the_bypass_suite_in_mysql_syntax() {
         "products changed"
     );
 
+    // A connection in GBK (where a trailing byte may be a backslash): non-ASCII text is
+    // refused, ASCII is judged as usual.
+    let gbk = |sql: &str| {
+        p.mysql("alice", PW, alias)
+            .args(["--default-character-set=gbk", "-N", "-B", "-e", sql])
+            .output()
+            .unwrap()
+    };
+    let out = gbk("SELECT name FROM products WHERE name = '\u{4e2d}'");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("character set"),
+        "{err}"
+    );
+    assert!(gbk("SELECT name FROM products").status.success());
+
     // COM_INIT_DB (the client's `-D`) is the same decision as USE.
     let out = p
         .mysql("alice", PW, alias)
