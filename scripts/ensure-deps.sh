@@ -46,7 +46,13 @@ REQUIREMENTS=(
     "cmd:mariadb-install-db mariadb-server"
     # bench/mysql drives the MySQL port with sysbench.
     "cmd:sysbench sysbench"
-    # Later: "sbin:sshd openssh-server", "cmd:ssh openssh-client"
+    # The SSH front door is tested against a real OpenSSH server and clients
+    # (scripts/test-sshd.sh); the interactive test drives ssh through a PTY.
+    "sbin:sshd openssh-server"
+    "cmd:ssh openssh-client"
+    "cmd:scp openssh-client"
+    "cmd:sftp openssh-client"
+    "cmd:ssh-keygen openssh-client"
 )
 
 present() {

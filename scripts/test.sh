@@ -10,7 +10,7 @@
 # Steps: install missing tools (scripts/ensure-deps.sh) -> cargo build --workspace
 # --all-targets -> start a throwaway PostgreSQL cluster (scripts/test-pg.sh), LDAP server
 # (scripts/test-ldap.sh), OpenID provider (scripts/test-oidc.sh) and MariaDB server
-# (scripts/test-mariadb.sh); each stopped on exit unless
+# (scripts/test-mariadb.sh) and OpenSSH server (scripts/test-sshd.sh); each stopped on exit unless
 # it was already running before -> cargo fmt --check -> cargo clippy -D warnings ->
 # tests (cargo nextest when installed, else cargo test) -> doc tests (with nextest, when no
 # runner args were given).
@@ -139,7 +139,9 @@ service oidc OIDC "OpenID provider"
 log "identity provider: $POSTERN_TEST_OIDC_ISSUER"
 service mariadb MARIADB "MariaDB server"
 log "MariaDB: 127.0.0.1:$POSTERN_TEST_MARIADB_PORT"
-record "test cluster, directory, identity provider and MariaDB" 0
+service sshd SSHD "OpenSSH server"
+log "sshd: 127.0.0.1:$POSTERN_TEST_SSHD_PORT (account $POSTERN_TEST_SSHD_USER)"
+record "test cluster, directory, identity provider, MariaDB and sshd" 0
 
 # ---- 4. fmt + clippy -----------------------------------------------------------------------
 if ((lint)); then

@@ -28,6 +28,9 @@ pub enum EventKind {
     SecondFactor,
     /// A client certificate was issued to a person (`postern login`) or revoked.
     Certificate,
+    /// An SSH channel: a shell, a command, a file transfer, a forwarding — opened, refused
+    /// or finished (with its exit status, bytes and recording).
+    SshChannel,
 }
 
 impl EventKind {
@@ -44,6 +47,7 @@ impl EventKind {
             EventKind::Lockout => "lockout",
             EventKind::SecondFactor => "second_factor",
             EventKind::Certificate => "certificate",
+            EventKind::SshChannel => "ssh_channel",
         }
     }
 

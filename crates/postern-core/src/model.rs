@@ -14,6 +14,8 @@ pub enum Kind {
     Datasource,
     /// An upstream account (user + encrypted password) for one datasource.
     Credential,
+    /// A target account on an SSH server, with the secret Postern signs in with.
+    SshLogin,
     /// A named, prioritised group of data-masking rules (granted to roles).
     MaskingPolicy,
     /// A named set of grants.
@@ -24,9 +26,10 @@ pub enum Kind {
 
 impl Kind {
     /// All kinds, in dependency order.
-    pub const ALL: [Kind; 5] = [
+    pub const ALL: [Kind; 6] = [
         Kind::Datasource,
         Kind::Credential,
+        Kind::SshLogin,
         Kind::MaskingPolicy,
         Kind::Role,
         Kind::User,
@@ -37,6 +40,7 @@ impl Kind {
         match self {
             Kind::Datasource => "datasources",
             Kind::Credential => "credentials",
+            Kind::SshLogin => "ssh-logins",
             Kind::MaskingPolicy => "masking-policies",
             Kind::Role => "roles",
             Kind::User => "users",
@@ -51,6 +55,12 @@ impl Kind {
             "masking-policy" | "masking-policies" | "maskingpolicy" | "maskingpolicies" | "mp"
         ) {
             return Some(Kind::MaskingPolicy);
+        }
+        if matches!(
+            s.as_str(),
+            "ssh-login" | "ssh-logins" | "sshlogin" | "sshlogins" | "ssh"
+        ) {
+            return Some(Kind::SshLogin);
         }
         let s = s.strip_suffix('s').unwrap_or(&s);
         match s {
@@ -68,6 +78,7 @@ impl std::fmt::Display for Kind {
         f.write_str(match self {
             Kind::Datasource => "datasource",
             Kind::Credential => "credential",
+            Kind::SshLogin => "ssh-login",
             Kind::MaskingPolicy => "masking-policy",
             Kind::Role => "role",
             Kind::User => "user",
@@ -280,6 +291,145 @@ pub struct RoleSpec {
     /// Masking rules members are exempt from, as `policy/rule`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub reveal: Vec<String>,
+    /// SSH logins members may use, and what their sessions may do.
+    #[serde(default, skip_serializing_if = "SshGrantSpec::is_empty")]
+    pub ssh: SshGrantSpec,
+}
+
+/// What a role grants on SSH: the logins, the channel kinds beyond a shell/exec/file
+/// transfer (all refused unless granted), and session limits. A user whose roles grant the
+/// same login gets the union of the channel kinds and the shortest of the limits.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct SshGrantSpec {
+    /// SSH logins members may use.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub logins: Vec<String>,
+    /// Local (`ssh -L`), dynamic (`ssh -D`) and remote (`ssh -R`) port forwarding.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub port_forwarding: bool,
+    /// Agent forwarding (`ssh -A`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub agent_forwarding: bool,
+    /// X11 forwarding (`ssh -X`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub x11_forwarding: bool,
+    /// A session with no input or output for this long is closed (`15m`, `1h`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle_timeout: Option<String>,
+    /// A session is closed when it has lasted this long (`8h`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_session: Option<String>,
+}
+
+impl SshGrantSpec {
+    /// Whether it grants nothing (and is left out of documents).
+    pub fn is_empty(&self) -> bool {
+        *self == SshGrantSpec::default()
+    }
+}
+
+/// A target account on an SSH server. Secrets are input only: give `private_key` (an
+/// OpenSSH private key to import) or `password`; with neither, Postern generates an
+/// ed25519 key when the login is created (`postern sshlogin pubkey NAME` prints its public
+/// half for the target's `authorized_keys`) and keeps the stored secret on later applies.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SshLoginSpec {
+    /// The name people connect to (`ssh -p 7022 NAME@postern`).
+    pub name: String,
+    /// Target host name or address.
+    pub host: String,
+    /// Target port.
+    #[serde(default = "default_ssh_port")]
+    pub port: u16,
+    /// Account on the target.
+    pub user: String,
+    /// An OpenSSH private key to sign in with (unencrypted PEM).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub private_key: Option<String>,
+    /// A password to sign in with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<String>,
+    /// The target's host key (`ssh-ed25519 AAAA…`, as in `known_hosts` without the host
+    /// name). Without it, the key the target shows first is pinned (trust on first use).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_key: Option<String>,
+}
+
+fn default_ssh_port() -> u16 {
+    22
+}
+
+/// How Postern signs in to an SSH target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SshAuthKind {
+    /// A key Postern generated (its public half is shown).
+    GeneratedKey,
+    /// A private key an admin imported.
+    ImportedKey,
+    /// A password.
+    Password,
+}
+
+impl SshAuthKind {
+    /// Kebab-case name as stored.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SshAuthKind::GeneratedKey => "generated-key",
+            SshAuthKind::ImportedKey => "imported-key",
+            SshAuthKind::Password => "password",
+        }
+    }
+    /// Parses the stored name.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "generated-key" => Some(Self::GeneratedKey),
+            "imported-key" => Some(Self::ImportedKey),
+            "password" => Some(Self::Password),
+            _ => None,
+        }
+    }
+}
+
+/// An SSH login as the API shows it: never its secret.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SshLoginView {
+    /// Login name.
+    pub name: String,
+    /// Target host.
+    pub host: String,
+    /// Target port.
+    pub port: u16,
+    /// Account on the target.
+    pub user: String,
+    /// How Postern signs in.
+    pub auth: SshAuthKind,
+    /// The public half of the key Postern signs in with (for `authorized_keys`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_key: Option<String>,
+    /// The pinned host key, when there is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_key: Option<String>,
+    /// `configured`, or `first-use` when the key was pinned on the first connection.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_key_pinned: Option<String>,
+}
+
+/// A person's SSH public key, as the API shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserKeyView {
+    /// Owner.
+    pub user: String,
+    /// `SHA256:…`, as `ssh-keygen -l` prints it.
+    pub fingerprint: String,
+    /// Algorithm (`ssh-ed25519`, `ecdsa-sha2-nistp256`, `ssh-rsa`).
+    pub algorithm: String,
+    /// The key's comment.
+    pub comment: String,
+    /// When it was added.
+    pub created_at: String,
 }
 
 /// A masking policy: rules that say what values of which columns become, with a priority
@@ -421,6 +571,15 @@ pub struct ApplyDocument {
     /// Credentials.
     #[serde(default, alias = "credentials")]
     pub credential: Vec<CredentialSpec>,
+    /// SSH logins.
+    #[serde(
+        default,
+        rename = "ssh-login",
+        alias = "ssh_login",
+        alias = "ssh-logins",
+        alias = "ssh_logins"
+    )]
+    pub ssh_login: Vec<SshLoginSpec>,
     /// Masking policies.
     #[serde(
         default,

@@ -38,6 +38,12 @@ impl Store {
                 .iter()
                 .map(to_json)
                 .collect(),
+            Kind::SshLogin => self
+                .ssh_login_views(name)
+                .await?
+                .iter()
+                .map(to_json)
+                .collect(),
             Kind::MaskingPolicy => self
                 .masking_policy_views(name)
                 .await?
@@ -52,7 +58,7 @@ impl Store {
     /// Deletes a resource; false when it did not exist.
     ///
     /// * A datasource that credentials still open is not deleted (conflict naming them).
-    /// * A credential is removed from the roles that granted it.
+    /// * A credential is removed from the roles that granted it; so is an SSH login.
     /// * A masking policy that roles still grant or reveal rules of is not deleted
     ///   (conflict naming them).
     /// * A role is removed from its members.
@@ -79,6 +85,7 @@ impl Store {
                 "DELETE FROM datasources WHERE name = ?"
             }
             Kind::Credential => "DELETE FROM credentials WHERE name = ?",
+            Kind::SshLogin => "DELETE FROM ssh_logins WHERE name = ?",
             Kind::MaskingPolicy => {
                 let users: Vec<String> = crate::masking::role_references(&mut tx)
                     .await?

@@ -56,6 +56,13 @@ impl Store {
                 apply_credential(&mut tx, &self.key, c).await?,
             );
         }
+        for l in &doc.ssh_login {
+            push(
+                Kind::SshLogin,
+                &l.name,
+                crate::ssh::apply_login(&mut tx, &self.key, l).await?,
+            );
+        }
         let mut rules_may_be_gone = false;
         for p in &doc.masking_policy {
             let outcome = apply_masking_policy(&mut tx, p).await?;
@@ -122,6 +129,10 @@ fn validate(doc: &ApplyDocument) -> Result<(), StoreError> {
             Kind::MaskingPolicy,
             doc.masking_policy.iter().map(|p| &p.name).collect(),
         ),
+        (
+            Kind::SshLogin,
+            doc.ssh_login.iter().map(|l| &l.name).collect(),
+        ),
         (Kind::Role, doc.role.iter().map(|r| &r.name).collect()),
         (Kind::User, doc.user.iter().map(|u| &u.name).collect()),
     ];
@@ -164,7 +175,11 @@ fn validate(doc: &ApplyDocument) -> Result<(), StoreError> {
         postern_policy::compile_masking_policy(p)
             .map_err(|e| StoreError::Invalid(format!("masking-policy {}: {e}", p.name)))?;
     }
+    for l in &doc.ssh_login {
+        crate::ssh::validate_login(l)?;
+    }
     for r in &doc.role {
+        crate::ssh::validate_grant(&r.name, &r.ssh)?;
         if let Some(bad) = r.reveal.iter().find(|e| masking::split_reveal(e).is_none()) {
             return Err(StoreError::Invalid(format!(
                 "role {}: reveal {bad:?} does not name a masking rule; write it as \
@@ -414,7 +429,7 @@ async fn check_reveals(conn: &mut SqliteConnection) -> Result<(), StoreError> {
 }
 
 /// A set-valued link between resources: `(table, owner column, member column)`.
-type Link = (&'static str, &'static str, &'static str);
+pub(crate) type Link = (&'static str, &'static str, &'static str);
 const ROLE_CREDENTIALS: Link = ("role_credentials", "role", "credential");
 const USER_ROLES: Link = ("user_roles", "user", "role");
 
@@ -489,14 +504,21 @@ async fn apply_role(conn: &mut SqliteConnection, r: &RoleSpec) -> Result<ApplyOu
             return Err(missing_rule(&r.name, &spec, rule));
         }
     }
+    let ssh_logins = crate::ssh::grant_logins(&r.ssh);
+    for l in &ssh_logins {
+        if !exists(conn, "SELECT 1 FROM ssh_logins WHERE name = ?", l).await? {
+            return Err(missing(Kind::Role, &r.name, Kind::SshLogin, l));
+        }
+    }
+    let ssh_json = crate::ssh::options_json(&r.ssh)?;
     let perms = format_permissions(&r.permissions);
     let privileges = crate::roles::privileges_json(&r.privileges)?;
     let modes = crate::roles::modes_json(&r.modes)?;
     let masking_json = to_json_text(&masking_list)?;
     let reveal_json = to_json_text(&reveal_list)?;
-    type Row = (String, String, String, String, String, String);
+    type Row = (String, String, String, String, String, String, String);
     let stored: Option<Row> = sqlx::query_as(
-        "SELECT description, permissions, privileges, modes, masking, reveal FROM roles \
+        "SELECT description, permissions, privileges, modes, masking, reveal, ssh FROM roles \
          WHERE name = ?",
     )
     .bind(&r.name)
@@ -506,8 +528,8 @@ async fn apply_role(conn: &mut SqliteConnection, r: &RoleSpec) -> Result<ApplyOu
         None => {
             sqlx::query(
                 "INSERT INTO roles (name, description, permissions, privileges, modes, \
-                 masking, reveal, created_at, updated_at) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?7, ?8, ?6, ?6)",
+                 masking, reveal, ssh, created_at, updated_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?7, ?8, ?9, ?6, ?6)",
             )
             .bind(&r.name)
             .bind(&r.description)
@@ -517,6 +539,7 @@ async fn apply_role(conn: &mut SqliteConnection, r: &RoleSpec) -> Result<ApplyOu
             .bind(now())
             .bind(&masking_json)
             .bind(&reveal_json)
+            .bind(&ssh_json)
             .execute(&mut *conn)
             .await?;
             ApplyOutcome::Created
@@ -528,21 +551,26 @@ async fn apply_role(conn: &mut SqliteConnection, r: &RoleSpec) -> Result<ApplyOu
             stored_modes,
             stored_masking,
             stored_reveal,
+            stored_ssh,
         )) => {
             let same_creds = linked(conn, ROLE_CREDENTIALS, &r.name).await? == creds;
+            let same_logins =
+                linked(conn, crate::ssh::ROLE_SSH_LOGINS, &r.name).await? == ssh_logins;
             if description == r.description
                 && permissions == perms
                 && stored_privileges == privileges
                 && stored_modes == modes
                 && stored_masking == masking_json
                 && stored_reveal == reveal_json
+                && stored_ssh == ssh_json
                 && same_creds
+                && same_logins
             {
                 return Ok(ApplyOutcome::Unchanged);
             }
             sqlx::query(
                 "UPDATE roles SET description = ?2, permissions = ?3, privileges = ?4, \
-                 modes = ?5, masking = ?7, reveal = ?8, updated_at = ?6 WHERE name = ?1",
+                 modes = ?5, masking = ?7, reveal = ?8, ssh = ?9, updated_at = ?6 WHERE name = ?1",
             )
             .bind(&r.name)
             .bind(&r.description)
@@ -552,12 +580,14 @@ async fn apply_role(conn: &mut SqliteConnection, r: &RoleSpec) -> Result<ApplyOu
             .bind(now())
             .bind(&masking_json)
             .bind(&reveal_json)
+            .bind(&ssh_json)
             .execute(&mut *conn)
             .await?;
             ApplyOutcome::Updated
         }
     };
     relink(conn, ROLE_CREDENTIALS, &r.name, &creds).await?;
+    relink(conn, crate::ssh::ROLE_SSH_LOGINS, &r.name, &ssh_logins).await?;
     Ok(outcome)
 }
 

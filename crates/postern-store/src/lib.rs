@@ -22,6 +22,7 @@ mod error;
 mod masking;
 mod mfa;
 mod roles;
+mod ssh;
 mod tokens;
 mod users;
 
@@ -44,6 +45,7 @@ pub use credentials::UpstreamCredential;
 pub use datasources::allow_list_form;
 pub use error::StoreError;
 pub use mfa::MfaStatus;
+pub use ssh::{SshAccess, SshRights, SshSecret, SshTarget};
 pub use tokens::TokenScope;
 pub use users::LoginInfo;
 

@@ -16,9 +16,18 @@ impl Store {
     /// Roles as the API shows them (a role holds no secret), by name; only `name` when
     /// given.
     pub(crate) async fn role_views(&self, name: Option<&str>) -> Result<Vec<RoleSpec>, StoreError> {
-        type Row = (String, String, String, String, String, String, String);
+        type Row = (
+            String,
+            String,
+            String,
+            String,
+            String,
+            String,
+            String,
+            String,
+        );
         let roles: Vec<Row> = sqlx::query_as(
-            "SELECT name, description, permissions, privileges, modes, masking, reveal \
+            "SELECT name, description, permissions, privileges, modes, masking, reveal, ssh \
              FROM roles WHERE ?1 IS NULL OR name = ?1 ORDER BY name",
         )
         .bind(name)
@@ -35,11 +44,17 @@ impl Store {
         for (r, c) in grants {
             creds.entry(r).or_default().push(c);
         }
+        let mut ssh_logins = crate::ssh::role_logins(&self.pool, name).await?;
         roles
             .into_iter()
             .map(
-                |(name, description, permissions, privileges, modes, masking, reveal)| {
+                |(name, description, permissions, privileges, modes, masking, reveal, ssh)| {
                     Ok(RoleSpec {
+                        ssh: crate::ssh::grant_view(
+                            &name,
+                            &ssh,
+                            ssh_logins.remove(&name).unwrap_or_default(),
+                        )?,
                         credentials: creds.remove(&name).unwrap_or_default(),
                         permissions: parse_permissions(&permissions),
                         privileges: parse_privileges(&name, &privileges)?,

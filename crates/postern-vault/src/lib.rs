@@ -4,8 +4,10 @@
 //!   a context string (its "associated data", e.g. `credential:shop-rw`) so a ciphertext
 //!   copied onto another row fails to open instead of revealing a different secret.
 //! * [`pki`] creates Postern's certificate authority and the certificates it issues.
+//! * [`ssh`] generates and checks the SSH keys of SSH logins and people.
 
 pub mod key;
 pub mod pki;
+pub mod ssh;
 
 pub use key::{MasterKey, VaultError, ENV_KEY};

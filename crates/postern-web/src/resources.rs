@@ -121,6 +121,7 @@ fn single_doc(kind: Kind, name: &str, body: Value) -> Result<ApplyDocument, ApiE
     match kind {
         Kind::Datasource => doc.datasource.push(spec(kind, v)?),
         Kind::Credential => doc.credential.push(spec(kind, v)?),
+        Kind::SshLogin => doc.ssh_login.push(spec(kind, v)?),
         Kind::MaskingPolicy => doc.masking_policy.push(spec(kind, v)?),
         Kind::Role => doc.role.push(spec(kind, v)?),
         Kind::User => doc.user.push(spec(kind, v)?),

@@ -19,6 +19,8 @@ pub struct Config {
     pub postgres: PostgresConfig,
     /// The MySQL / MariaDB front door.
     pub mysql: MysqlConfig,
+    /// The SSH front door.
+    pub ssh: SshConfig,
     /// TLS certificate of Postern's listeners.
     pub tls: TlsConfig,
     /// The audit trail.
@@ -39,6 +41,7 @@ impl Default for Config {
             api: ApiConfig::default(),
             postgres: PostgresConfig::default(),
             mysql: MysqlConfig::default(),
+            ssh: SshConfig::default(),
             tls: TlsConfig::default(),
             audit: AuditConfig::default(),
             auth: AuthConfig::default(),
@@ -388,6 +391,54 @@ impl MysqlConfig {
             shutdown_grace: self.shutdown_grace,
             max_packet: self.max_packet,
             server_version: self.server_version.clone(),
+        }
+    }
+}
+
+/// `[ssh]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SshConfig {
+    /// Whether the SSH port is open.
+    pub enabled: bool,
+    /// Listen address.
+    pub listen: String,
+    /// Time a client has to sign in (second factor included).
+    #[serde(with = "humantime_serde")]
+    pub handshake_timeout: Duration,
+    /// Time a target has to accept Postern's login.
+    #[serde(with = "humantime_serde")]
+    pub upstream_timeout: Duration,
+    /// Concurrent client connections.
+    pub max_connections: usize,
+    /// Time live sessions get to finish on shutdown.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_grace: Duration,
+}
+
+impl Default for SshConfig {
+    fn default() -> Self {
+        let d = postern_ssh::SshSettings::default();
+        Self {
+            enabled: true,
+            listen: "0.0.0.0:7022".into(),
+            handshake_timeout: d.handshake_timeout,
+            upstream_timeout: d.upstream_timeout,
+            max_connections: d.max_connections,
+            shutdown_grace: d.shutdown_grace,
+        }
+    }
+}
+
+impl SshConfig {
+    /// The proxy's settings.
+    pub fn to_ssh(&self) -> postern_ssh::SshSettings {
+        postern_ssh::SshSettings {
+            handshake_timeout: self.handshake_timeout,
+            upstream_timeout: self.upstream_timeout,
+            max_connections: self.max_connections,
+            shutdown_grace: self.shutdown_grace,
+            ..Default::default()
         }
     }
 }

@@ -113,6 +113,9 @@ async fn run_server(args: ServerArgs) -> anyhow::Result<ExitCode> {
     if let Some(a) = handle.mysql_addr {
         say!(out, "MySQL listening on {a}");
     }
+    if let Some(a) = handle.ssh_addr {
+        say!(out, "SSH listening on {a}");
+    }
     say!(out, "CA certificate: {}", handle.ca_path.display());
     let _ = out.flush();
     drop(out);

@@ -25,6 +25,8 @@ pub struct ServerHandle {
     pub pg_addr: Option<SocketAddr>,
     /// Where the MySQL port listens (None when disabled).
     pub mysql_addr: Option<SocketAddr>,
+    /// Where the SSH port listens (None when disabled).
+    pub ssh_addr: Option<SocketAddr>,
     /// The bootstrap admin password, on the first start only.
     pub bootstrap_password: Option<String>,
     /// Postern's CA certificate (PEM): what clients trust.
@@ -245,6 +247,35 @@ pub async fn start(cfg: Config) -> anyhow::Result<ServerHandle> {
         None
     };
 
+    let ssh_addr = if cfg.ssh.enabled {
+        let listener = TcpListener::bind(&cfg.ssh.listen)
+            .await
+            .with_context(|| format!("ssh.listen: cannot listen on {}", cfg.ssh.listen))?;
+        let addr = listener.local_addr()?;
+        let (host_key, created) = postern_vault::ssh::load_or_create_host_key(&data_dir, &key)
+            .map_err(|e| anyhow::anyhow!("ssh host key: {e}"))?;
+        if created {
+            tracing::info!(path = %data_dir.join("ssh_host_ed25519.key.sealed").display(), "generated Postern's SSH host key");
+        }
+        let proxy = postern_ssh::SshProxy::new(
+            cfg.ssh.to_ssh(),
+            store.clone(),
+            audit.clone(),
+            login.clone(),
+            &host_key,
+        )
+        .map_err(|e| anyhow::anyhow!(e))?;
+        let sd = shutdown(stopped.clone());
+        tasks.push(tokio::spawn(async move {
+            if let Err(e) = proxy.serve(listener, sd).await {
+                tracing::error!(error = %e, "SSH listener failed");
+            }
+        }));
+        Some(addr)
+    } else {
+        None
+    };
+
     let api_listener = TcpListener::bind(&cfg.api.listen)
         .await
         .with_context(|| format!("api.listen: cannot listen on {}", cfg.api.listen))?;
@@ -281,6 +312,7 @@ pub async fn start(cfg: Config) -> anyhow::Result<ServerHandle> {
         api_addr,
         pg_addr,
         mysql_addr,
+        ssh_addr,
         bootstrap_password,
         ca_pem: ca.cert_pem.clone(),
         ca_path: data_dir.join("ca.crt"),

@@ -172,6 +172,8 @@ impl Postern {
         cfg.api.listen = "127.0.0.1:0".into();
         cfg.postgres.listen = "127.0.0.1:0".into();
         cfg.mysql.listen = "127.0.0.1:0".into();
+        cfg.ssh.listen = "127.0.0.1:0".into();
+        cfg.ssh.shutdown_grace = Duration::from_secs(2);
         cfg.mysql.login_failure_delay = Duration::from_millis(50);
         cfg.mysql.shutdown_grace = Duration::from_secs(2);
         cfg.postgres.login_failure_delay = Duration::from_millis(50);
@@ -190,6 +192,11 @@ impl Postern {
     /// Starts Postern with the test defaults.
     pub async fn start() -> Self {
         Self::start_with(|_| {}).await
+    }
+
+    /// The SSH port.
+    pub fn ssh_port(&self) -> u16 {
+        self.handle.ssh_addr.expect("ssh enabled").port()
     }
 
     /// The PostgreSQL port.

@@ -103,6 +103,14 @@ pub fn kind_table(kind: Kind, items: &[Value]) -> String {
             ("DATASOURCE", "datasource"),
             ("USERNAME", "username"),
         ],
+        Kind::SshLogin => &[
+            ("NAME", "name"),
+            ("HOST", "host"),
+            ("PORT", "port"),
+            ("USER", "user"),
+            ("AUTH", "auth"),
+            ("HOST KEY", "host_key_pinned"),
+        ],
         Kind::MaskingPolicy => &[
             ("NAME", "name"),
             ("PRIORITY", "priority"),

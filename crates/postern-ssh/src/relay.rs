@@ -1,0 +1,375 @@
+//! Moving one channel's messages between the person and the target.
+//!
+//! Each direction runs as its own task so a slow reader on one side never stops the other.
+//! Flow control is russh's: a write waits for the peer's window, and a full channel queue
+//! stops reading that peer's socket.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use postern_audit::{AuditLog, EventKind, SessionIdent};
+use russh::{Channel, ChannelId, ChannelMsg, ChannelReadHalf, ChannelWriteHalf};
+
+use crate::upstream::Bridge;
+
+/// Traffic of one connection: bytes each way and the time of the last byte, for the idle
+/// timeout.
+#[derive(Debug)]
+pub struct Activity {
+    start: Instant,
+    /// Milliseconds after `start` of the last traffic.
+    last_ms: AtomicU64,
+    /// Bytes from the person.
+    pub bytes_in: AtomicU64,
+    /// Bytes to the person.
+    pub bytes_out: AtomicU64,
+}
+
+impl Default for Activity {
+    fn default() -> Self {
+        Self {
+            start: Instant::now(),
+            last_ms: AtomicU64::new(0),
+            bytes_in: AtomicU64::new(0),
+            bytes_out: AtomicU64::new(0),
+        }
+    }
+}
+
+impl Activity {
+    fn touch(&self) {
+        let ms = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_ms.store(ms, Ordering::Relaxed);
+    }
+
+    /// How long since the last traffic.
+    pub fn idle_for(&self) -> std::time::Duration {
+        let last = std::time::Duration::from_millis(self.last_ms.load(Ordering::Relaxed));
+        self.start.elapsed().saturating_sub(last)
+    }
+
+    fn input(&self, n: usize) {
+        self.bytes_in.fetch_add(n as u64, Ordering::Relaxed);
+        self.touch();
+    }
+
+    fn output(&self, n: usize) {
+        self.bytes_out.fetch_add(n as u64, Ordering::Relaxed);
+        self.touch();
+    }
+}
+
+type ServerChannel = Channel<russh::server::Msg>;
+type ClientChannel = Channel<russh::client::Msg>;
+
+/// Pipes a plain channel (a forwarded port, the agent, X11) both ways until both sides
+/// close.
+pub fn spawn_pipe(person: ServerChannel, target: ClientChannel, activity: Arc<Activity>) {
+    let (p_read, p_write) = person.split();
+    let (t_read, t_write) = target.split();
+    let a = activity.clone();
+    tokio::spawn(async move {
+        pipe_one_way(p_read, t_write, move |n| a.input(n)).await;
+    });
+    tokio::spawn(async move {
+        pipe_one_way(t_read, p_write, move |n| activity.output(n)).await;
+    });
+}
+
+async fn pipe_one_way<S>(
+    mut from: ChannelReadHalf,
+    to: ChannelWriteHalf<S>,
+    count: impl Fn(usize) + Send,
+) where
+    S: From<(ChannelId, ChannelMsg)> + Send + Sync + 'static,
+{
+    while let Some(msg) = from.wait().await {
+        let sent = match msg {
+            ChannelMsg::Data { data } => {
+                count(data.len());
+                to.data_bytes(data).await
+            }
+            ChannelMsg::ExtendedData { data, ext } => {
+                count(data.len());
+                to.extended_data_bytes(ext, data).await
+            }
+            ChannelMsg::Eof => to.eof().await,
+            ChannelMsg::Close => break,
+            _ => Ok(()),
+        };
+        if sent.is_err() {
+            break;
+        }
+    }
+    let _ = to.close().await;
+}
+
+/// What a session channel (shell, command, subsystem) knows about its session.
+pub struct SessionChannel {
+    /// The session's audit identity.
+    pub ident: SessionIdent,
+    /// The audit log.
+    pub audit: AuditLog,
+    /// Rights, forwarding flags, traffic.
+    pub bridge: Arc<Bridge>,
+    /// The person's session (exit signals go through it).
+    pub person: russh::server::Handle,
+}
+
+/// What the channel turned out to be, for its audit events.
+#[derive(Debug, Default, Clone)]
+struct Usage {
+    kind: Option<&'static str>,
+    command: Option<String>,
+    subsystem: Option<String>,
+    pty: Option<String>,
+    exit_status: Option<u32>,
+    exit_signal: Option<String>,
+    bytes_in: u64,
+    bytes_out: u64,
+}
+
+/// Relays a session channel: the person's requests (PTY, shell, exec, subsystem, window
+/// changes, signals, environment) go to the target in order; output, exit status and
+/// close come back. Requests Postern refused (forwarding without the grant) were answered
+/// by the session handler and are not passed on.
+pub fn spawn_session(person: ServerChannel, target: ClientChannel, ctx: SessionChannel) {
+    let channel_id = person.id();
+    let (p_read, p_write) = person.split();
+    let (t_read, t_write) = target.split();
+    let usage = Arc::new(Mutex::new(Usage::default()));
+    let ctx = Arc::new(ctx);
+    let started = Instant::now();
+    let up = tokio::spawn(person_to_target(
+        p_read,
+        t_write,
+        ctx.clone(),
+        usage.clone(),
+    ));
+    let down = tokio::spawn(target_to_person(
+        t_read,
+        p_write,
+        ctx.clone(),
+        usage.clone(),
+        channel_id,
+    ));
+    tokio::spawn(async move {
+        let _ = down.await;
+        up.abort();
+        let u = usage.lock().map(|u| u.clone()).unwrap_or_default();
+        let mut e = ctx.ident.event(EventKind::SshChannel);
+        e.duration_us = Some(u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX));
+        e.detail = Some(serde_json::json!({
+            "action": "end",
+            "channel": u.kind.unwrap_or("session"),
+            "command": u.command,
+            "subsystem": u.subsystem,
+            "pty": u.pty,
+            "exit_status": u.exit_status,
+            "exit_signal": u.exit_signal,
+            "bytes_in": u.bytes_in,
+            "bytes_out": u.bytes_out,
+        }));
+        let _ = ctx.audit.record(e).await;
+    });
+}
+
+async fn started(ctx: &SessionChannel, detail: serde_json::Value) {
+    let mut e = ctx.ident.event(EventKind::SshChannel);
+    e.detail = Some(detail);
+    let _ = ctx.audit.record(e).await;
+}
+
+async fn person_to_target(
+    mut from: ChannelReadHalf,
+    to: ChannelWriteHalf<russh::client::Msg>,
+    ctx: Arc<SessionChannel>,
+    usage: Arc<Mutex<Usage>>,
+) {
+    let rights = ctx.bridge.rights();
+    while let Some(msg) = from.wait().await {
+        let sent = match msg {
+            ChannelMsg::Data { data } => {
+                ctx.bridge.activity.input(data.len());
+                if let Ok(mut u) = usage.lock() {
+                    u.bytes_in += data.len() as u64;
+                }
+                to.data_bytes(data).await
+            }
+            ChannelMsg::ExtendedData { data, ext } => {
+                ctx.bridge.activity.input(data.len());
+                to.extended_data_bytes(ext, data).await
+            }
+            ChannelMsg::Eof => to.eof().await,
+            ChannelMsg::Close => break,
+            ChannelMsg::RequestPty {
+                term,
+                col_width,
+                row_height,
+                pix_width,
+                pix_height,
+                terminal_modes,
+                ..
+            } => {
+                if let Ok(mut u) = usage.lock() {
+                    u.pty = Some(format!("{term} {col_width}x{row_height}"));
+                }
+                to.request_pty(
+                    false,
+                    &term,
+                    col_width,
+                    row_height,
+                    pix_width,
+                    pix_height,
+                    &terminal_modes,
+                )
+                .await
+            }
+            ChannelMsg::RequestShell { .. } => {
+                if let Ok(mut u) = usage.lock() {
+                    u.kind = Some("shell");
+                }
+                started(
+                    &ctx,
+                    serde_json::json!({ "action": "start", "channel": "shell" }),
+                )
+                .await;
+                to.request_shell(true).await
+            }
+            ChannelMsg::Exec { command, .. } => {
+                let text = String::from_utf8_lossy(&command).into_owned();
+                if let Ok(mut u) = usage.lock() {
+                    u.kind = Some("exec");
+                    u.command = Some(text.clone());
+                }
+                started(
+                    &ctx,
+                    serde_json::json!({ "action": "start", "channel": "exec", "command": text }),
+                )
+                .await;
+                to.exec(true, command).await
+            }
+            ChannelMsg::RequestSubsystem { name, .. } => {
+                if let Ok(mut u) = usage.lock() {
+                    u.kind = Some("subsystem");
+                    u.subsystem = Some(name.clone());
+                }
+                started(
+                    &ctx,
+                    serde_json::json!({ "action": "start", "channel": "subsystem", "subsystem": name }),
+                )
+                .await;
+                to.request_subsystem(true, &name).await
+            }
+            ChannelMsg::SetEnv {
+                variable_name,
+                variable_value,
+                ..
+            } => to.set_env(false, variable_name, variable_value).await,
+            ChannelMsg::WindowChange {
+                col_width,
+                row_height,
+                pix_width,
+                pix_height,
+            } => {
+                to.window_change(col_width, row_height, pix_width, pix_height)
+                    .await
+            }
+            ChannelMsg::Signal { signal } => to.signal(signal).await,
+            ChannelMsg::AgentForward { .. } if rights.agent_forwarding => {
+                to.agent_forward(false).await
+            }
+            ChannelMsg::RequestX11 {
+                single_connection,
+                x11_authentication_protocol,
+                x11_authentication_cookie,
+                x11_screen_number,
+                ..
+            } if rights.x11_forwarding => {
+                to.request_x11(
+                    false,
+                    single_connection,
+                    x11_authentication_protocol,
+                    x11_authentication_cookie,
+                    x11_screen_number,
+                )
+                .await
+            }
+            _ => Ok(()),
+        };
+        if sent.is_err() {
+            break;
+        }
+    }
+    let _ = to.close().await;
+}
+
+async fn target_to_person(
+    mut from: ChannelReadHalf,
+    to: ChannelWriteHalf<russh::server::Msg>,
+    ctx: Arc<SessionChannel>,
+    usage: Arc<Mutex<Usage>>,
+    channel_id: ChannelId,
+) {
+    while let Some(msg) = from.wait().await {
+        let sent = match msg {
+            ChannelMsg::Data { data } => {
+                ctx.bridge.activity.output(data.len());
+                if let Ok(mut u) = usage.lock() {
+                    u.bytes_out += data.len() as u64;
+                }
+                to.data_bytes(data).await
+            }
+            ChannelMsg::ExtendedData { data, ext } => {
+                ctx.bridge.activity.output(data.len());
+                to.extended_data_bytes(ext, data).await
+            }
+            ChannelMsg::Eof => to.eof().await,
+            ChannelMsg::ExitStatus { exit_status } => {
+                if let Ok(mut u) = usage.lock() {
+                    u.exit_status = Some(exit_status);
+                }
+                to.exit_status(exit_status).await
+            }
+            ChannelMsg::ExitSignal {
+                signal_name,
+                core_dumped,
+                error_message,
+                lang_tag,
+            } => {
+                if let Ok(mut u) = usage.lock() {
+                    u.exit_signal = Some(format!("{signal_name:?}"));
+                }
+                ctx.person
+                    .exit_signal_request(
+                        channel_id,
+                        signal_name,
+                        core_dumped,
+                        error_message,
+                        lang_tag,
+                    )
+                    .await
+                    .map_err(|_| russh::Error::SendError)
+            }
+            // Only shell, exec and subsystem requests ask for a reply: the person was told
+            // yes already, so a refusal is said on stderr and ends the channel.
+            ChannelMsg::Failure => {
+                let kind = usage.lock().ok().and_then(|u| u.kind).unwrap_or("request");
+                let text = format!("Postern: the target refused the {kind} request\r\n");
+                let _ = to.extended_data_bytes(1, text.into_bytes()).await;
+                let _ = to.exit_status(1).await;
+                if let Ok(mut u) = usage.lock() {
+                    u.exit_status = Some(1);
+                }
+                break;
+            }
+            ChannelMsg::Close => break,
+            _ => Ok(()),
+        };
+        if sent.is_err() {
+            break;
+        }
+    }
+    let _ = to.close().await;
+}
