@@ -88,7 +88,7 @@ fn kbd_only() -> Auth {
 
 fn message(text: String) -> Auth {
     Auth::Partial {
-        name: "Postern".into(),
+        name: "".into(),
         instructions: text.into(),
         prompts: Vec::new().into(),
     }
@@ -647,13 +647,20 @@ impl server::Handler for Person {
             .await;
             return Ok(false);
         }
+        // Known before the target is asked: its first forwarded connection may arrive before
+        // the answer does. A request for port 0 admits the port the target picks.
+        let key = (address.to_string(), *port);
+        if let Ok(mut f) = self.bridge.remote_forwards.lock() {
+            f.insert(key.clone());
+        }
         match up.tcpip_forward(address, *port).await {
             Ok(bound) => {
                 if *port == 0 {
                     *port = bound;
-                }
-                if let Ok(mut f) = self.bridge.remote_forwards.lock() {
-                    f.insert((address.to_string(), *port));
+                    if let Ok(mut f) = self.bridge.remote_forwards.lock() {
+                        f.remove(&key);
+                        f.insert((address.to_string(), bound));
+                    }
                 }
                 self.audit_channel(serde_json::json!({
                     "action": "start", "channel": "tcpip-forward", "listen": format!("{address}:{port}"),
@@ -662,6 +669,9 @@ impl server::Handler for Person {
                 Ok(true)
             }
             Err(e) => {
+                if let Ok(mut f) = self.bridge.remote_forwards.lock() {
+                    f.remove(&key);
+                }
                 tracing::info!(error = %e, listen = %what, "the target refused a remote forward");
                 Ok(false)
             }

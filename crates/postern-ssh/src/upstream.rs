@@ -194,7 +194,10 @@ impl client::Handler for Upstream {
             .bridge
             .remote_forwards
             .lock()
-            .map(|f| f.contains(&(connected_address.to_string(), connected_port)))
+            .map(|f| {
+                f.contains(&(connected_address.to_string(), connected_port))
+                    || f.contains(&(connected_address.to_string(), 0))
+            })
             .unwrap_or(false);
         let Some(person) = self.bridge.client.get().cloned() else {
             reply.reject(ChannelOpenFailure::ConnectFailed).await;

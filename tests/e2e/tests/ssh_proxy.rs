@@ -69,7 +69,6 @@ async fn authorize(postern: &Postern, login: &str) {
 
 /// One person with a registered key, and the files their ssh client uses.
 struct Person {
-    name: String,
     key: PathBuf,
     dir: tempfile::TempDir,
 }
@@ -91,25 +90,35 @@ impl Person {
             .add_user_key(name, &public)
             .await
             .unwrap();
-        Person {
-            name: name.to_string(),
-            key,
-            dir,
-        }
+        Person { key, dir }
     }
 
     /// An OpenSSH client command (`ssh`, `scp` or `sftp`) aimed at Postern with this person's
     /// key only, no agent, no config, Postern's host key accepted on first use.
     fn tool(&self, postern: &Postern, tool: &str) -> Command {
+        self.tool_agent(postern, tool, None)
+    }
+
+    /// [`Person::tool`], forwarding the agent at `agent` when given (then the agent is not
+    /// disabled: OpenSSH forwards only an agent it may use).
+    fn tool_agent(&self, postern: &Postern, tool: &str, agent: Option<&Path>) -> Command {
         let mut c = Command::new(tool);
+        match agent {
+            Some(sock) => {
+                c.env("SSH_AUTH_SOCK", sock)
+                    .args(["-o", "ForwardAgent=yes"]);
+            }
+            None => {
+                c.env_remove("SSH_AUTH_SOCK")
+                    .args(["-o", "IdentityAgent=none"]);
+            }
+        }
         let port_flag = if tool == "ssh" { "-p" } else { "-P" };
         c.args(["-F", "/dev/null", "-i"])
             .arg(&self.key)
             .args([
                 "-o",
                 "IdentitiesOnly=yes",
-                "-o",
-                "IdentityAgent=none",
                 "-o",
                 "StrictHostKeyChecking=accept-new",
                 "-o",
@@ -254,6 +263,718 @@ async fn password_logins_work_too() {
         .unwrap();
     assert_eq!(v["host_key"], t.host_key.as_str());
     assert_eq!(v["host_key_pinned"], "first-use");
+    postern.stop().await;
+}
+
+fn sha256_file(p: &Path) -> String {
+    use sha2::Digest;
+    let mut h = sha2::Sha256::new();
+    let mut f = std::fs::File::open(p).unwrap();
+    std::io::copy(&mut f, &mut h).unwrap();
+    hex_lower(&h.finalize())
+}
+
+fn hex_lower(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scp_and_sftp_move_files_intact() {
+    let postern = Postern::start().await;
+    let login = unique("files");
+    provision(&postern, &login, "ops", serde_json::json!({})).await;
+    let carol = Person::new(&postern, "carol", &["ops"]).await;
+    let local = carol.dir.path().join("big.bin");
+    {
+        use rand::RngCore;
+        let mut f = std::fs::File::create(&local).unwrap();
+        let mut buf = vec![0u8; 1 << 20];
+        let mut rng = rand::thread_rng();
+        for _ in 0..50 {
+            rng.fill_bytes(&mut buf);
+            f.write_all(&buf).unwrap();
+        }
+    }
+    let want = sha256_file(&local);
+    let remote = format!("/tmp/{}.bin", unique("postern-scp"));
+
+    // Upload with scp (SFTP protocol, OpenSSH's default), download with legacy scp (`scp -O`
+    // runs `scp -f` on the target).
+    let out = carol
+        .tool(&postern, "scp")
+        .args(["-q"])
+        .arg(&local)
+        .arg(format!("{login}@127.0.0.1:{remote}"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "scp upload: {out:?}");
+    assert_eq!(
+        sha256_file(Path::new(&remote)),
+        want,
+        "the target holds the file intact"
+    );
+    let back = carol.dir.path().join("back.bin");
+    let out = carol
+        .tool(&postern, "scp")
+        .args(["-q", "-O"])
+        .arg(format!("{login}@127.0.0.1:{remote}"))
+        .arg(&back)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "scp -O download: {out:?}");
+    assert_eq!(
+        sha256_file(&back),
+        want,
+        "the 50 MiB file round-trips intact"
+    );
+
+    // sftp in batch mode: list, fetch, remove.
+    let batch = carol.dir.path().join("batch");
+    let again = carol.dir.path().join("again.bin");
+    std::fs::write(
+        &batch,
+        format!(
+            "ls -l {remote}\nget {remote} {}\nrm {remote}\n",
+            again.display()
+        ),
+    )
+    .unwrap();
+    let out = carol
+        .tool(&postern, "sftp")
+        .arg("-b")
+        .arg(&batch)
+        .arg(format!("{login}@127.0.0.1"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "sftp: {out:?}");
+    assert!(
+        text(&out.stdout).contains("52428800"),
+        "{}",
+        text(&out.stdout)
+    );
+    assert_eq!(sha256_file(&again), want);
+    assert!(!Path::new(&remote).exists(), "sftp rm reached the target");
+
+    // The transfers are on record: the sftp subsystem and the legacy scp command.
+    postern
+        .audit_expect(
+            Postern::filter("carol", "ssh_channel"),
+            "for the sftp subsystem",
+            |e| {
+                e.detail
+                    .as_ref()
+                    .is_some_and(|d| d["action"] == "start" && d["subsystem"] == "sftp")
+            },
+        )
+        .await;
+    postern
+        .audit_expect(Postern::filter("carol", "ssh_channel"), "for scp -f", |e| {
+            e.detail.as_ref().is_some_and(|d| {
+                d["action"] == "end"
+                    && d["command"]
+                        .as_str()
+                        .is_some_and(|c| c.starts_with("scp ") && c.contains(" -f "))
+                    && d["bytes_out"].as_u64().is_some_and(|n| n >= 50 << 20)
+            })
+        })
+        .await;
+    postern.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusals_are_clear_and_audited() {
+    let postern = Postern::start().await;
+    let login = unique("guarded");
+    provision(&postern, &login, "ops", serde_json::json!({})).await;
+
+    // A registered person without the grant.
+    let dave = Person::new(&postern, "dave", &[]).await;
+    let out = dave.ssh(&postern, &login, &["true"]);
+    assert_eq!(out.status.code(), Some(255), "{out:?}");
+    let err = text(&out.stderr);
+    assert!(
+        err.contains(&format!("no role of dave grants ssh login {login}")),
+        "{err}"
+    );
+    let e = postern
+        .audit_expect(
+            Postern::filter("dave", "login_failure"),
+            "for the missing grant",
+            |e| e.reason.as_deref() == Some("no grant"),
+        )
+        .await;
+    assert_eq!(e.datasource.as_deref(), Some(login.as_str()));
+
+    // A login that does not exist.
+    let out = dave.ssh(&postern, "nosuchlogin", &["true"]);
+    assert_eq!(out.status.code(), Some(255));
+    assert!(
+        text(&out.stderr).contains("there is no ssh login \"nosuchlogin\""),
+        "{}",
+        text(&out.stderr)
+    );
+
+    // A key nobody registered.
+    let stranger_dir = tempfile::tempdir().unwrap();
+    let (stranger_key, stranger_pub) = keygen(stranger_dir.path(), "stranger");
+    let fp = postern_vault_fingerprint(&stranger_pub);
+    let mut c = dave.tool(&postern, "ssh");
+    c.args(["-i"]).arg(&stranger_key);
+    // Only the stranger's key: replace the person's identity.
+    let mut args: Vec<std::ffi::OsString> = c.get_args().map(|a| a.to_os_string()).collect();
+    let i = args.iter().position(|a| a == "-i").unwrap();
+    args.remove(i + 1);
+    args.remove(i);
+    let out = Command::new("ssh")
+        .args(&args)
+        .arg(format!("{login}@127.0.0.1"))
+        .arg("true")
+        .env("SSH_ASKPASS_REQUIRE", "never")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(255), "{out:?}");
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("none of the keys offered is registered"),
+        "{err}"
+    );
+    assert!(err.contains(&fp), "the message names the key: {err}");
+    let events = postern
+        .audit_until(
+            postern_store::AuditFilter {
+                kind: Some("login_failure".into()),
+                ..Default::default()
+            },
+            |e| e.reason.as_deref() == Some("unknown key"),
+        )
+        .await;
+    let e = events
+        .iter()
+        .find(|e| e.reason.as_deref() == Some("unknown key"))
+        .expect("an audit event for the unknown key");
+    assert!(e.detail.as_ref().unwrap()["unknown_keys"]
+        .to_string()
+        .contains(&fp));
+
+    // A one key, one person rule.
+    let again = postern
+        .handle
+        .store
+        .add_user_key("alice-not-here", &stranger_pub)
+        .await;
+    assert!(again.is_err());
+
+    postern.stop().await;
+}
+
+fn postern_vault_fingerprint(public: &str) -> String {
+    let out = Command::new("ssh-keygen")
+        .args(["-l", "-E", "sha256", "-f", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            c.stdin.take().unwrap().write_all(public.as_bytes())?;
+            c.wait_with_output()
+        })
+        .unwrap();
+    text(&out.stdout)
+        .split_whitespace()
+        .nth(1)
+        .expect("a fingerprint")
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_target_host_key_is_refused() {
+    let postern = Postern::start().await;
+    let t = sshd();
+    let login = unique("moved");
+    // Pinned to another key than the target's.
+    let other_dir = tempfile::tempdir().unwrap();
+    let (_k, other_pub) = keygen(other_dir.path(), "not-the-target");
+    let doc = serde_json::json!({
+        "ssh-login": [{ "name": login, "host": "127.0.0.1", "port": t.port, "user": t.user,
+                         "host_key": other_pub }],
+        "role": [{ "name": "ops", "ssh": { "logins": [login] } }],
+    });
+    postern
+        .handle
+        .store
+        .apply(&serde_json::from_value(doc).unwrap())
+        .await
+        .unwrap();
+    authorize(&postern, &login).await;
+    let erin = Person::new(&postern, "erin", &["ops"]).await;
+    let out = erin.ssh(&postern, &login, &["true"]);
+    assert_eq!(out.status.code(), Some(255), "{out:?}");
+    let err = text(&out.stderr);
+    assert!(
+        err.contains(&format!("the host key of ssh login {login}")),
+        "{err}"
+    );
+    assert!(err.contains("has changed"), "{err}");
+    assert!(
+        err.contains(&postern_vault_fingerprint(&t.host_key)),
+        "names the key seen: {err}"
+    );
+    postern
+        .audit_expect(
+            Postern::filter("erin", "login_failure"),
+            "for the host key",
+            |e| e.reason.as_deref() == Some("target host key changed"),
+        )
+        .await;
+    // Forgetting the pin lets the next connection pin the real key.
+    assert!(postern
+        .handle
+        .store
+        .forget_ssh_host_key(&login)
+        .await
+        .unwrap());
+    let out = erin.ssh(&postern, &login, &["echo", "ok"]);
+    assert!(out.status.success(), "{out:?}");
+    postern.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_second_factor_is_asked_by_keyboard_interactive() {
+    let postern = Postern::start_with(|c| c.auth.require_2fa = true).await;
+    let login = unique("mfa");
+    provision(&postern, &login, "ops", serde_json::json!({})).await;
+    let frank = Person::new(&postern, "frank", &["ops"]).await;
+    let secret: Vec<u8> = (0..20u8)
+        .map(|i| i.wrapping_mul(37).wrapping_add(11))
+        .collect();
+    postern
+        .handle
+        .store
+        .mfa_begin("frank", &secret)
+        .await
+        .unwrap();
+    postern
+        .handle
+        .store
+        .mfa_confirm("frank", 0, &[])
+        .await
+        .unwrap();
+    let code_at = |unix: u64| {
+        totp_rs::TOTP::new_unchecked(totp_rs::Algorithm::SHA1, 6, 0, 30, secret.clone())
+            .generate(unix)
+    };
+    let now = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+    };
+
+    // A wrong code: refused, counted, audited.
+    let wrong = format!(
+        "{:06}",
+        (code_at(now()).parse::<u32>().unwrap() + 1) % 1_000_000
+    );
+    std::fs::write(frank.dir.path().join("code"), &wrong).unwrap();
+    let out = frank.ssh(&postern, &login, &["true"]);
+    assert_eq!(out.status.code(), Some(255), "{out:?}");
+    let prompts = std::fs::read_to_string(frank.dir.path().join("prompts")).unwrap_or_default();
+    assert!(
+        prompts.contains("TOTP code for frank"),
+        "the person was asked: {prompts:?}"
+    );
+    postern
+        .audit_expect(
+            Postern::filter("frank", "login_failure"),
+            "for the wrong code",
+            |e| e.reason.as_deref() == Some("wrong second-factor code"),
+        )
+        .await;
+
+    // The right code: in.
+    std::fs::write(frank.dir.path().join("code"), code_at(now())).unwrap();
+    let out = frank.ssh(&postern, &login, &["echo", "second-factor-ok"]);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(text(&out.stdout).trim(), "second-factor-ok");
+    let e = postern
+        .audit_expect(
+            Postern::filter("frank", "login_success"),
+            "for the login",
+            |e| {
+                e.detail
+                    .as_ref()
+                    .is_some_and(|d| d["second_factor"] == "code")
+            },
+        )
+        .await;
+    assert_eq!(e.datasource.as_deref(), Some(login.as_str()));
+
+    // Soon after, from the same address, the approval is cached: no prompt.
+    std::fs::remove_file(frank.dir.path().join("code")).unwrap();
+    let _ = std::fs::remove_file(frank.dir.path().join("prompts"));
+    let out = frank.ssh(&postern, &login, &["echo", "cached"]);
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        !frank.dir.path().join("prompts").exists(),
+        "no second prompt"
+    );
+    postern
+        .audit_expect(
+            Postern::filter("frank", "login_success"),
+            "for the cached approval",
+            |e| {
+                e.detail
+                    .as_ref()
+                    .is_some_and(|d| d["second_factor"] == "cached approval")
+            },
+        )
+        .await;
+    postern.stop().await;
+}
+
+/// A TCP echo server on 127.0.0.1; its port.
+async fn echo_server() -> u16 {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = l.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let (mut r, mut w) = s.split();
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+            });
+        }
+    });
+    port
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Whether a round trip through 127.0.0.1:`port` echoes (after an optional SOCKS5 CONNECT to
+/// 127.0.0.1:`socks_to`).
+async fn echoes(port: u16, socks_to: Option<u16>) -> bool {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let attempt = async {
+        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .ok()?;
+        if let Some(to) = socks_to {
+            s.write_all(&[5, 1, 0]).await.ok()?;
+            let mut hello = [0u8; 2];
+            s.read_exact(&mut hello).await.ok()?;
+            let mut req = vec![5, 1, 0, 1, 127, 0, 0, 1];
+            req.extend_from_slice(&to.to_be_bytes());
+            s.write_all(&req).await.ok()?;
+            let mut rep = [0u8; 10];
+            s.read_exact(&mut rep).await.ok()?;
+            if rep[1] != 0 {
+                return Some(false);
+            }
+        }
+        s.write_all(b"ping-through-postern").await.ok()?;
+        let mut buf = [0u8; 20];
+        s.read_exact(&mut buf).await.ok()?;
+        Some(&buf == b"ping-through-postern")
+    };
+    tokio::time::timeout(Duration::from_secs(10), attempt)
+        .await
+        .ok()
+        .flatten()
+        .unwrap_or(false)
+}
+
+/// Waits until something listens on 127.0.0.1:`port`.
+async fn listening(port: u16) -> bool {
+    for _ in 0..100 {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+        {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
+}
+
+struct Killed(std::process::Child);
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forwarding_needs_a_grant() {
+    let postern = Postern::start().await;
+    let login = unique("tunnel");
+    let t = sshd();
+    let doc = serde_json::json!({
+        "ssh-login": [{ "name": login, "host": "127.0.0.1", "port": t.port, "user": t.user,
+                         "host_key": t.host_key }],
+        "role": [
+            { "name": "plain", "ssh": { "logins": [login] } },
+            { "name": "tunnels", "ssh": { "logins": [login], "port_forwarding": true,
+                                          "agent_forwarding": true } },
+        ],
+    });
+    postern
+        .handle
+        .store
+        .apply(&serde_json::from_value(doc).unwrap())
+        .await
+        .unwrap();
+    authorize(&postern, &login).await;
+    let echo = echo_server().await;
+    let gina = Person::new(&postern, "gina", &["plain"]).await;
+    let hank = Person::new(&postern, "hank", &["tunnels"]).await;
+
+    for (who, allowed) in [(&gina, false), (&hank, true)] {
+        // ssh -L
+        let lport = free_port();
+        let child = who
+            .tool(&postern, "ssh")
+            .args(["-N", "-L", &format!("{lport}:127.0.0.1:{echo}")])
+            .arg(format!("{login}@127.0.0.1"))
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut child = Killed(child);
+        assert!(listening(lport).await, "ssh -L listens locally");
+        assert_eq!(echoes(lport, None).await, allowed, "ssh -L for {allowed}");
+        // ssh -D
+        let dport = free_port();
+        let dchild = who
+            .tool(&postern, "ssh")
+            .args(["-N", "-D", &dport.to_string()])
+            .arg(format!("{login}@127.0.0.1"))
+            .spawn()
+            .unwrap();
+        let _dchild = Killed(dchild);
+        assert!(listening(dport).await, "ssh -D listens locally");
+        assert_eq!(
+            echoes(dport, Some(echo)).await,
+            allowed,
+            "ssh -D for {allowed}"
+        );
+        let _ = child.0.kill();
+        let out = child.0.wait_with_output_ref();
+        if !allowed {
+            assert!(
+                out.contains("port forwarding is not granted"),
+                "the client says why: {out}"
+            );
+        }
+        // ssh -R (the target listens, the client connects the echo server)
+        let rport = free_port();
+        let mut rcmd = who.tool(&postern, "ssh");
+        rcmd.args([
+            "-N",
+            "-o",
+            "ExitOnForwardFailure=yes",
+            "-R",
+            &format!("127.0.0.1:{rport}:127.0.0.1:{echo}"),
+        ])
+        .arg(format!("{login}@127.0.0.1"))
+        .stderr(Stdio::piped());
+        if allowed {
+            let _r = Killed(rcmd.spawn().unwrap());
+            assert!(listening(rport).await, "the target listens for ssh -R");
+            assert!(echoes(rport, None).await, "ssh -R carries traffic");
+        } else {
+            let out = tokio::task::spawn_blocking(move || rcmd.output().unwrap())
+                .await
+                .unwrap();
+            assert_eq!(out.status.code(), Some(255), "{out:?}");
+            assert!(
+                text(&out.stderr).contains("remote port forwarding failed"),
+                "{}",
+                text(&out.stderr)
+            );
+        }
+    }
+    postern
+        .audit_expect(
+            Postern::filter("gina", "ssh_channel"),
+            "for the refused -L",
+            |e| {
+                e.detail.as_ref().is_some_and(|d| {
+                    d["action"] == "refused"
+                        && d["channel"] == "direct-tcpip"
+                        && d["to"] == format!("127.0.0.1:{echo}").as_str()
+                })
+            },
+        )
+        .await;
+    postern
+        .audit_expect(
+            Postern::filter("gina", "ssh_channel"),
+            "for the refused -R",
+            |e| {
+                e.detail
+                    .as_ref()
+                    .is_some_and(|d| d["action"] == "refused" && d["channel"] == "tcpip-forward")
+            },
+        )
+        .await;
+    postern
+        .audit_expect(Postern::filter("hank", "ssh_channel"), "for the -L", |e| {
+            e.detail
+                .as_ref()
+                .is_some_and(|d| d["action"] == "start" && d["channel"] == "direct-tcpip")
+        })
+        .await;
+
+    // ssh -A: the target sees the person's agent only with the grant.
+    let agent_dir = tempfile::tempdir().unwrap();
+    let sock = agent_dir.path().join("agent.sock");
+    let agent = Command::new("ssh-agent")
+        .arg("-D")
+        .arg("-a")
+        .arg(&sock)
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _agent = Killed(agent);
+    for _ in 0..50 {
+        if sock.exists() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (agent_key, _) = keygen(agent_dir.path(), "key-in-the-agent");
+    let added = Command::new("ssh-add")
+        .arg(&agent_key)
+        .env("SSH_AUTH_SOCK", &sock)
+        .output()
+        .unwrap();
+    assert!(added.status.success(), "{added:?}");
+    for (who, allowed) in [(&gina, false), (&hank, true)] {
+        let out = who
+            .tool_agent(&postern, "ssh", Some(&sock))
+            .arg(format!("{login}@127.0.0.1"))
+            .arg("ssh-add -l")
+            .output()
+            .unwrap();
+        let stdout = text(&out.stdout);
+        assert_eq!(
+            stdout.contains("key-in-the-agent"),
+            allowed,
+            "ssh -A for {allowed}: {out:?}"
+        );
+        if !allowed {
+            assert_ne!(out.status.code(), Some(0), "{out:?}");
+        }
+    }
+    postern
+        .audit_expect(
+            Postern::filter("gina", "ssh_channel"),
+            "for the refused -A",
+            |e| {
+                e.detail
+                    .as_ref()
+                    .is_some_and(|d| d["action"] == "refused" && d["channel"] == "agent")
+            },
+        )
+        .await;
+    postern.stop().await;
+}
+
+trait OutputOfKilled {
+    fn wait_with_output_ref(&mut self) -> String;
+}
+
+impl OutputOfKilled for std::process::Child {
+    fn wait_with_output_ref(&mut self) -> String {
+        let _ = self.wait();
+        let mut s = String::new();
+        if let Some(mut e) = self.stderr.take() {
+            let _ = std::io::Read::read_to_string(&mut e, &mut s);
+        }
+        s
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_sessions_end_when_access_ends() {
+    let postern = Postern::start().await;
+    let login = unique("live");
+    provision(&postern, &login, "ops", serde_json::json!({})).await;
+    let ivy = Person::new(&postern, "ivy", &["ops"]).await;
+
+    // Revocation: the role no longer grants the login.
+    let mut cmd = ivy.tool(&postern, "ssh");
+    cmd.arg(format!("{login}@127.0.0.1"))
+        .arg("sleep 30; echo finished")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let started = std::time::Instant::now();
+    let child = cmd.spawn().unwrap();
+    postern
+        .audit_expect(
+            Postern::filter("ivy", "ssh_channel"),
+            "for the command",
+            |e| e.detail.as_ref().is_some_and(|d| d["action"] == "start"),
+        )
+        .await;
+    let doc = serde_json::json!({ "role": [{ "name": "ops" }] });
+    postern
+        .handle
+        .store
+        .apply(&serde_json::from_value(doc).unwrap())
+        .await
+        .unwrap();
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
+        .await
+        .unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "cut before the command ended"
+    );
+    assert!(!text(&out.stdout).contains("finished"), "{out:?}");
+    let err = text(&out.stderr);
+    assert!(
+        err.contains(&format!("no role of ivy grants ssh login {login} any more")),
+        "{err}"
+    );
+    postern
+        .audit_expect(
+            Postern::filter("ivy", "session_close"),
+            "for the revocation",
+            |e| {
+                e.detail.as_ref().is_some_and(|d| {
+                    d["ended_by"]
+                        .as_str()
+                        .is_some_and(|s| s.starts_with("access revoked"))
+                })
+            },
+        )
+        .await;
+
+    // Idle timeout: a role that closes quiet sessions after 2 s.
+    let doc = serde_json::json!({ "role": [{ "name": "ops",
+        "ssh": { "logins": [login], "idle_timeout": "2s" } }] });
+    postern
+        .handle
+        .store
+        .apply(&serde_json::from_value(doc).unwrap())
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let out = ivy.ssh(&postern, &login, &["sleep 20; echo finished"]);
+    assert!(started.elapsed() < Duration::from_secs(15), "cut when idle");
+    assert!(!text(&out.stdout).contains("finished"));
+    assert!(
+        text(&out.stderr).contains("idle for 2 s"),
+        "{}",
+        text(&out.stderr)
+    );
     postern.stop().await;
 }
 
