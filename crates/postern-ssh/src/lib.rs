@@ -14,6 +14,7 @@
 //!   channels the target opens towards the person (remote forwards, agent, X11).
 //! * [`relay`]: moves one channel's messages both ways.
 
+pub mod recording;
 pub mod relay;
 pub mod session;
 pub mod upstream;
@@ -41,6 +42,10 @@ pub struct SshSettings {
     pub shutdown_grace: Duration,
     /// How often an open session checks that its person may still use the login.
     pub recheck_interval: Duration,
+    /// Where recordings of interactive sessions go.
+    pub recordings_dir: std::path::PathBuf,
+    /// Record what people type too (passwords typed at prompts included).
+    pub record_input: bool,
 }
 
 impl Default for SshSettings {
@@ -51,6 +56,8 @@ impl Default for SshSettings {
             upstream_timeout: Duration::from_secs(15),
             shutdown_grace: Duration::from_secs(10),
             recheck_interval: Duration::from_secs(2),
+            recordings_dir: std::path::PathBuf::from("postern-data/recordings"),
+            record_input: false,
         }
     }
 }
@@ -67,6 +74,8 @@ pub struct Shared {
     pub login: Arc<LoginFlow>,
     /// russh's server settings (host key, algorithms, limits).
     pub server_config: Arc<russh::server::Config>,
+    /// Where session recordings go.
+    pub recordings: Arc<recording::RecordingSettings>,
 }
 
 /// The SSH listener.
@@ -107,8 +116,13 @@ impl SshProxy {
             nodelay: true,
             ..Default::default()
         };
+        let recordings = Arc::new(recording::RecordingSettings {
+            dir: settings.recordings_dir.clone(),
+            record_input: settings.record_input,
+        });
         Ok(Self {
             shared: Arc::new(Shared {
+                recordings,
                 settings,
                 store,
                 audit,

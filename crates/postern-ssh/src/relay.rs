@@ -11,6 +11,7 @@ use std::time::Instant;
 use postern_audit::{AuditLog, EventKind, SessionIdent};
 use russh::{Channel, ChannelId, ChannelMsg, ChannelReadHalf, ChannelWriteHalf};
 
+use crate::recording::{Recorder, RecordingSettings, Terminal};
 use crate::upstream::Bridge;
 
 /// Traffic of one connection: bytes each way and the time of the last byte, for the idle
@@ -111,10 +112,18 @@ pub struct SessionChannel {
     pub ident: SessionIdent,
     /// The audit log.
     pub audit: AuditLog,
+    /// The store (recordings are listed there).
+    pub store: postern_store::Store,
+    /// Where recordings go.
+    pub recordings: Arc<RecordingSettings>,
+    /// This channel's number within the session (names its recording).
+    pub number: u32,
     /// Rights, forwarding flags, traffic.
     pub bridge: Arc<Bridge>,
     /// The person's session (exit signals go through it).
     pub person: russh::server::Handle,
+    /// The recording, once the channel turned out interactive.
+    pub recorder: std::sync::OnceLock<(String, Recorder)>,
 }
 
 /// What the channel turned out to be, for its audit events.
@@ -124,6 +133,7 @@ struct Usage {
     command: Option<String>,
     subsystem: Option<String>,
     pty: Option<String>,
+    terminal: Option<(String, u32, u32)>,
     exit_status: Option<u32>,
     exit_signal: Option<String>,
     bytes_in: u64,
@@ -146,6 +156,7 @@ pub fn spawn_session(person: ServerChannel, target: ClientChannel, ctx: SessionC
         t_write,
         ctx.clone(),
         usage.clone(),
+        channel_id,
     ));
     let down = tokio::spawn(target_to_person(
         t_read,
@@ -158,6 +169,25 @@ pub fn spawn_session(person: ServerChannel, target: ClientChannel, ctx: SessionC
         let _ = down.await;
         up.abort();
         let u = usage.lock().map(|u| u.clone()).unwrap_or_default();
+        let recording = match ctx.recorder.get() {
+            Some((id, rec)) => match rec.finish().await {
+                Ok(done) => {
+                    if let Err(e) = ctx
+                        .store
+                        .ssh_recording_ended(id, done.bytes, &done.sha256)
+                        .await
+                    {
+                        tracing::error!(error = %e, recording = %id, "cannot record the end of a recording");
+                    }
+                    serde_json::json!({ "id": id, "sha256": done.sha256, "bytes": done.bytes })
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, recording = %id, "a recording failed");
+                    serde_json::json!({ "id": id, "error": e.to_string() })
+                }
+            },
+            None => serde_json::Value::Null,
+        };
         let mut e = ctx.ident.event(EventKind::SshChannel);
         e.duration_us = Some(u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX));
         e.detail = Some(serde_json::json!({
@@ -170,9 +200,103 @@ pub fn spawn_session(person: ServerChannel, target: ClientChannel, ctx: SessionC
             "exit_signal": u.exit_signal,
             "bytes_in": u.bytes_in,
             "bytes_out": u.bytes_out,
+            "recording": recording,
         }));
         let _ = ctx.audit.record(e).await;
     });
+}
+
+/// Starts recording an interactive channel. False when that failed: the person was told
+/// and the channel must end (an interactive session is never unrecorded).
+async fn record(
+    ctx: &SessionChannel,
+    usage: &Mutex<Usage>,
+    kind: &'static str,
+    command: Option<&str>,
+    to: &ChannelWriteHalf<russh::client::Msg>,
+    person_channel: ChannelId,
+) -> bool {
+    if ctx.recorder.get().is_some() {
+        return true;
+    }
+    let (term, width, height) = usage
+        .lock()
+        .ok()
+        .and_then(|u| u.terminal.clone())
+        .unwrap_or_else(|| ("dumb".into(), 80, 24));
+    let id = format!("{}-{}", ctx.ident.session, ctx.number);
+    let user = ctx.ident.user.as_deref().unwrap_or_default().to_string();
+    let login = ctx
+        .ident
+        .datasource
+        .as_deref()
+        .unwrap_or_default()
+        .to_string();
+    let file = format!("{id}.cast");
+    let terminal = Terminal {
+        width,
+        height,
+        term,
+        title: format!("{user}@{login}"),
+    };
+    let started = match Recorder::start(&ctx.recordings, &file, terminal).await {
+        Ok(rec) => {
+            let row = postern_store::SshRecording {
+                id: id.clone(),
+                session: ctx.ident.session.to_string(),
+                user,
+                login,
+                remote_user: ctx.ident.db_user.as_deref().unwrap_or_default().to_string(),
+                client_addr: ctx.ident.client.to_string(),
+                kind: kind.to_string(),
+                command: command.map(str::to_string),
+                started_at: postern_audit::now_ts(),
+                ended_at: None,
+                file: ctx
+                    .recordings
+                    .dir
+                    .join(&file)
+                    .to_string_lossy()
+                    .into_owned(),
+                bytes: None,
+                sha256: None,
+            };
+            match ctx.store.ssh_recording_started(&row).await {
+                Ok(()) => Ok(rec),
+                Err(e) => Err(e.to_string()),
+            }
+        }
+        Err(e) => Err(e.to_string()),
+    };
+    match started {
+        Ok(rec) => {
+            let _ = ctx.recorder.set((id, rec));
+            true
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start a session recording; refusing the channel");
+            let mut ev = ctx.ident.event(EventKind::SshChannel);
+            ev.error = Some(format!("recording failed: {e}"));
+            ev.detail = Some(
+                serde_json::json!({ "action": "refused", "channel": kind, "reason": "recording failed" }),
+            );
+            let _ = ctx.audit.record(ev).await;
+            let _ = ctx
+                .person
+                .extended_data(
+                    person_channel,
+                    1,
+                    bytes::Bytes::from_static(
+                        b"Postern: this session cannot be recorded, so it may not start\r\n",
+                    ),
+                )
+                .await;
+            let _ = ctx.person.exit_status_request(person_channel, 1).await;
+            let _ = ctx.person.close(person_channel).await;
+            let _ = to.close().await;
+            false
+        }
+    }
 }
 
 async fn started(ctx: &SessionChannel, detail: serde_json::Value) {
@@ -186,6 +310,7 @@ async fn person_to_target(
     to: ChannelWriteHalf<russh::client::Msg>,
     ctx: Arc<SessionChannel>,
     usage: Arc<Mutex<Usage>>,
+    person_channel: ChannelId,
 ) {
     let rights = ctx.bridge.rights();
     while let Some(msg) = from.wait().await {
@@ -194,6 +319,11 @@ async fn person_to_target(
                 ctx.bridge.activity.input(data.len());
                 if let Ok(mut u) = usage.lock() {
                     u.bytes_in += data.len() as u64;
+                }
+                if let Some((_, rec)) = ctx.recorder.get() {
+                    if rec.input(&data).await.is_err() {
+                        break;
+                    }
                 }
                 to.data_bytes(data).await
             }
@@ -214,6 +344,7 @@ async fn person_to_target(
             } => {
                 if let Ok(mut u) = usage.lock() {
                     u.pty = Some(format!("{term} {col_width}x{row_height}"));
+                    u.terminal = Some((term.clone(), col_width, row_height));
                 }
                 to.request_pty(
                     false,
@@ -230,6 +361,9 @@ async fn person_to_target(
                 if let Ok(mut u) = usage.lock() {
                     u.kind = Some("shell");
                 }
+                if !record(&ctx, &usage, "shell", None, &to, person_channel).await {
+                    break;
+                }
                 started(
                     &ctx,
                     serde_json::json!({ "action": "start", "channel": "shell" }),
@@ -242,6 +376,12 @@ async fn person_to_target(
                 if let Ok(mut u) = usage.lock() {
                     u.kind = Some("exec");
                     u.command = Some(text.clone());
+                }
+                let with_terminal = usage.lock().is_ok_and(|u| u.terminal.is_some());
+                if with_terminal
+                    && !record(&ctx, &usage, "exec", Some(&text), &to, person_channel).await
+                {
+                    break;
                 }
                 started(
                     &ctx,
@@ -273,6 +413,11 @@ async fn person_to_target(
                 pix_width,
                 pix_height,
             } => {
+                if let Some((_, rec)) = ctx.recorder.get() {
+                    if rec.resize(col_width, row_height).await.is_err() {
+                        break;
+                    }
+                }
                 to.window_change(col_width, row_height, pix_width, pix_height)
                     .await
             }
@@ -319,10 +464,26 @@ async fn target_to_person(
                 if let Ok(mut u) = usage.lock() {
                     u.bytes_out += data.len() as u64;
                 }
+                if let Some((_, rec)) = ctx.recorder.get() {
+                    if rec.output(&data).await.is_err() {
+                        let _ = to
+                            .extended_data_bytes(
+                                1,
+                                &b"\r\nPostern: the recording failed; ending the session\r\n"[..],
+                            )
+                            .await;
+                        break;
+                    }
+                }
                 to.data_bytes(data).await
             }
             ChannelMsg::ExtendedData { data, ext } => {
                 ctx.bridge.activity.output(data.len());
+                if let Some((_, rec)) = ctx.recorder.get() {
+                    if rec.output(&data).await.is_err() {
+                        break;
+                    }
+                }
                 to.extended_data_bytes(ext, data).await
             }
             ChannelMsg::Eof => to.eof().await,

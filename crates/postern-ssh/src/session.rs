@@ -504,8 +504,12 @@ impl server::Handler for Person {
                     SessionChannel {
                         ident: self.ident.clone(),
                         audit: self.shared.audit.clone(),
+                        store: self.shared.store.clone(),
+                        recordings: self.shared.recordings.clone(),
+                        number: self.bridge.channels.fetch_add(1, Ordering::Relaxed),
                         bridge: self.bridge.clone(),
                         person: session.handle(),
+                        recorder: std::sync::OnceLock::new(),
                     },
                 );
             }

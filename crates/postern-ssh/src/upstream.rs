@@ -98,6 +98,8 @@ pub struct Bridge {
     pub x11: AtomicBool,
     /// Bytes moved, for idle detection (see [`relay::Activity`]).
     pub activity: Arc<relay::Activity>,
+    /// Session channels opened so far (numbers recordings).
+    pub channels: std::sync::atomic::AtomicU32,
 }
 
 impl Bridge {

@@ -45,7 +45,7 @@ pub use credentials::UpstreamCredential;
 pub use datasources::allow_list_form;
 pub use error::StoreError;
 pub use mfa::MfaStatus;
-pub use ssh::{SshAccess, SshRights, SshSecret, SshTarget};
+pub use ssh::{SshAccess, SshRecording, SshRights, SshSecret, SshTarget};
 pub use tokens::TokenScope;
 pub use users::LoginInfo;
 

@@ -594,3 +594,170 @@ pub(crate) async fn role_logins(
 pub(crate) fn grant_logins(g: &SshGrantSpec) -> Vec<String> {
     name_set(&g.logins)
 }
+
+/// A recording of an interactive SSH channel, as listed.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SshRecording {
+    /// `<session>-<channel>`.
+    pub id: String,
+    /// The SSH session.
+    pub session: String,
+    /// The person.
+    pub user: String,
+    /// The SSH login.
+    pub login: String,
+    /// The account on the target.
+    pub remote_user: String,
+    /// `ip:port` of the person.
+    pub client_addr: String,
+    /// `shell`, or `exec` for a command run with a terminal.
+    pub kind: String,
+    /// The command, for `exec`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<String>,
+    /// When it started.
+    pub started_at: String,
+    /// When it ended (absent while open).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ended_at: Option<String>,
+    /// The file's path on the server.
+    pub file: String,
+    /// Size of the finished file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bytes: Option<u64>,
+    /// SHA-256 (hex) of the finished file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+}
+
+impl Store {
+    /// Records that a recording started.
+    pub async fn ssh_recording_started(&self, r: &SshRecording) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO ssh_recordings (id, session, user, login, remote_user, client_addr, kind, \
+             command, started_at, file) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+        )
+        .bind(&r.id)
+        .bind(&r.session)
+        .bind(&r.user)
+        .bind(&r.login)
+        .bind(&r.remote_user)
+        .bind(&r.client_addr)
+        .bind(&r.kind)
+        .bind(&r.command)
+        .bind(&r.started_at)
+        .bind(&r.file)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Records that a recording ended, with its file's size and hash.
+    pub async fn ssh_recording_ended(
+        &self,
+        id: &str,
+        bytes: u64,
+        sha256: &str,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE ssh_recordings SET ended_at = ?2, bytes = ?3, sha256 = ?4 WHERE id = ?1",
+        )
+        .bind(id)
+        .bind(now())
+        .bind(i64::try_from(bytes).unwrap_or(i64::MAX))
+        .bind(sha256)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Recordings, newest first: of `user` when given, at most `limit`.
+    pub async fn ssh_recordings(
+        &self,
+        user: Option<&str>,
+        login: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<SshRecording>, StoreError> {
+        self.recordings_where(user, login, Some(limit), None).await
+    }
+
+    /// One recording by id.
+    pub async fn ssh_recording(&self, id: &str) -> Result<Option<SshRecording>, StoreError> {
+        Ok(self
+            .recordings_where(None, None, None, Some(id))
+            .await?
+            .pop())
+    }
+
+    async fn recordings_where(
+        &self,
+        user: Option<&str>,
+        login: Option<&str>,
+        limit: Option<u32>,
+        id: Option<&str>,
+    ) -> Result<Vec<SshRecording>, StoreError> {
+        type Row = (
+            String,
+            String,
+            String,
+            String,
+            String,
+            String,
+            String,
+            Option<String>,
+            String,
+            Option<String>,
+            String,
+            Option<i64>,
+            Option<String>,
+        );
+        let rows: Vec<Row> = sqlx::query_as(
+            "SELECT id, session, user, login, remote_user, client_addr, kind, command, started_at, \
+             ended_at, file, bytes, sha256 FROM ssh_recordings \
+             WHERE (?1 IS NULL OR user = ?1) AND (?2 IS NULL OR login = ?2) \
+             AND (?4 IS NULL OR id = ?4) ORDER BY started_at DESC LIMIT coalesce(?3, -1)",
+        )
+        .bind(user)
+        .bind(login)
+        .bind(limit.map(i64::from))
+        .bind(id)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(
+                |(
+                    id,
+                    session,
+                    user,
+                    login,
+                    remote_user,
+                    client_addr,
+                    kind,
+                    command,
+                    started_at,
+                    ended_at,
+                    file,
+                    bytes,
+                    sha256,
+                )| {
+                    SshRecording {
+                        id,
+                        session,
+                        user,
+                        login,
+                        remote_user,
+                        client_addr,
+                        kind,
+                        command,
+                        started_at,
+                        ended_at,
+                        file,
+                        bytes: bytes.and_then(|b| u64::try_from(b).ok()),
+                        sha256,
+                    }
+                },
+            )
+            .collect())
+    }
+}

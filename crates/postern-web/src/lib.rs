@@ -51,6 +51,7 @@ mod ops;
 pub mod policy_routes;
 mod resources;
 mod serve;
+mod ssh_routes;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -101,6 +102,8 @@ pub fn router(state: ApiState) -> Router {
         .route("/apply", post(resources::apply))
         .route("/audit", get(audit_routes::search))
         .route("/audit/verify", get(audit_routes::verify))
+        .route("/ssh/sessions", get(ssh_routes::list))
+        .route("/ssh/sessions/{id}", get(ssh_routes::get_one))
         .route("/policy/check", post(policy_routes::check))
         .route("/users/{name}/password", post(resources::set_password))
         .route(

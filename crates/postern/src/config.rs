@@ -414,6 +414,11 @@ pub struct SshConfig {
     /// Time live sessions get to finish on shutdown.
     #[serde(with = "humantime_serde")]
     pub shutdown_grace: Duration,
+    /// Where recordings of interactive sessions go (default: `recordings` in the data
+    /// directory).
+    pub recordings_dir: Option<PathBuf>,
+    /// Record what people type as well as what they see (off: typed passwords would be kept).
+    pub record_input: bool,
 }
 
 impl Default for SshConfig {
@@ -426,18 +431,25 @@ impl Default for SshConfig {
             upstream_timeout: d.upstream_timeout,
             max_connections: d.max_connections,
             shutdown_grace: d.shutdown_grace,
+            recordings_dir: None,
+            record_input: false,
         }
     }
 }
 
 impl SshConfig {
-    /// The proxy's settings.
-    pub fn to_ssh(&self) -> postern_ssh::SshSettings {
+    /// The proxy's settings; recordings under `data_dir` unless configured.
+    pub fn to_ssh(&self, data_dir: &Path) -> postern_ssh::SshSettings {
         postern_ssh::SshSettings {
             handshake_timeout: self.handshake_timeout,
             upstream_timeout: self.upstream_timeout,
             max_connections: self.max_connections,
             shutdown_grace: self.shutdown_grace,
+            recordings_dir: self
+                .recordings_dir
+                .clone()
+                .unwrap_or_else(|| data_dir.join("recordings")),
+            record_input: self.record_input,
             ..Default::default()
         }
     }

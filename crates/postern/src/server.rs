@@ -258,7 +258,7 @@ pub async fn start(cfg: Config) -> anyhow::Result<ServerHandle> {
             tracing::info!(path = %data_dir.join("ssh_host_ed25519.key.sealed").display(), "generated Postern's SSH host key");
         }
         let proxy = postern_ssh::SshProxy::new(
-            cfg.ssh.to_ssh(),
+            cfg.ssh.to_ssh(&data_dir),
             store.clone(),
             audit.clone(),
             login.clone(),

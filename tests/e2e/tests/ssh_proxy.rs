@@ -978,6 +978,135 @@ async fn live_sessions_end_when_access_ends() {
     postern.stop().await;
 }
 
+/// Drives `argv` in a pseudo-terminal the way a person would: waits for the shell's prompt,
+/// types a command, resizes the terminal, types `exit`; prints everything the terminal
+/// showed. (Python's pty module: the test needs a real terminal on the client side.)
+const PTY_DRIVER: &str = r#"
+import os, pty, select, signal, struct, sys, time, fcntl, termios
+argv = sys.argv[1:]
+pid, fd = pty.fork()
+if pid == 0:
+    os.execvp(argv[0], argv)
+fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))
+seen = b""
+def read_until(marker, timeout):
+    global seen
+    end = time.time() + timeout
+    while marker not in seen and time.time() < end:
+        r, _, _ = select.select([fd], [], [], 0.2)
+        if r:
+            try:
+                chunk = os.read(fd, 65536)
+            except OSError:
+                return False
+            if not chunk:
+                return False
+            seen += chunk
+    return marker in seen
+read_until(b"$ ", 20)
+os.write(fd, b"echo typed-$((6*7))-ok\r")
+read_until(b"typed-42-ok", 20)
+fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", 30, 100, 0, 0))
+os.kill(pid, signal.SIGWINCH)
+time.sleep(0.5)
+os.write(fd, b"stty size\r")
+read_until(b"30 100", 20)
+os.write(fd, b"exit\r")
+read_until(b"\x00never", 5)
+_, status = os.waitpid(pid, 0)
+sys.stdout.buffer.write(seen)
+sys.exit(os.waitstatus_to_exitcode(status))
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interactive_session_is_recorded_and_replays() {
+    let postern = Postern::start().await;
+    let login = unique("shell");
+    provision(&postern, &login, "ops", serde_json::json!({})).await;
+    let jane = Person::new(&postern, "jane", &["ops"]).await;
+
+    let mut ssh = jane.tool(&postern, "ssh");
+    ssh.arg(format!("{login}@127.0.0.1"));
+    let mut cmd = Command::new("python3");
+    cmd.arg("-c").arg(PTY_DRIVER).arg(ssh.get_program());
+    cmd.args(ssh.get_args());
+    for (k, v) in ssh.get_envs() {
+        match v {
+            Some(v) => cmd.env(k, v),
+            None => cmd.env_remove(k),
+        };
+    }
+    cmd.env("PS1", "$ ");
+    let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
+        .await
+        .unwrap();
+    let shown = text(&out.stdout);
+    assert!(
+        shown.contains("typed-42-ok"),
+        "the shell ran the typed command: {out:?}"
+    );
+    assert!(
+        shown.contains("30 100"),
+        "the resize reached the target: {shown}"
+    );
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+
+    // The recording: listed, hashed in the audit trail, holding the output and the resize.
+    let cli = postern_e2e::Cli::admin(&postern);
+    let end = postern
+        .audit_expect(
+            Postern::filter("jane", "ssh_channel"),
+            "for the shell's end",
+            |e| {
+                e.detail
+                    .as_ref()
+                    .is_some_and(|d| d["action"] == "end" && d["channel"] == "shell")
+            },
+        )
+        .await;
+    let rec = &end.detail.as_ref().unwrap()["recording"];
+    let id = rec["id"].as_str().expect("a recording id").to_string();
+    let listed = cli.ok(&["sessions", "ls", "--user", "jane", "--json"], None);
+    let listed: serde_json::Value = serde_json::from_str(&listed).unwrap();
+    let row = &listed[0];
+    assert_eq!(row["id"], id.as_str());
+    assert_eq!(row["login"], login.as_str());
+    assert_eq!(row["kind"], "shell");
+    assert_eq!(row["sha256"], rec["sha256"]);
+    let file = row["file"].as_str().unwrap();
+    assert_eq!(
+        sha256_file(Path::new(file)),
+        rec["sha256"].as_str().unwrap()
+    );
+    let cast = std::fs::read_to_string(file).unwrap();
+    let header: serde_json::Value = serde_json::from_str(cast.lines().next().unwrap()).unwrap();
+    assert_eq!(header["version"], 2);
+    assert_eq!(header["width"], 80);
+    assert!(cast.contains("typed-42-ok"), "{cast}");
+    assert!(
+        cast.contains("\"r\",\"100x30\""),
+        "the resize is recorded: {cast}"
+    );
+
+    // Replayed in the terminal.
+    let played = cli.ok(&["sessions", "play", &id, "--speed", "50"], None);
+    assert!(played.contains("typed-42-ok"), "{played}");
+    assert!(played.contains("30 100"), "{played}");
+
+    // An altered file is refused by playback.
+    let mut tampered = cast.replace("typed-42-ok", "typed-41-ok");
+    tampered.push('\n');
+    std::fs::write(file, tampered).unwrap();
+    let out = cli.run(&["sessions", "play", &id, "--no-wait"], None);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("altered"),
+        "{}",
+        text(&out.stderr)
+    );
+    postern.stop().await;
+}
+
 #[allow(dead_code)]
 fn sleep_ms(ms: u64) {
     std::thread::sleep(Duration::from_millis(ms));

@@ -20,6 +20,7 @@ pub mod mfa;
 pub mod policy;
 mod profile;
 pub mod resources;
+pub mod sessions;
 mod sso;
 mod table;
 pub mod user;
@@ -65,6 +66,9 @@ pub enum ClientCommand {
     /// Client certificates issued by this server: list, revoke.
     #[command(subcommand)]
     Cert(certs::CertCommand),
+    /// Recorded SSH sessions: list them, replay one.
+    #[command(subcommand)]
+    Sessions(sessions::SessionsCommand),
 }
 
 /// Why a client command failed; each maps to an exit code.
@@ -115,6 +119,7 @@ pub async fn run(cmd: ClientCommand) -> anyhow::Result<ExitCode> {
         ClientCommand::Logout(a) => certs::logout(a).await,
         ClientCommand::Db(c) => db::run(c).await,
         ClientCommand::Cert(c) => certs::run(c).await,
+        ClientCommand::Sessions(c) => sessions::run(c).await,
     };
     Ok(match result {
         Ok(code) => code,
