@@ -31,6 +31,9 @@ pub enum EventKind {
     /// An SSH channel: a shell, a command, a file transfer, a forwarding — opened, refused
     /// or finished (with its exit status, bytes and recording).
     SshChannel,
+    /// A file operation over SSH (scp, sftp): upload, download, remove, rename, …, with the
+    /// path and the bytes moved.
+    SshFile,
 }
 
 impl EventKind {
@@ -48,6 +51,7 @@ impl EventKind {
             EventKind::SecondFactor => "second_factor",
             EventKind::Certificate => "certificate",
             EventKind::SshChannel => "ssh_channel",
+            EventKind::SshFile => "ssh_file",
         }
     }
 

@@ -17,6 +17,7 @@
 pub mod recording;
 pub mod relay;
 pub mod session;
+pub mod transfer;
 pub mod upstream;
 
 use std::net::SocketAddr;

@@ -12,6 +12,7 @@ use postern_audit::{AuditLog, EventKind, SessionIdent};
 use russh::{Channel, ChannelId, ChannelMsg, ChannelReadHalf, ChannelWriteHalf};
 
 use crate::recording::{Recorder, RecordingSettings, Terminal};
+use crate::transfer::{Direction, FileEvent, ScpAudit, SftpAudit, Unreadable};
 use crate::upstream::Bridge;
 
 /// Traffic of one connection: bytes each way and the time of the last byte, for the idle
@@ -124,6 +125,64 @@ pub struct SessionChannel {
     pub person: russh::server::Handle,
     /// The recording, once the channel turned out interactive.
     pub recorder: std::sync::OnceLock<(String, Recorder)>,
+    /// The file transfer audit, once the channel turned out to be sftp or scp.
+    pub transfer: std::sync::OnceLock<Mutex<Transfer>>,
+}
+
+/// The file-transfer protocol a channel speaks.
+#[derive(Debug)]
+pub enum Transfer {
+    /// The sftp subsystem.
+    Sftp(SftpAudit),
+    /// A legacy `scp -t` / `scp -f`.
+    Scp(ScpAudit),
+}
+
+impl Transfer {
+    fn feed(&mut self, dir: Direction, data: &[u8]) -> Result<Vec<FileEvent>, Unreadable> {
+        match self {
+            Transfer::Sftp(a) => a.feed(dir, data),
+            Transfer::Scp(a) => a.feed(dir, data),
+        }
+    }
+}
+
+/// Feeds the transfer audit (if any) and records the file operations that completed.
+/// Err when the stream cannot be read: the channel must end.
+async fn audit_files(ctx: &SessionChannel, dir: Direction, data: &[u8]) -> Result<(), ()> {
+    let Some(t) = ctx.transfer.get() else {
+        return Ok(());
+    };
+    let fed = match t.lock() {
+        Ok(mut t) => t.feed(dir, data),
+        Err(_) => Err(Unreadable("the transfer audit failed".into())),
+    };
+    match fed {
+        Ok(events) => {
+            for f in events {
+                file_event(ctx, &f).await;
+            }
+            Ok(())
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "ending an SSH channel whose file transfer cannot be audited");
+            let mut ev = ctx.ident.event(EventKind::SshChannel);
+            ev.error = Some(e.0.clone());
+            ev.detail =
+                Some(serde_json::json!({ "action": "cut", "reason": "file transfer unreadable" }));
+            let _ = ctx.audit.record(ev).await;
+            Err(())
+        }
+    }
+}
+
+async fn file_event(ctx: &SessionChannel, f: &FileEvent) {
+    let mut e = ctx.ident.event(EventKind::SshFile);
+    e.detail = serde_json::to_value(f).ok();
+    if !f.ok {
+        e.error = Some(format!("the target refused to {} {}", f.op, f.path));
+    }
+    let _ = ctx.audit.record(e).await;
 }
 
 /// What the channel turned out to be, for its audit events.
@@ -169,6 +228,16 @@ pub fn spawn_session(person: ServerChannel, target: ClientChannel, ctx: SessionC
         let _ = down.await;
         up.abort();
         let u = usage.lock().map(|u| u.clone()).unwrap_or_default();
+        let unfinished = match ctx.transfer.get().map(|t| t.lock()) {
+            Some(Ok(mut t)) => match &mut *t {
+                Transfer::Sftp(a) => a.finish(),
+                Transfer::Scp(_) => Vec::new(),
+            },
+            _ => Vec::new(),
+        };
+        for f in &unfinished {
+            file_event(&ctx, f).await;
+        }
         let recording = match ctx.recorder.get() {
             Some((id, rec)) => match rec.finish().await {
                 Ok(done) => {
@@ -325,6 +394,20 @@ async fn person_to_target(
                         break;
                     }
                 }
+                if audit_files(&ctx, Direction::Up, &data).await.is_err() {
+                    let _ = ctx
+                        .person
+                        .extended_data(
+                            person_channel,
+                            1,
+                            bytes::Bytes::from_static(
+                                b"Postern: this file transfer cannot be audited; ending it\r\n",
+                            ),
+                        )
+                        .await;
+                    let _ = ctx.person.close(person_channel).await;
+                    break;
+                }
                 to.data_bytes(data).await
             }
             ChannelMsg::ExtendedData { data, ext } => {
@@ -377,6 +460,9 @@ async fn person_to_target(
                     u.kind = Some("exec");
                     u.command = Some(text.clone());
                 }
+                if let Some(scp) = ScpAudit::for_command(&text) {
+                    let _ = ctx.transfer.set(Mutex::new(Transfer::Scp(scp)));
+                }
                 let with_terminal = usage.lock().is_ok_and(|u| u.terminal.is_some());
                 if with_terminal
                     && !record(&ctx, &usage, "exec", Some(&text), &to, person_channel).await
@@ -394,6 +480,11 @@ async fn person_to_target(
                 if let Ok(mut u) = usage.lock() {
                     u.kind = Some("subsystem");
                     u.subsystem = Some(name.clone());
+                }
+                if name == "sftp" {
+                    let _ = ctx
+                        .transfer
+                        .set(Mutex::new(Transfer::Sftp(SftpAudit::default())));
                 }
                 started(
                     &ctx,
@@ -463,6 +554,15 @@ async fn target_to_person(
                 ctx.bridge.activity.output(data.len());
                 if let Ok(mut u) = usage.lock() {
                     u.bytes_out += data.len() as u64;
+                }
+                if audit_files(&ctx, Direction::Down, &data).await.is_err() {
+                    let _ = to
+                        .extended_data_bytes(
+                            1,
+                            &b"Postern: this file transfer cannot be audited; ending it\r\n"[..],
+                        )
+                        .await;
+                    break;
                 }
                 if let Some((_, rec)) = ctx.recorder.get() {
                     if rec.output(&data).await.is_err() {

@@ -510,6 +510,7 @@ impl server::Handler for Person {
                         bridge: self.bridge.clone(),
                         person: session.handle(),
                         recorder: std::sync::OnceLock::new(),
+                        transfer: std::sync::OnceLock::new(),
                     },
                 );
             }

@@ -355,6 +355,39 @@ async fn scp_and_sftp_move_files_intact() {
     assert_eq!(sha256_file(&again), want);
     assert!(!Path::new(&remote).exists(), "sftp rm reached the target");
 
+    // Each file operation is on record with its path and size.
+    for (op, via) in [
+        ("upload", "sftp"),
+        ("download", "scp"),
+        ("download", "sftp"),
+    ] {
+        postern
+            .audit_expect(
+                Postern::filter("carol", "ssh_file"),
+                &format!("for the {via} {op}"),
+                |e| {
+                    e.detail.as_ref().is_some_and(|d| {
+                        d["op"] == op
+                            && d["via"] == via
+                            && d["path"] == remote.as_str()
+                            && d["bytes"] == 52_428_800u64
+                            && d["ok"] == true
+                    })
+                },
+            )
+            .await;
+    }
+    postern
+        .audit_expect(
+            Postern::filter("carol", "ssh_file"),
+            "for the sftp rm",
+            |e| {
+                e.detail.as_ref().is_some_and(|d| {
+                    d["op"] == "remove" && d["path"] == remote.as_str() && d["ok"] == true
+                })
+            },
+        )
+        .await;
     // The transfers are on record: the sftp subsystem and the legacy scp command.
     postern
         .audit_expect(
