@@ -45,6 +45,7 @@ mod auth;
 mod cert_routes;
 mod error;
 mod extract;
+mod key_routes;
 mod login;
 mod mfa_routes;
 mod ops;
@@ -103,6 +104,23 @@ pub fn router(state: ApiState) -> Router {
         .route("/audit", get(audit_routes::search))
         .route("/audit/verify", get(audit_routes::verify))
         .route("/ssh/sessions", get(ssh_routes::list))
+        .route("/ssh-keys", get(key_routes::list_all))
+        .route(
+            "/users/{name}/ssh-keys",
+            get(key_routes::list).post(key_routes::add),
+        )
+        .route(
+            "/users/{name}/ssh-keys/{fingerprint}",
+            axum::routing::delete(key_routes::remove),
+        )
+        .route(
+            "/ssh-logins/{name}/public-key",
+            get(key_routes::login_public_key),
+        )
+        .route(
+            "/ssh-logins/{name}/forget-host-key",
+            post(key_routes::forget_host_key),
+        )
         .route("/ssh/sessions/{id}", get(ssh_routes::get_one))
         .route("/policy/check", post(policy_routes::check))
         .route("/users/{name}/password", post(resources::set_password))

@@ -1140,6 +1140,123 @@ async fn an_interactive_session_is_recorded_and_replays() {
     postern.stop().await;
 }
 
+/// A CLI signed in as `user` (who has `password`).
+fn cli_as(postern: &Postern, user: &str, password: &str) -> postern_e2e::Cli {
+    let cli = postern_e2e::Cli {
+        home: tempfile::tempdir().unwrap(),
+    };
+    let server = format!("https://127.0.0.1:{}", postern.handle.api_addr.port());
+    let ca = postern.handle.ca_path.display().to_string();
+    cli.ok(
+        &[
+            "admin", "login", "--server", &server, "--ca", &ca, "--user", user,
+        ],
+        Some(&format!("{password}\n")),
+    );
+    cli
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn people_register_their_keys_with_the_cli() {
+    let postern = Postern::start().await;
+    let admin = postern_e2e::Cli::admin(&postern);
+    let t = sshd();
+    let login = unique("cli");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("apply.yaml"),
+        format!(
+            "ssh-login:\n  - {{name: {login}, host: 127.0.0.1, port: {}, user: {}}}\n\
+             role:\n  - {{name: ops, ssh: {{logins: [{login}]}}}}\n\
+             user:\n  - {{name: kim, roles: [ops], password: kim-password-123}}\n  - {{name: lee, roles: [ops], password: lee-password-123}}\n",
+            t.port, t.user
+        ),
+    )
+    .unwrap();
+    admin.ok(
+        &[
+            "apply",
+            "-f",
+            dir.path().join("apply.yaml").to_str().unwrap(),
+        ],
+        None,
+    );
+
+    // The login's generated public key, as ssh-keygen reads it, goes to the target.
+    let public = admin.ok(&["sshlogin", "pubkey", &login], None);
+    assert_eq!(public.lines().count(), 1, "{public}");
+    assert!(public.starts_with("ssh-ed25519 "), "{public}");
+    postern_vault_fingerprint(public.trim());
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&t.authorized_keys)
+        .unwrap();
+    writeln!(f, "{}", public.trim()).unwrap();
+
+    // kim registers her own key; it belongs to her alone.
+    let (key, kim_pub) = keygen(dir.path(), "kim");
+    let fp = postern_vault_fingerprint(&kim_pub);
+    let kim = cli_as(&postern, "kim", "kim-password-123");
+    let out = kim.ok(
+        &["key", "add", key.with_extension("pub").to_str().unwrap()],
+        None,
+    );
+    assert!(out.contains(&fp), "{out}");
+    let listed: serde_json::Value =
+        serde_json::from_str(&kim.ok(&["key", "ls", "--json"], None)).unwrap();
+    assert_eq!(listed[0]["fingerprint"], fp.as_str());
+    assert_eq!(listed[0]["user"], "kim");
+    let lee = cli_as(&postern, "lee", "lee-password-123");
+    let out = lee.run(&["key", "add", "-"], Some(&kim_pub));
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(
+        text(&out.stderr).contains("already belongs to another user"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = lee.run(&["key", "ls", "--user", "kim"], None);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let out = lee.run(&["sshlogin", "pubkey", &login], None);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "only admins read login keys: {out:?}"
+    );
+
+    // With it, kim reaches the target through Postern (first use pins the host key).
+    let kim_person = Person {
+        key: key.clone(),
+        dir: tempfile::tempdir().unwrap(),
+    };
+    let out = kim_person.ssh(&postern, &login, &["echo", "registered-by-cli"]);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(text(&out.stdout).trim(), "registered-by-cli");
+    let shown = admin.ok(&["get", "ssh-login", &login, "-o", "json"], None);
+    assert!(shown.contains("first-use"), "{shown}");
+    assert!(!shown.contains("PRIVATE"), "never the secret: {shown}");
+
+    // Removed: the key no longer opens anything.
+    kim.ok(&["key", "rm", &fp], None);
+    let out = kim_person.ssh(&postern, &login, &["true"]);
+    assert_eq!(out.status.code(), Some(255), "{out:?}");
+    postern
+        .audit_expect(
+            Postern::filter("kim", "admin_change"),
+            "for the key removal",
+            |e| {
+                e.detail.as_ref().is_some_and(|d| {
+                    d["action"] == "delete_ssh_key" && d["fingerprint"] == fp.as_str()
+                })
+            },
+        )
+        .await;
+
+    admin.ok(&["sshlogin", "forget-host-key", &login], None);
+    let out = admin.run(&["sshlogin", "forget-host-key", "no-such-login"], None);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    postern.stop().await;
+}
+
 #[allow(dead_code)]
 fn sleep_ms(ms: u64) {
     std::thread::sleep(Duration::from_millis(ms));

@@ -16,6 +16,7 @@ pub mod certs;
 mod conn;
 pub mod db;
 mod input;
+pub mod keys;
 pub mod mfa;
 pub mod policy;
 mod profile;
@@ -66,6 +67,12 @@ pub enum ClientCommand {
     /// Client certificates issued by this server: list, revoke.
     #[command(subcommand)]
     Cert(certs::CertCommand),
+    /// Your SSH public keys: register, list, remove.
+    #[command(subcommand)]
+    Key(keys::KeyCommand),
+    /// SSH logins: the public key for the target's authorized_keys, the host-key pin.
+    #[command(subcommand)]
+    Sshlogin(keys::SshLoginCommand),
     /// Recorded SSH sessions: list them, replay one.
     #[command(subcommand)]
     Sessions(sessions::SessionsCommand),
@@ -120,6 +127,8 @@ pub async fn run(cmd: ClientCommand) -> anyhow::Result<ExitCode> {
         ClientCommand::Db(c) => db::run(c).await,
         ClientCommand::Cert(c) => certs::run(c).await,
         ClientCommand::Sessions(c) => sessions::run(c).await,
+        ClientCommand::Key(c) => keys::run(c).await,
+        ClientCommand::Sshlogin(c) => keys::run_login(c).await,
     };
     Ok(match result {
         Ok(code) => code,

@@ -14,7 +14,7 @@ use super::{profile, ClientError, CmdResult};
 /// `postern get`
 #[derive(clap::Args, Debug)]
 pub struct GetArgs {
-    /// users, roles, masking-policies, datasources or credentials (singular works too)
+    /// users, roles, masking-policies, datasources, credentials or ssh-logins (singular works too)
     #[arg(value_parser = parse_kind)]
     kind: Kind,
     /// Show only this one.
