@@ -925,6 +925,52 @@ mod tests {
         assert!(bad.feed(Direction::Up, &[b'C'; MAX_SCP_LINE + 10]).is_err());
     }
 
+    proptest::proptest! {
+        /// Arbitrary bytes never panic, and chunking never changes what is seen.
+        #[test]
+        fn chunking_does_not_matter(data in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..4096), chunk in 1usize..64, down in proptest::prelude::any::<bool>()) {
+            let dir = if down { Direction::Down } else { Direction::Up };
+            let whole = SftpAudit::default().feed(dir, &data);
+            let mut pieces = SftpAudit::default();
+            let mut got = Ok(Vec::new());
+            for c in data.chunks(chunk) {
+                match pieces.feed(dir, c) {
+                    Ok(mut ev) => { if let Ok(v) = &mut got { v.append(&mut ev); } }
+                    Err(e) => { got = Err(e); break; }
+                }
+            }
+            proptest::prop_assert_eq!(whole.is_err(), got.is_err());
+            if let (Ok(a), Ok(b)) = (whole, got) {
+                proptest::prop_assert_eq!(a, b);
+            }
+            let mut scp = ScpAudit::for_command("scp -t /x").unwrap();
+            let _ = scp.feed(dir, &data);
+        }
+
+        /// A well-formed upload is one event of the right size however it is cut.
+        #[test]
+        fn uploads_of_any_size(sizes in proptest::collection::vec(1usize..70_000, 1..5), chunk in 1usize..5000) {
+            let mut up = packet(FXP_OPEN, &cat(&[&1u32.to_be_bytes(), &s(b"/f"), &0x1au32.to_be_bytes()]));
+            let mut offset = 0u64;
+            for (i, n) in sizes.iter().enumerate() {
+                up.extend(packet(FXP_WRITE, &cat(&[&(i as u32 + 2).to_be_bytes(), &s(b"h"), &offset.to_be_bytes(), &s(&vec![0u8; *n])])));
+                offset += *n as u64;
+            }
+            up.extend(packet(FXP_CLOSE, &cat(&[&99u32.to_be_bytes(), &s(b"h")])));
+            let mut a = SftpAudit::default();
+            let first = u32::from_be_bytes(up[..4].try_into().unwrap()) as usize + 4;
+            let mut events = a.feed(Direction::Up, &up[..first]).unwrap();
+            events.extend(a.feed(Direction::Down, &packet(FXP_HANDLE, &cat(&[&1u32.to_be_bytes(), &s(b"h")]))).unwrap());
+            for c in up[first..].chunks(chunk) {
+                events.extend(a.feed(Direction::Up, c).unwrap());
+            }
+            events.extend(a.feed(Direction::Down, &packet(FXP_STATUS, &cat(&[&99u32.to_be_bytes(), &0u32.to_be_bytes()]))).unwrap());
+            proptest::prop_assert_eq!(events.len(), 1);
+            proptest::prop_assert_eq!(events[0].bytes, offset);
+            proptest::prop_assert_eq!(events[0].op, "upload");
+        }
+    }
+
     impl SftpAudit {
         fn head_is_small(&self) -> bool {
             self.up.head.capacity() <= 2048 && self.down.head.capacity() <= 2048

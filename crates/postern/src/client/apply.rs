@@ -302,5 +302,7 @@ roles = ["dba"]
         assert!(!y.role.is_empty() && !y.user.is_empty());
         assert_eq!(y.masking_policy[0].rules[2].function, "partial(0, 4)");
         assert!(y.role.iter().any(|r| r.reveal == ["pii/ssn"]));
+        assert_eq!(y.ssh_login[0].name, "web");
+        assert!(y.role.iter().any(|r| r.ssh.logins == ["web"]));
     }
 }
