@@ -36,9 +36,16 @@ fn sshd() -> Sshd {
 
 /// A person's key pair made by ssh-keygen, in `dir`.
 fn keygen(dir: &Path, name: &str) -> (PathBuf, String) {
+    keygen_typed(dir, name, &["-t", "ed25519"])
+}
+
+/// [`keygen`] with ssh-keygen's type arguments (`-t rsa -b 3072`).
+fn keygen_typed(dir: &Path, name: &str, kind: &[&str]) -> (PathBuf, String) {
     let key = dir.join(name);
     let out = Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", "", "-C", name, "-f"])
+        .args(["-q"])
+        .args(kind)
+        .args(["-N", "", "-C", name, "-f"])
         .arg(&key)
         .output()
         .unwrap();
@@ -225,6 +232,32 @@ async fn exec_reaches_the_target_with_the_stored_key() {
         .await;
     assert_eq!(e.datasource.as_deref(), Some(login.as_str()));
     assert_eq!(e.db_user.as_deref(), Some(sshd().user.as_str()));
+
+    // ECDSA and RSA keys (signed with rsa-sha2-256/512) identify people too.
+    for (name, kind) in [
+        ("ecdsa-person", &["-t", "ecdsa", "-b", "256"][..]),
+        ("rsa-person", &["-t", "rsa", "-b", "3072"][..]),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let (key, public) = keygen_typed(dir.path(), "id", kind);
+        let doc = serde_json::json!({ "user": [{ "name": name, "roles": ["ops"] }] });
+        postern
+            .handle
+            .store
+            .apply(&serde_json::from_value(doc).unwrap())
+            .await
+            .unwrap();
+        postern
+            .handle
+            .store
+            .add_user_key(name, &public)
+            .await
+            .unwrap();
+        let p = Person { key, dir };
+        let out = p.ssh(&postern, &login, &["echo", name]);
+        assert!(out.status.success(), "{name}: {out:?}");
+        assert_eq!(text(&out.stdout).trim(), name);
+    }
     postern.stop().await;
 }
 
