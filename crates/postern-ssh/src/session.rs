@@ -51,6 +51,9 @@ struct LiveState {
     signed_in: Option<SignedIn>,
     /// Fingerprints of unregistered keys offered.
     unknown_keys: Vec<String>,
+    /// The client tried to sign in at all (a bare key exchange — a scanner, `ssh-keyscan` —
+    /// is not a failed login).
+    attempted: bool,
     /// The last refusal, for the audit trail when the connection ends unsigned.
     refused: Option<String>,
 }
@@ -253,6 +256,9 @@ impl server::Handler for Person {
     type Error = russh::Error;
 
     async fn auth_none(&mut self, _user: &str) -> Result<Auth, Self::Error> {
+        if let Ok(mut s) = self.live.state.lock() {
+            s.attempted = true;
+        }
         Ok(Auth::reject())
     }
 
@@ -262,6 +268,9 @@ impl server::Handler for Person {
         offer: server::PublicKeyOffer<'_>,
     ) -> Result<Auth, Self::Error> {
         let fp = offer.public_key.fingerprint(HashAlg::Sha256).to_string();
+        if let Ok(mut s) = self.live.state.lock() {
+            s.attempted = true;
+        }
         match self.shared.store.user_of_ssh_key(&fp).await {
             Ok(Some(_)) => Ok(Auth::Accept),
             Ok(None) => {
@@ -816,6 +825,9 @@ pub async fn run(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr) {
         }
     };
     let handle = running.handle();
+    // russh runs the connection in its own task: when this one is stopped (server shutdown
+    // past its grace period), the connection must end with it.
+    let _end = EndOnDrop(Some(handle.clone()));
     tokio::pin!(running);
     let deadline = tokio::time::sleep(handshake.saturating_sub(started.elapsed()));
     tokio::pin!(deadline);
@@ -838,14 +850,14 @@ pub async fn run(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr) {
     };
     let signed = live.state.lock().ok().and_then(|s| s.signed_in.clone());
     let Some(signed) = signed.filter(|_| !ended_unsigned) else {
-        let (unknown, refused) = live
+        let (unknown, refused, attempted) = live
             .state
             .lock()
-            .map(|s| (s.unknown_keys.clone(), s.refused.clone()))
+            .map(|s| (s.unknown_keys.clone(), s.refused.clone(), s.attempted))
             .unwrap_or_default();
         // Refusals after a registered key were recorded as they happened; a connection that
         // never showed one is recorded here.
-        if refused.as_deref().is_none_or(|r| r == "sign-in timed out") {
+        if attempted && refused.as_deref().is_none_or(|r| r == "sign-in timed out") {
             let mut e = ident.event(EventKind::LoginFailure);
             e.reason = Some(refused.unwrap_or_else(|| {
                 if unknown.is_empty() {
@@ -872,6 +884,27 @@ pub async fn run(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr) {
         "bytes_out": signed.bridge.activity.bytes_out.load(Ordering::Relaxed),
     }));
     let _ = shared.audit.record(e).await;
+}
+
+/// Disconnects the client when dropped.
+struct EndOnDrop(Option<server::Handle>);
+
+impl Drop for EndOnDrop {
+    fn drop(&mut self) {
+        if let Some(h) = self.0.take() {
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                rt.spawn(async move {
+                    let _ = h
+                        .disconnect(
+                            russh::Disconnect::ByApplication,
+                            "Postern: the session ended".into(),
+                            "en".into(),
+                        )
+                        .await;
+                });
+            }
+        }
+    }
 }
 
 /// Watches a signed-in session until it ends; returns what ended it.

@@ -23,7 +23,7 @@ fn write_config(dir: &Path, extra: &str) -> PathBuf {
     std::fs::write(
         &cfg,
         format!(
-            "data_dir = \"{}\"\n[api]\nlisten = \"127.0.0.1:0\"\n[mysql]\nlisten = \"127.0.0.1:0\"\n[postgres]\nlisten = \"127.0.0.1:0\"\n[ssh]\nlisten = \"127.0.0.1:0\"\n{extra}",
+            "data_dir = \"{}\"\n[api]\nlisten = \"127.0.0.1:0\"\n[mysql]\nlisten = \"127.0.0.1:0\"\n[ssh]\nlisten = \"127.0.0.1:0\"\n[postgres]\nlisten = \"127.0.0.1:0\"\n{extra}",
             dir.join("data").display()
         ),
     )
