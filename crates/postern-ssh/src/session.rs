@@ -28,8 +28,8 @@ use crate::Shared;
 enum Stage {
     /// No registered key proved yet.
     Start,
-    /// Key proved; waiting for the TOTP code (`wrong`: the last one was wrong).
-    NeedCode { wrong: bool },
+    /// Key proved; waiting for the TOTP code (`wrong`: codes refused so far).
+    NeedCode { wrong: u8 },
     /// Refused: the message is shown once by keyboard-interactive, then sign-in fails.
     Refused(String),
     /// The refusal was shown (or nothing more can be done): every attempt fails.
@@ -89,6 +89,23 @@ fn kbd_only() -> Auth {
     }
 }
 
+/// Wrong codes accepted in one sign-in before it fails.
+const MAX_CODE_TRIES: u8 = 3;
+
+/// The TOTP prompt (`again`: the last code was refused).
+fn code_prompt(user: &str, again: bool) -> Auth {
+    let instructions = if again {
+        "Postern: that code is wrong, expired or already used; enter the current one."
+    } else {
+        ""
+    };
+    Auth::Partial {
+        name: "".into(),
+        instructions: instructions.into(),
+        prompts: vec![(format!("Postern TOTP code for {user}: ").into(), false)].into(),
+    }
+}
+
 fn message(text: String) -> Auth {
     Auth::Partial {
         name: "".into(),
@@ -131,6 +148,16 @@ impl Person {
         tracing::info!(client = %self.ident.client, user = ?self.user, login = ?self.ident.datasource, reason, "SSH login refused");
         self.stage = Stage::Refused(format!("Postern: {text}"));
         kbd_only()
+    }
+
+    /// [`Person::refuse`] from inside a keyboard-interactive exchange: the message is shown
+    /// at once, and the next answer ends sign-in.
+    async fn refuse_now(&mut self, text: String, reason: &str) -> Auth {
+        self.refuse(text, reason).await;
+        match &self.stage {
+            Stage::Refused(t) => message(t.clone()),
+            _ => Auth::reject(),
+        }
     }
 
     /// After both factors: connect to the target, then the person is in.
@@ -354,7 +381,7 @@ impl server::Handler for Person {
         }
         match self.needs_code(&user).await {
             Ok(true) => {
-                self.stage = Stage::NeedCode { wrong: false };
+                self.stage = Stage::NeedCode { wrong: 0 };
                 Ok(kbd_only())
             }
             Ok(false) => Ok(match self.finish().await {
@@ -412,23 +439,14 @@ impl server::Handler for Person {
             Stage::NeedCode { wrong } => {
                 let user = self.user.clone().unwrap_or_default();
                 let Some(mut answers) = response else {
-                    let instructions = if wrong {
-                        "The code was wrong, expired or already used; try the current one."
-                    } else {
-                        ""
-                    };
-                    return Ok(Auth::Partial {
-                        name: "Postern second factor".into(),
-                        instructions: instructions.into(),
-                        prompts: vec![(format!("TOTP code for {user}: ").into(), false)].into(),
-                    });
+                    return Ok(code_prompt(&user, wrong > 0));
                 };
                 let code = answers
                     .next()
                     .map(|b| String::from_utf8_lossy(&b).trim().to_string())
                     .unwrap_or_default();
                 if let Err(d) = self.shared.login.admit(&user, self.ip()) {
-                    return Ok(self.refuse(d.message, &d.reason).await);
+                    return Ok(self.refuse_now(d.message, &d.reason).await);
                 }
                 match self.shared.login.check_code(&user, &code).await {
                     Ok(true) => {
@@ -437,8 +455,8 @@ impl server::Handler for Person {
                         match self.finish().await {
                             Auth::Accept => Ok(Auth::Accept),
                             // The refusal is shown at once, within this exchange.
-                            _ => match self.stage.clone() {
-                                Stage::Refused(text) => Ok(message(text)),
+                            _ => match &self.stage {
+                                Stage::Refused(text) => Ok(message(text.clone())),
                                 _ => Ok(Auth::reject()),
                             },
                         }
@@ -455,11 +473,24 @@ impl server::Handler for Person {
                             serde_json::json!({ "auth": "publickey", "key": self.fingerprint }),
                         );
                         let _ = self.shared.audit.record_durable(e).await;
-                        self.stage = Stage::NeedCode { wrong: true };
-                        Ok(kbd_only())
+                        let wrong = wrong.saturating_add(1);
+                        if wrong >= MAX_CODE_TRIES {
+                            return Ok(self
+                                .refuse_now(
+                                    format!(
+                                        "the second-factor code was wrong {wrong} times; use the \
+                                         current code of your authenticator app (or a recovery code)"
+                                    ),
+                                    "wrong second-factor code",
+                                )
+                                .await);
+                        }
+                        // Asked again within the same exchange, saying why.
+                        self.stage = Stage::NeedCode { wrong };
+                        Ok(code_prompt(&user, true))
                     }
                     Err(e) => Ok(self
-                        .refuse(
+                        .refuse_now(
                             "Postern could not read its store; try again later".into(),
                             &format!("store error: {e}"),
                         )

@@ -1023,6 +1023,62 @@ async fn live_sessions_end_when_access_ends() {
         )
         .await;
 
+    // Disabling the person ends their session the same way.
+    let grant = serde_json::json!({ "role": [{ "name": "ops", "ssh": { "logins": [login] } }] });
+    postern
+        .handle
+        .store
+        .apply(&serde_json::from_value(grant).unwrap())
+        .await
+        .unwrap();
+    let mut cmd = ivy.tool(&postern, "ssh");
+    cmd.arg(format!("{login}@127.0.0.1"))
+        .arg("sleep 30; echo finished")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let child = cmd.spawn().unwrap();
+    let mut opened = 0;
+    for _ in 0..100 {
+        opened = postern
+            .handle
+            .store
+            .audit_search(&Postern::filter("ivy", "session_open"))
+            .await
+            .unwrap()
+            .len();
+        if opened >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(opened >= 2, "the second session opened");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let off =
+        serde_json::json!({ "user": [{ "name": "ivy", "roles": ["ops"], "disabled": true }] });
+    postern
+        .handle
+        .store
+        .apply(&serde_json::from_value(off).unwrap())
+        .await
+        .unwrap();
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
+        .await
+        .unwrap();
+    assert!(!text(&out.stdout).contains("finished"), "{out:?}");
+    assert!(
+        text(&out.stderr).contains("user \"ivy\" is disabled"),
+        "{}",
+        text(&out.stderr)
+    );
+    let on =
+        serde_json::json!({ "user": [{ "name": "ivy", "roles": ["ops"], "disabled": false }] });
+    postern
+        .handle
+        .store
+        .apply(&serde_json::from_value(on).unwrap())
+        .await
+        .unwrap();
+
     // Idle timeout: a role that closes quiet sessions after 2 s.
     let doc = serde_json::json!({ "role": [{ "name": "ops",
         "ssh": { "logins": [login], "idle_timeout": "2s" } }] });
