@@ -149,11 +149,7 @@ EOF
         remove_dir "$dir"
         return 0
     fi
-    mkdir -p "$(dirname "$ENV_FILE")"
-    local tmp_env="$ENV_FILE.tmp.$$"
-    (
-        umask 077
-        cat >"$tmp_env" <<EOF
+    write_env <<EOF
 # Written by scripts/test-ldap.sh start; removed by scripts/test-ldap.sh stop.
 export POSTERN_TEST_LDAP_URL='ldap://127.0.0.1:$port'
 export POSTERN_TEST_LDAPS_URL='ldaps://127.0.0.1:$tls_port'
@@ -165,8 +161,6 @@ export POSTERN_TEST_LDAP_BIND_DN='$BIND_DN'
 export POSTERN_TEST_LDAP_BIND_PW='$bind_pw'
 export POSTERN_TEST_LDAP_DIR='$dir'
 EOF
-    )
-    mv -f "$tmp_env" "$ENV_FILE"
     if ! healthy; then
         cmd_stop
         return 0

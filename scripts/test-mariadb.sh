@@ -102,11 +102,7 @@ start_once() {
 CREATE USER '$SUPERUSER'@'127.0.0.1' IDENTIFIED BY '$pass';
 GRANT ALL PRIVILEGES ON *.* TO '$SUPERUSER'@'127.0.0.1' WITH GRANT OPTION;
 EOF
-    mkdir -p "$(dirname "$ENV_FILE")"
-    local tmp_env="$ENV_FILE.tmp.$$"
-    (
-        umask 077
-        cat >"$tmp_env" <<EOF
+    write_env <<EOF
 # Written by scripts/test-mariadb.sh start; removed by scripts/test-mariadb.sh stop.
 export POSTERN_TEST_MARIADB_HOST='127.0.0.1'
 export POSTERN_TEST_MARIADB_PORT='$port'
@@ -115,8 +111,6 @@ export POSTERN_TEST_MARIADB_SUPERUSER='$SUPERUSER'
 export POSTERN_TEST_MARIADB_SUPERPASS='$pass'
 export POSTERN_TEST_MARIADB_DIR='$dir'
 EOF
-    )
-    mv -f "$tmp_env" "$ENV_FILE"
     if ! healthy; then
         cmd_stop
         return 0

@@ -77,16 +77,13 @@ start_once() {
         remove_dir "$dir"
         return 0
     fi
-    mkdir -p "$(dirname "$ENV_FILE")"
-    local tmp_env="$ENV_FILE.tmp.$$"
-    cat >"$tmp_env" <<EOF
+    write_env <<EOF
 # Written by scripts/test-oidc.sh start; removed by scripts/test-oidc.sh stop.
 export POSTERN_TEST_OIDC_ISSUER='http://127.0.0.1:$port'
 export POSTERN_TEST_OIDC_CLIENT_ID='postern-cli'
 export POSTERN_TEST_OIDC_ACCOUNTS='$dir/accounts'
 export POSTERN_TEST_OIDC_DIR='$dir'
 EOF
-    mv -f "$tmp_env" "$ENV_FILE"
     STARTED=1
     log "test-oidc: ready; env file $ENV_FILE"
 }

@@ -185,11 +185,7 @@ CREATE ROLE pt_md5_users NOLOGIN;
 CREATE ROLE pt_tls_users NOLOGIN;
 EOF
 
-    mkdir -p "$(dirname "$ENV_FILE")"
-    local tmp_env="$ENV_FILE.tmp.$$"
-    (
-        umask 077
-        cat >"$tmp_env" <<EOF
+    write_env <<EOF
 # Written by scripts/test-pg.sh start; removed by scripts/test-pg.sh stop.
 export POSTERN_TEST_PG_HOST='127.0.0.1'
 export POSTERN_TEST_PG_PORT='$port'
@@ -202,8 +198,6 @@ export POSTERN_TEST_PG_DATA='$data'
 export POSTERN_TEST_PG_DIR='$dir'
 export POSTERN_TEST_PG_LOG='$dir/postgres.log'
 EOF
-    )
-    mv -f "$tmp_env" "$ENV_FILE"
     STARTED=1
     log "test-pg: ready; env file $ENV_FILE"
 }

@@ -118,11 +118,7 @@ EOF
     fi
     local host_key
     host_key="$(cut -d' ' -f1,2 "$dir/ssh_host_ed25519_key.pub")"
-    mkdir -p "$(dirname "$ENV_FILE")"
-    local tmp_env="$ENV_FILE.tmp.$$"
-    (
-        umask 077
-        cat >"$tmp_env" <<EOF
+    write_env <<EOF
 # Written by scripts/test-sshd.sh start; removed by scripts/test-sshd.sh stop.
 export POSTERN_TEST_SSHD_PORT='$port'
 export POSTERN_TEST_SSHD_USER='$user'
@@ -131,8 +127,6 @@ export POSTERN_TEST_SSHD_AUTHORIZED_KEYS='$dir/authorized_keys'
 export POSTERN_TEST_SSHD_PASSWORD='$password'
 export POSTERN_TEST_SSHD_DIR='$dir'
 EOF
-    )
-    mv -f "$tmp_env" "$ENV_FILE"
     if ! healthy; then
         cmd_stop
         return 0

@@ -152,6 +152,16 @@ EOF
 }
 
 # Loads the test service's env file "$ENV_FILE" into this shell; fails when there is none.
+# Writes stdin to $ENV_FILE atomically, readable by its owner only (it may hold passwords).
+write_env() {
+    mkdir -p "$(dirname "$ENV_FILE")"
+    local tmp="$ENV_FILE.tmp.$$"
+    (
+        umask 077
+        cat >"$tmp"
+    )
+    mv -f "$tmp" "$ENV_FILE"
+}
 load_env() {
     [[ -f "$ENV_FILE" ]] || return 1
     # shellcheck disable=SC1090

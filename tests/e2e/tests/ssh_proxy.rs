@@ -54,6 +54,16 @@ fn keygen_typed(dir: &Path, name: &str, kind: &[&str]) -> (PathBuf, String) {
     (key, public.trim().to_string())
 }
 
+/// Applies a resource document given as JSON.
+async fn apply(postern: &Postern, doc: serde_json::Value) {
+    postern
+        .handle
+        .store
+        .apply(&serde_json::from_value(doc).expect("a valid document"))
+        .await
+        .expect("apply");
+}
+
 /// Lets the target accept the public key Postern holds for `login`.
 async fn authorize(postern: &Postern, login: &str) {
     let v = postern
@@ -85,12 +95,7 @@ impl Person {
         let dir = tempfile::tempdir().unwrap();
         let (key, public) = keygen(dir.path(), "id");
         let doc = serde_json::json!({ "user": [{ "name": name, "roles": roles }] });
-        postern
-            .handle
-            .store
-            .apply(&serde_json::from_value(doc).unwrap())
-            .await
-            .unwrap();
+        apply(postern, doc).await;
         postern
             .handle
             .store
@@ -195,12 +200,7 @@ async fn provision(postern: &Postern, login: &str, role: &str, ssh_extra: serde_
                          "host_key": t.host_key }],
         "role": [{ "name": role, "ssh": ssh }],
     });
-    postern
-        .handle
-        .store
-        .apply(&serde_json::from_value(doc).unwrap())
-        .await
-        .unwrap();
+    apply(postern, doc).await;
     authorize(postern, login).await;
 }
 
@@ -241,12 +241,7 @@ async fn exec_reaches_the_target_with_the_stored_key() {
         let dir = tempfile::tempdir().unwrap();
         let (key, public) = keygen_typed(dir.path(), "id", kind);
         let doc = serde_json::json!({ "user": [{ "name": name, "roles": ["ops"] }] });
-        postern
-            .handle
-            .store
-            .apply(&serde_json::from_value(doc).unwrap())
-            .await
-            .unwrap();
+        apply(&postern, doc).await;
         postern
             .handle
             .store
@@ -276,12 +271,7 @@ async fn password_logins_work_too() {
                          "password": t.password }],
         "role": [{ "name": "ops", "ssh": { "logins": [login] } }],
     });
-    postern
-        .handle
-        .store
-        .apply(&serde_json::from_value(doc).unwrap())
-        .await
-        .unwrap();
+    apply(&postern, doc).await;
     let bob = Person::new(&postern, "bob", &["ops"]).await;
     let out = bob.ssh(&postern, &login, &["echo", "through-password"]);
     assert!(out.status.success(), "{out:?}");
@@ -565,12 +555,7 @@ async fn a_changed_target_host_key_is_refused() {
                          "host_key": other_pub }],
         "role": [{ "name": "ops", "ssh": { "logins": [login] } }],
     });
-    postern
-        .handle
-        .store
-        .apply(&serde_json::from_value(doc).unwrap())
-        .await
-        .unwrap();
+    apply(&postern, doc).await;
     authorize(&postern, &login).await;
     let erin = Person::new(&postern, "erin", &["ops"]).await;
     let out = erin.ssh(&postern, &login, &["true"]);
@@ -790,12 +775,7 @@ async fn forwarding_needs_a_grant() {
                                           "agent_forwarding": true } },
         ],
     });
-    postern
-        .handle
-        .store
-        .apply(&serde_json::from_value(doc).unwrap())
-        .await
-        .unwrap();
+    apply(&postern, doc).await;
     authorize(&postern, &login).await;
     let echo = echo_server().await;
     let gina = Person::new(&postern, "gina", &["plain"]).await;
@@ -990,12 +970,7 @@ async fn live_sessions_end_when_access_ends() {
         )
         .await;
     let doc = serde_json::json!({ "role": [{ "name": "ops" }] });
-    postern
-        .handle
-        .store
-        .apply(&serde_json::from_value(doc).unwrap())
-        .await
-        .unwrap();
+    apply(&postern, doc).await;
     let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
         .await
         .unwrap();
@@ -1025,12 +1000,7 @@ async fn live_sessions_end_when_access_ends() {
 
     // Disabling the person ends their session the same way.
     let grant = serde_json::json!({ "role": [{ "name": "ops", "ssh": { "logins": [login] } }] });
-    postern
-        .handle
-        .store
-        .apply(&serde_json::from_value(grant).unwrap())
-        .await
-        .unwrap();
+    apply(&postern, grant).await;
     let mut cmd = ivy.tool(&postern, "ssh");
     cmd.arg(format!("{login}@127.0.0.1"))
         .arg("sleep 30; echo finished")
@@ -1055,12 +1025,7 @@ async fn live_sessions_end_when_access_ends() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     let off =
         serde_json::json!({ "user": [{ "name": "ivy", "roles": ["ops"], "disabled": true }] });
-    postern
-        .handle
-        .store
-        .apply(&serde_json::from_value(off).unwrap())
-        .await
-        .unwrap();
+    apply(&postern, off).await;
     let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
         .await
         .unwrap();
@@ -1072,22 +1037,12 @@ async fn live_sessions_end_when_access_ends() {
     );
     let on =
         serde_json::json!({ "user": [{ "name": "ivy", "roles": ["ops"], "disabled": false }] });
-    postern
-        .handle
-        .store
-        .apply(&serde_json::from_value(on).unwrap())
-        .await
-        .unwrap();
+    apply(&postern, on).await;
 
     // Idle timeout: a role that closes quiet sessions after 2 s.
     let doc = serde_json::json!({ "role": [{ "name": "ops",
         "ssh": { "logins": [login], "idle_timeout": "2s" } }] });
-    postern
-        .handle
-        .store
-        .apply(&serde_json::from_value(doc).unwrap())
-        .await
-        .unwrap();
+    apply(&postern, doc).await;
     let started = std::time::Instant::now();
     let out = ivy.ssh(&postern, &login, &["sleep 20; echo finished"]);
     assert!(started.elapsed() < Duration::from_secs(15), "cut when idle");
