@@ -27,6 +27,9 @@ use std::time::Duration;
 use postern_audit::AuditLog;
 use postern_login::LoginFlow;
 use postern_store::Store;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
 use russh::keys::PrivateKey;
 use tokio::net::TcpListener;
 
@@ -63,6 +66,58 @@ impl Default for SshSettings {
     }
 }
 
+/// Counters exported on `/metrics`.
+#[derive(Clone, Default)]
+pub struct Metrics {
+    /// Connections accepted.
+    pub connections: Counter,
+    /// Signed-in sessions open now.
+    pub active: Gauge,
+    /// Sign-ins refused (after a registered key, or for an unregistered one).
+    pub login_failures: Counter,
+    /// Channels opened (shells, commands, transfers, forwards).
+    pub channels: Counter,
+    /// Channels or requests refused (forwarding without the grant, unrecordable sessions).
+    pub refusals: Counter,
+    /// Bytes relayed between people and targets, both ways.
+    pub bytes: Counter,
+}
+
+impl Metrics {
+    fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "postern_ssh_connections",
+            "Client connections accepted on the SSH port",
+            self.connections.clone(),
+        );
+        registry.register(
+            "postern_ssh_sessions_active",
+            "Signed-in SSH sessions currently open",
+            self.active.clone(),
+        );
+        registry.register(
+            "postern_ssh_login_failures",
+            "Refused SSH sign-ins",
+            self.login_failures.clone(),
+        );
+        registry.register(
+            "postern_ssh_channels",
+            "SSH channels opened (shells, commands, transfers, forwards)",
+            self.channels.clone(),
+        );
+        registry.register(
+            "postern_ssh_refusals",
+            "SSH channels and requests refused by Postern",
+            self.refusals.clone(),
+        );
+        registry.register(
+            "postern_ssh_bytes",
+            "Bytes relayed on the SSH port, both directions",
+            self.bytes.clone(),
+        );
+    }
+}
+
 /// What every SSH session shares.
 pub struct Shared {
     /// Settings.
@@ -77,6 +132,8 @@ pub struct Shared {
     pub server_config: Arc<russh::server::Config>,
     /// Where session recordings go.
     pub recordings: Arc<recording::RecordingSettings>,
+    /// Counters on `/metrics`.
+    pub metrics: Metrics,
 }
 
 /// The SSH listener.
@@ -85,13 +142,15 @@ pub struct SshProxy {
 }
 
 impl SshProxy {
-    /// A proxy answering with host key `host_key` (OpenSSH PEM).
+    /// A proxy answering with host key `host_key` (OpenSSH PEM); its metrics go into
+    /// `registry`.
     pub fn new(
         settings: SshSettings,
         store: Store,
         audit: AuditLog,
         login: Arc<LoginFlow>,
         host_key_pem: &str,
+        registry: &mut Registry,
     ) -> Result<Self, String> {
         let host_key = PrivateKey::from_openssh(host_key_pem)
             .map_err(|e| format!("the SSH host key is unreadable: {e}"))?;
@@ -121,8 +180,11 @@ impl SshProxy {
             dir: settings.recordings_dir.clone(),
             record_input: settings.record_input,
         });
+        let metrics = Metrics::default();
+        metrics.register(registry);
         Ok(Self {
             shared: Arc::new(Shared {
+                metrics,
                 recordings,
                 settings,
                 store,
@@ -151,6 +213,7 @@ impl SshProxy {
             move |tcp, peer: SocketAddr, admitted| {
                 let shared = shared.clone();
                 async move {
+                    shared.metrics.connections.inc();
                     if admitted {
                         session::run(shared, tcp, peer).await;
                     } else {

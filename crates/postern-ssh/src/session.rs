@@ -137,6 +137,7 @@ impl Person {
     /// Records a refusal (durably: it is on record before the person learns of it) and
     /// moves to showing it.
     async fn refuse(&mut self, text: String, reason: &str) -> Auth {
+        self.shared.metrics.login_failures.inc();
         let mut e = self.ident.event(EventKind::LoginFailure);
         e.error = Some(text.clone());
         e.reason = Some(reason.to_string());
@@ -255,6 +256,11 @@ impl Person {
     }
 
     async fn audit_channel(&self, detail: serde_json::Value) {
+        match detail["action"].as_str() {
+            Some("refused") => self.shared.metrics.refusals.inc(),
+            Some("start") => self.shared.metrics.channels.inc(),
+            _ => 0,
+        };
         let mut e = self.ident.event(EventKind::SshChannel);
         e.detail = Some(detail);
         let _ = self.shared.audit.record(e).await;
@@ -473,6 +479,7 @@ impl server::Handler for Person {
                             serde_json::json!({ "auth": "publickey", "key": self.fingerprint }),
                         );
                         let _ = self.shared.audit.record_durable(e).await;
+                        self.shared.metrics.login_failures.inc();
                         let wrong = wrong.saturating_add(1);
                         if wrong >= MAX_CODE_TRIES {
                             return Ok(self
@@ -538,6 +545,7 @@ impl server::Handler for Person {
         match up.channel_open_session().await {
             Ok(target) => {
                 reply.accept().await;
+                self.shared.metrics.channels.inc();
                 relay::spawn_session(
                     channel,
                     target,
@@ -889,6 +897,7 @@ pub async fn run(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr) {
         // Refusals after a registered key were recorded as they happened; a connection that
         // never showed one is recorded here.
         if attempted && refused.as_deref().is_none_or(|r| r == "sign-in timed out") {
+            shared.metrics.login_failures.inc();
             let mut e = ident.event(EventKind::LoginFailure);
             e.reason = Some(refused.unwrap_or_else(|| {
                 if unknown.is_empty() {
@@ -902,7 +911,12 @@ pub async fn run(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr) {
         }
         return;
     };
+    shared.metrics.active.inc();
     let ended_by = supervise(&shared, &signed, &handle, &mut running).await;
+    shared.metrics.active.dec();
+    let moved = signed.bridge.activity.bytes_in.load(Ordering::Relaxed)
+        + signed.bridge.activity.bytes_out.load(Ordering::Relaxed);
+    shared.metrics.bytes.inc_by(moved);
     let _ = signed
         .upstream
         .disconnect(russh::Disconnect::ByApplication, "", "en")

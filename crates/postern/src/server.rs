@@ -263,6 +263,7 @@ pub async fn start(cfg: Config) -> anyhow::Result<ServerHandle> {
             audit.clone(),
             login.clone(),
             &host_key,
+            &mut registry,
         )
         .map_err(|e| anyhow::anyhow!(e))?;
         let sd = shutdown(stopped.clone());

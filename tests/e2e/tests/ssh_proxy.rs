@@ -253,6 +253,48 @@ async fn exec_reaches_the_target_with_the_stored_key() {
         assert!(out.status.success(), "{name}: {out:?}");
         assert_eq!(text(&out.stdout).trim(), name);
     }
+
+    // The port's counters on /metrics (sessions end on the server a moment after the
+    // client exits: polled).
+    let ca = reqwest::Certificate::from_pem(postern.handle.ca_pem.as_bytes()).unwrap();
+    let http = reqwest::Client::builder()
+        .add_root_certificate(ca)
+        .build()
+        .unwrap();
+    let url = format!(
+        "https://127.0.0.1:{}/metrics",
+        postern.handle.api_addr.port()
+    );
+    let value = |metrics: &str, name: &str| -> u64 {
+        metrics
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{name} missing from {metrics}"))
+    };
+    let mut metrics = String::new();
+    for _ in 0..50 {
+        metrics = http.get(&url).send().await.unwrap().text().await.unwrap();
+        if value(&metrics, "postern_ssh_sessions_active") == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        value(&metrics, "postern_ssh_sessions_active"),
+        0,
+        "{metrics}"
+    );
+    assert!(
+        value(&metrics, "postern_ssh_connections_total") >= 3,
+        "{metrics}"
+    );
+    assert!(
+        value(&metrics, "postern_ssh_channels_total") >= 3,
+        "{metrics}"
+    );
+    assert!(value(&metrics, "postern_ssh_bytes_total") > 0, "{metrics}");
     postern.stop().await;
 }
 
