@@ -15,6 +15,8 @@ pub const MAX_SFTP_PACKET: u32 = 1024 * 1024;
 const HEAD_MAX: usize = 16 * 1024;
 /// The longest legacy scp control line.
 const MAX_SCP_LINE: usize = 8 * 1024;
+/// The deepest directory nesting a legacy scp transfer may announce.
+const MAX_SCP_DEPTH: usize = 256;
 
 /// A file operation, as audited.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -593,10 +595,15 @@ impl ScpAudit {
                 let size: u64 = parts.next().and_then(|s| s.parse().ok()).ok_or_else(bad)?;
                 let name = parts.next().ok_or_else(bad)?.to_string();
                 // The data, then one status byte.
-                self.current = Some((name, size, size + 1));
+                self.current = Some((name, size, size.saturating_add(1)));
             }
             Some(b'D') => {
                 let name = text[1..].splitn(3, ' ').nth(2).ok_or_else(bad)?.to_string();
+                if self.dirs.len() >= MAX_SCP_DEPTH {
+                    return Err(Unreadable(format!(
+                        "scp directories nest deeper than {MAX_SCP_DEPTH}"
+                    )));
+                }
                 self.dirs.push(name);
             }
             Some(b'E') => {
@@ -917,6 +924,16 @@ mod tests {
                 via: "scp"
             }]
         );
+
+        // Found by fuzzing: the largest size announced, and endless nesting.
+        let mut huge = ScpAudit::for_command("scp -t /x").unwrap();
+        assert!(huge
+            .feed(Direction::Up, b"C0644 18446744073709551615 f\nabc")
+            .unwrap()
+            .is_empty());
+        let mut deep = ScpAudit::for_command("scp -r -t /x").unwrap();
+        let nest = b"D0755 0 d\n".repeat(MAX_SCP_DEPTH + 1);
+        assert!(deep.feed(Direction::Up, &nest).is_err());
 
         assert!(ScpAudit::for_command("ls -la").is_none());
         assert!(ScpAudit::for_command("/usr/bin/scp -f x").is_some());
