@@ -335,6 +335,12 @@ impl server::Handler for Person {
             _ => return Ok(Auth::reject()),
         };
         let login: String = login.chars().take(128).collect();
+        // Scripts that cannot answer a prompt give the code with the login (`web:123456`),
+        // as on the database ports.
+        let (login, code) = match postern_login::split_code(&login) {
+            (l, Some(c)) => (l.to_string(), Some(c.to_string())),
+            (l, None) => (l.to_string(), None),
+        };
         self.ident.user = Some(user.as_str().into());
         self.ident.datasource = Some(login.as_str().into());
         self.user = Some(user.clone());
@@ -386,10 +392,39 @@ impl server::Handler for Person {
             }
         }
         match self.needs_code(&user).await {
-            Ok(true) => {
-                self.stage = Stage::NeedCode { wrong: 0 };
-                Ok(kbd_only())
-            }
+            Ok(true) => match code {
+                Some(code) => match self.shared.login.check_code(&user, &code).await {
+                    Ok(true) => {
+                        self.shared.login.approvals.remember(&user, self.ip());
+                        self.second_factor = "code";
+                        Ok(self.finish().await)
+                    }
+                    Ok(false) => {
+                        self.shared
+                            .login
+                            .failed(&user, self.ip(), Protocol::Ssh)
+                            .await;
+                        Ok(self
+                            .refuse(
+                                "the second-factor code given with the login is wrong, expired or \
+                                 already used"
+                                    .into(),
+                                "wrong second-factor code",
+                            )
+                            .await)
+                    }
+                    Err(e) => Ok(self
+                        .refuse(
+                            "Postern could not read its store; try again later".into(),
+                            &format!("store error: {e}"),
+                        )
+                        .await),
+                },
+                None => {
+                    self.stage = Stage::NeedCode { wrong: 0 };
+                    Ok(kbd_only())
+                }
+            },
             Ok(false) => Ok(match self.finish().await {
                 Auth::Accept => Auth::Accept,
                 other => other,

@@ -722,6 +722,40 @@ async fn the_second_factor_is_asked_by_keyboard_interactive() {
             },
         )
         .await;
+
+    // Scripts that cannot answer a prompt give the code with the login; from other
+    // addresses (no cached approval there), in batch mode.
+    let batch = |from: &str, name: String| {
+        let mut c = frank.tool(&postern, "ssh");
+        c.args(["-b", from, "-o", "BatchMode=yes"])
+            .env("SSH_ASKPASS_REQUIRE", "never")
+            .arg(format!("{name}@127.0.0.1"))
+            .args(["echo", "scripted"]);
+        c.output().unwrap()
+    };
+    let out = batch("127.0.0.3", format!("{login}:000000"));
+    assert_eq!(out.status.code(), Some(255), "{out:?}");
+    let next = code_at(now() + 30);
+    let out = batch("127.0.0.2", format!("{login}:{next}"));
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(text(&out.stdout).trim(), "scripted");
+    let e = postern
+        .audit_expect(
+            Postern::filter("frank", "login_success"),
+            "for the code in the login",
+            |e| {
+                e.client_addr
+                    .as_deref()
+                    .is_some_and(|a| a.starts_with("127.0.0.2:"))
+            },
+        )
+        .await;
+    assert_eq!(e.detail.as_ref().unwrap()["second_factor"], "code");
+    assert_eq!(
+        e.datasource.as_deref(),
+        Some(login.as_str()),
+        "the code is not part of the login"
+    );
     postern.stop().await;
 }
 
