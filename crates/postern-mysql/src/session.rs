@@ -611,6 +611,12 @@ async fn client_packet(
             bad_input(inner, stream, got.wrapping_add(1), ident, &e).await;
             None
         }
+        // Connected and left without a word (a port check, a load balancer's probe): no
+        // login was tried, so none failed.
+        Ok(Err(ReadError::Eof)) if want == 1 => {
+            tracing::debug!("client left without answering the greeting");
+            None
+        }
         Ok(Err(e)) => {
             bad_input(inner, stream, want.wrapping_add(1), ident, &e).await;
             None

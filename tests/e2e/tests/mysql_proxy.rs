@@ -403,6 +403,11 @@ async fn bad_input_on_the_mysql_port() {
     let (_, e) = packet(&mut s).await.unwrap();
     assert!(err_text(&e).contains("Bad handshake"), "{}", err_text(&e));
 
+    // A client that connects and leaves without a word (a port probe) tried no login.
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    packet(&mut s).await.unwrap();
+    drop(s);
+
     // A client that never answers the greeting is cut off at the handshake timeout.
     let mut s = TcpStream::connect(addr).await.unwrap();
     packet(&mut s).await.unwrap();
@@ -450,6 +455,19 @@ async fn bad_input_on_the_mysql_port() {
         },
     )
     .await;
+    let failures = p
+        .audit(postern_store::AuditFilter {
+            kind: Some("login_failure".into()),
+            ..Default::default()
+        })
+        .await;
+    assert!(
+        !failures.iter().any(|e| e
+            .error
+            .as_deref()
+            .is_some_and(|r| r.contains("left during the handshake"))),
+        "the probe is no failed login: {failures:?}"
+    );
     p.stop().await;
     up.drop_all();
 }
