@@ -145,32 +145,41 @@ async fn who(api: &super::api::Api, user: Option<String>) -> Result<String, Clie
 }
 
 /// The key line to register: from FILE, stdin (`-`, or piped with no FILE), or the usual
-/// default key.
+/// default key (also when piped stdin turns out empty, as under cron or CI).
 fn read_key(file: Option<PathBuf>) -> Result<String, ClientError> {
-    let from_stdin = |what: &str| -> Result<String, ClientError> {
+    let from_stdin = || -> Result<String, ClientError> {
         let mut s = String::new();
         std::io::stdin()
             .read_to_string(&mut s)
-            .map_err(|e| ClientError::Usage(format!("cannot read {what}: {e}")))?;
+            .map_err(|e| ClientError::Usage(format!("cannot read the key from stdin: {e}")))?;
         Ok(s)
     };
+    let default_file = || -> Result<String, ClientError> {
+        let home = std::env::var_os("HOME")
+            .map(PathBuf::from)
+            .unwrap_or_default();
+        let p = home.join(".ssh").join("id_ed25519.pub");
+        std::fs::read_to_string(&p).map_err(|e| {
+            ClientError::Usage(format!(
+                "cannot read {} ({e}); name a .pub file (postern key add FILE) or pipe one in \
+                 (postern key add - < FILE)",
+                p.display()
+            ))
+        })
+    };
     let text = match file {
-        Some(p) if p.as_os_str() == "-" => from_stdin("the key from stdin")?,
+        Some(p) if p.as_os_str() == "-" => from_stdin()?,
         Some(p) => std::fs::read_to_string(&p)
             .map_err(|e| ClientError::Usage(format!("cannot read {}: {e}", p.display())))?,
-        None if !std::io::stdin().is_terminal() => from_stdin("the key from stdin")?,
-        None => {
-            let home = std::env::var_os("HOME")
-                .map(PathBuf::from)
-                .unwrap_or_default();
-            let p = home.join(".ssh").join("id_ed25519.pub");
-            std::fs::read_to_string(&p).map_err(|e| {
-                ClientError::Usage(format!(
-                    "cannot read {} ({e}); name a .pub file: postern key add FILE",
-                    p.display()
-                ))
-            })?
+        None if !std::io::stdin().is_terminal() => {
+            let piped = from_stdin()?;
+            if piped.trim().is_empty() {
+                default_file()?
+            } else {
+                piped
+            }
         }
+        None => default_file()?,
     };
     if text.contains("PRIVATE KEY") {
         return Err(ClientError::Usage(
