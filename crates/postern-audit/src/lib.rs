@@ -15,5 +15,5 @@ pub use chain::{verify_chain, ChainError, ChainHead};
 pub use event::{
     format_ts, now_ts, AuditEvent, Decision, EventKind, MaskedColumn, Protocol, SessionIdent,
 };
-pub use sink::{AuditSink, JsonlSink, Sealed, SinkError};
-pub use writer::{AuditClosed, AuditLog, AuditWriter};
+pub use sink::{AuditSink, JsonlSink, SealedBatch, SinkError};
+pub use writer::{AuditClosed, AuditLog, AuditThread, AuditWriter};

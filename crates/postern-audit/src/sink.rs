@@ -16,13 +16,32 @@ pub struct SinkError {
     pub message: String,
 }
 
-/// An event linked into the chain, with its final JSON (serialised once for every sink).
-#[derive(Debug, Clone)]
-pub struct Sealed {
-    /// The event, `seq` and hashes set.
-    pub event: AuditEvent,
-    /// `serde_json` of `event`.
-    pub json: String,
+/// A batch of events linked into the chain, with their final JSON.
+#[derive(Debug, Clone, Default)]
+pub struct SealedBatch {
+    /// The events, `seq` and hashes set, in chain order.
+    pub events: Vec<AuditEvent>,
+    /// Their JSON, one `\n`-terminated line per event in the same order: serialised once
+    /// for every sink, in one buffer.
+    pub lines: Vec<u8>,
+}
+
+impl SealedBatch {
+    /// Links `events` after `head` (tests and tools; the writer links as events arrive).
+    pub fn link(head: &mut crate::ChainHead, events: impl IntoIterator<Item = AuditEvent>) -> Self {
+        let mut b = Self::default();
+        for mut e in events {
+            crate::chain::link_into(head, &mut e, &mut b.lines);
+            b.events.push(e);
+        }
+        b
+    }
+
+    /// Empties the batch, keeping its allocations.
+    pub fn clear(&mut self) {
+        self.events.clear();
+        self.lines.clear();
+    }
 }
 
 /// A durable destination. `write_batch` returns only once the batch is durable (or failed).
@@ -31,14 +50,13 @@ pub trait AuditSink: Send {
     /// Name for logs.
     fn name(&self) -> &str;
     /// Persists a batch of chained events, in order.
-    async fn write_batch(&mut self, batch: &[Sealed]) -> Result<(), SinkError>;
+    async fn write_batch(&mut self, batch: &SealedBatch) -> Result<(), SinkError>;
 }
 
 /// Appends one JSON object per line to a file, syncing each batch to disk.
 pub struct JsonlSink {
     path: PathBuf,
     file: Option<tokio::fs::File>,
-    buf: Vec<u8>,
 }
 
 impl JsonlSink {
@@ -47,7 +65,6 @@ impl JsonlSink {
         Self {
             path: path.to_path_buf(),
             file: None,
-            buf: Vec::with_capacity(64 * 1024),
         }
     }
 
@@ -66,16 +83,11 @@ impl AuditSink for JsonlSink {
         "jsonl"
     }
 
-    async fn write_batch(&mut self, batch: &[Sealed]) -> Result<(), SinkError> {
+    async fn write_batch(&mut self, batch: &SealedBatch) -> Result<(), SinkError> {
         let err = |e: std::io::Error| SinkError {
             sink: "jsonl".into(),
             message: e.to_string(),
         };
-        self.buf.clear();
-        for s in batch {
-            self.buf.extend_from_slice(s.json.as_bytes());
-            self.buf.push(b'\n');
-        }
         if self.file.is_none() {
             self.file = Some(self.open().await.map_err(err)?);
         }
@@ -85,7 +97,7 @@ impl AuditSink for JsonlSink {
             message: "the file is not open".into(),
         })?;
         let res = async {
-            f.write_all(&self.buf).await?;
+            f.write_all(&batch.lines).await?;
             f.sync_data().await
         }
         .await;

@@ -4,9 +4,9 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 
-use crate::chain::{link, ChainHead};
+use crate::chain::{link_into, ChainHead};
 use crate::event::AuditEvent;
-use crate::sink::{AuditSink, Sealed};
+use crate::sink::{AuditSink, SealedBatch};
 
 /// The audit writer has stopped; the caller must refuse what it was about to do.
 #[derive(Debug, thiserror::Error)]
@@ -91,10 +91,40 @@ impl AuditWriter {
         self
     }
 
+    /// Runs the writer on a thread of its own, at a lower CPU priority (`nice` added to the
+    /// thread's niceness; Linux only, best effort), and returns a handle that completes when
+    /// the writer has drained the queue and stopped.
+    ///
+    /// Why a thread: linking and packing a batch is a burst of CPU work (JSON, SHA-256, LZ4,
+    /// SQLite) that, on a runtime worker, would hold up every session scheduled behind it.
+    /// Why lower priority: statements come first; the writer uses what is left. It cannot
+    /// fall behind for good — when its queue is full, sessions wait for it (back-pressure).
+    /// Threads the writer starts (SQLite's, file I/O) inherit its priority.
+    pub fn spawn_thread(self, nice: i32) -> std::io::Result<AuditThread> {
+        let (done_tx, done) = oneshot::channel();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .thread_name("postern-audit-io")
+            .build()?;
+        std::thread::Builder::new()
+            .name("postern-audit".into())
+            .spawn(move || {
+                lower_priority(nice);
+                rt.block_on(self.run());
+                // Dropping the runtime waits for the file I/O it started.
+                drop(rt);
+                let _ = done_tx.send(());
+            })?;
+        Ok(AuditThread { done })
+    }
+
     /// Runs until every [`AuditLog`] handle is dropped and the queue is drained.
     pub async fn run(mut self) {
         let mut batch: Vec<Envelope> = Vec::with_capacity(self.batch_max);
-        let mut events: Vec<Sealed> = Vec::with_capacity(self.batch_max);
+        let mut sealed = SealedBatch {
+            events: Vec::with_capacity(self.batch_max),
+            lines: Vec::with_capacity(256 * 1024),
+        };
         let mut acks: Vec<oneshot::Sender<()>> = Vec::new();
         loop {
             if self.rx.recv_many(&mut batch, self.batch_max).await == 0 {
@@ -111,17 +141,17 @@ impl AuditWriter {
                     }
                 }
             }
-            events.clear();
+            sealed.clear();
             for env in batch.drain(..) {
                 let mut event = env.event;
-                let json = link(&mut self.head, &mut event);
-                events.push(Sealed { event, json });
+                link_into(&mut self.head, &mut event, &mut sealed.lines);
+                sealed.events.push(event);
                 acks.extend(env.ack);
             }
             for sink in self.sinks.iter_mut() {
                 let mut delay = Duration::from_millis(50);
                 loop {
-                    match sink.write_batch(&events).await {
+                    match sink.write_batch(&sealed).await {
                         Ok(()) => break,
                         Err(e) => {
                             // Never drop: hold the batch (and, through back-pressure, the
@@ -141,6 +171,35 @@ impl AuditWriter {
     }
 }
 
+/// The audit writer running on its own thread ([`AuditWriter::spawn_thread`]).
+pub struct AuditThread {
+    done: oneshot::Receiver<()>,
+}
+
+impl AuditThread {
+    /// Waits until the writer has stopped (every [`AuditLog`] dropped, the queue written).
+    pub async fn join(self) {
+        let _ = self.done.await;
+    }
+}
+
+#[cfg(target_os = "linux")]
+fn lower_priority(nice: i32) {
+    if nice == 0 {
+        return;
+    }
+    // On Linux, niceness belongs to the thread: this one and those it starts.
+    let tid = rustix::thread::gettid();
+    let res = rustix::process::getpriority_process(Some(tid))
+        .and_then(|now| rustix::process::setpriority_process(Some(tid), now.saturating_add(nice)));
+    if let Err(e) = res {
+        tracing::debug!(error = %e, "audit writer: cannot lower its CPU priority; runs at normal priority");
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn lower_priority(_nice: i32) {}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -159,7 +218,7 @@ mod tests {
         fn name(&self) -> &str {
             "flaky"
         }
-        async fn write_batch(&mut self, batch: &[Sealed]) -> Result<(), SinkError> {
+        async fn write_batch(&mut self, batch: &SealedBatch) -> Result<(), SinkError> {
             if self.fail_first > 0 {
                 self.fail_first -= 1;
                 return Err(SinkError {
@@ -170,7 +229,7 @@ mod tests {
             self.seen
                 .lock()
                 .unwrap()
-                .extend(batch.iter().map(|s| s.event.clone()));
+                .extend(batch.events.iter().cloned());
             Ok(())
         }
     }

@@ -8,7 +8,7 @@
 
 use std::collections::BTreeSet;
 
-use postern_audit::{AuditEvent, AuditSink, ChainHead, EventKind, Sealed, SinkError};
+use postern_audit::{AuditEvent, AuditSink, ChainHead, EventKind, SealedBatch, SinkError};
 use serde::{Deserialize, Serialize};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection, SqliteSynchronous};
 use sqlx::{ConnectOptions, Connection, QueryBuilder, Sqlite};
@@ -74,8 +74,7 @@ impl AuditFilter {
 pub struct StoreAuditSink {
     opts: SqliteConnectOptions,
     conn: Option<SqliteConnection>,
-    /// The batch's JSON lines, then their compressed form: buffers reused across batches.
-    events: String,
+    /// The batch's compressed JSON lines: a buffer reused across batches.
     packed: Vec<u8>,
 }
 
@@ -97,18 +96,15 @@ fn to_i64(seq: u64) -> Result<i64, SinkError> {
 }
 
 impl StoreAuditSink {
-    async fn insert(&mut self, batch: &[Sealed]) -> Result<(), SinkError> {
-        let (Some(first), Some(last)) = (batch.first(), batch.last()) else {
+    async fn insert(&mut self, batch: &SealedBatch) -> Result<(), SinkError> {
+        let (Some(first), Some(last)) = (batch.events.first(), batch.events.last()) else {
             return Ok(());
         };
-        let (first_seq, last_seq) = (to_i64(first.event.seq)?, to_i64(last.event.seq)?);
-        let mut ts_min = first.event.ts.as_str();
+        let (first_seq, last_seq) = (to_i64(first.seq)?, to_i64(last.seq)?);
+        let mut ts_min = first.ts.as_str();
         let mut ts_max = ts_min;
         let mut keys: BTreeSet<(&'static str, &str)> = BTreeSet::new();
-        self.events.clear();
-        for Sealed { event: e, json } in batch {
-            self.events.push_str(json);
-            self.events.push('\n');
+        for e in &batch.events {
             ts_min = ts_min.min(e.ts.as_str());
             ts_max = ts_max.max(e.ts.as_str());
             keys.insert(("kind", e.kind.as_str()));
@@ -119,7 +115,7 @@ impl StoreAuditSink {
                 keys.insert(("datasource", d));
             }
         }
-        pack(self.events.as_bytes(), &mut self.packed)?;
+        pack(&batch.lines, &mut self.packed)?;
         if self.conn.is_none() {
             self.conn = Some(self.opts.connect().await.map_err(sink_error)?);
         }
@@ -143,7 +139,7 @@ impl StoreAuditSink {
             if l >= first_seq {
                 // A retry of a batch whose commit was reported failed but happened is fine;
                 // anything else under the same numbers is a fork of the chain.
-                if (f, l, h.as_str()) == (first_seq, last_seq, last.event.hash.as_str()) {
+                if (f, l, h.as_str()) == (first_seq, last_seq, last.hash.as_str()) {
                     return Ok(());
                 }
                 return Err(sink_error(format_args!(
@@ -161,7 +157,7 @@ impl StoreAuditSink {
         .bind(last_seq)
         .bind(ts_min)
         .bind(ts_max)
-        .bind(last.event.hash.as_str())
+        .bind(last.hash.as_str())
         .bind(self.packed.as_slice())
         .execute(&mut *tx)
         .await
@@ -185,7 +181,7 @@ impl AuditSink for StoreAuditSink {
         "store"
     }
 
-    async fn write_batch(&mut self, batch: &[Sealed]) -> Result<(), SinkError> {
+    async fn write_batch(&mut self, batch: &SealedBatch) -> Result<(), SinkError> {
         let res = self.insert(batch).await;
         if res.is_err() {
             // Start the retry on a fresh connection: the old one may be mid-transaction
@@ -263,7 +259,6 @@ impl Store {
         StoreAuditSink {
             opts: self.opts.clone().synchronous(SqliteSynchronous::Full),
             conn: None,
-            events: String::with_capacity(256 * 1024),
             packed: Vec::new(),
         }
     }
@@ -413,14 +408,16 @@ mod tests {
         e
     }
 
-    fn sealed(events: &[AuditEvent]) -> Vec<Sealed> {
-        events
-            .iter()
-            .map(|e| Sealed {
-                event: e.clone(),
-                json: serde_json::to_string(e).unwrap(),
-            })
-            .collect()
+    fn sealed(events: &[AuditEvent]) -> SealedBatch {
+        let mut lines = Vec::new();
+        for e in events {
+            serde_json::to_writer(&mut lines, e).unwrap();
+            lines.push(b'\n');
+        }
+        SealedBatch {
+            events: events.to_vec(),
+            lines,
+        }
     }
 
     async fn seeded() -> (tempfile::TempDir, Store, Vec<AuditEvent>) {

@@ -39,8 +39,11 @@ pub struct ServerHandle {
     pub store: Store,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
-    audit_task: JoinHandle<()>,
+    audit_task: postern_audit::AuditThread,
 }
+
+/// How much lower than the sessions' the audit writer's CPU priority is.
+const AUDIT_WRITER_NICE: i32 = 10;
 
 impl ServerHandle {
     /// Stops accepting, lets sessions finish (within their grace period), flushes the audit
@@ -51,7 +54,7 @@ impl ServerHandle {
             let _ = t.await;
         }
         // Every audit handle is gone once the listeners have stopped: the writer drains.
-        if tokio::time::timeout(Duration::from_secs(30), self.audit_task)
+        if tokio::time::timeout(Duration::from_secs(30), self.audit_task.join())
             .await
             .is_err()
         {
@@ -153,7 +156,10 @@ pub async fn start(cfg: Config) -> anyhow::Result<ServerHandle> {
     ];
     let (audit, writer) = AuditWriter::new(cfg.audit.queue, sinks, head);
     let writer = writer.with_group_commit_window(cfg.audit.group_commit_window);
-    let audit_task = tokio::spawn(writer.run());
+    // Statements first: the writer runs on its own thread, niceness +10 (see spawn_thread).
+    let audit_task = writer
+        .spawn_thread(AUDIT_WRITER_NICE)
+        .context("cannot start the audit writer thread")?;
 
     let bootstrap_password = store
         .bootstrap_admin()
