@@ -170,6 +170,8 @@ data_dir = "$WORK/postern-data"
 listen = "127.0.0.1:$api_port"
 [postgres]
 enabled = false
+[ssh]
+enabled = false
 [mysql]
 listen = "127.0.0.1:$my_port"
 # sysbench cannot answer a second-factor prompt: a lab setting, stated as such.

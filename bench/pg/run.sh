@@ -198,6 +198,7 @@ start_postern() {
         printf '\n[api]\nlisten = "127.0.0.1:%s"\n' "$POSTERN_API_PORT"
         printf '\n[postgres]\nlisten = "127.0.0.1:%s"\n' "$POSTERN_PG_PORT"
         printf '\n[mysql]\nenabled = false\n'
+        printf '\n[ssh]\nenabled = false\n'
         # pgbench cannot answer a second-factor prompt: a lab setting, stated as such.
         printf '\n[auth]\nrequire_2fa = false\n'
     } >"$WORK/postern.toml"

@@ -96,7 +96,7 @@ pub(crate) async fn run(inner: Arc<Inner>, tcp: TcpStream, peer: SocketAddr, adm
     let session: Arc<str> = uuid::Uuid::new_v4().simple().to_string().into();
     let span = tracing::info_span!("mysql_session", session = %session, client = %peer);
     let mut ident = Ident::new(Protocol::Mysql, session, peer);
-    async {
+    let established = async {
         let mut stream = Stream::Plain(tcp);
         if !admitted {
             let _ = write_packet(
@@ -109,7 +109,7 @@ pub(crate) async fn run(inner: Arc<Inner>, tcp: TcpStream, peer: SocketAddr, adm
                 ),
             )
             .await;
-            return;
+            return None;
         }
         let id = inner.connection_id();
         let timeout = inner.cfg.handshake_timeout;
@@ -124,19 +124,24 @@ pub(crate) async fn run(inner: Arc<Inner>, tcp: TcpStream, peer: SocketAddr, adm
                 .await
             {
                 Ok(Some(e)) => e,
-                Ok(None) => return,
+                Ok(None) => return None,
                 Err(_) => {
                     let mut e = ident.event(EventKind::LoginFailure);
                     e.error = Some(format!("handshake not completed within {timeout:?}"));
                     let _ = inner.audit.record(e).await;
-                    return;
+                    return None;
                 }
             };
-        let _guard = LiveGuard { inner: &inner, id };
-        relay(&inner, est, &ident).await;
+        Some((est, id))
     }
-    .instrument(span)
+    .instrument(span.clone())
     .await;
+    // The relay runs outside the span (its logs name it as parent): entering and leaving a
+    // span on every poll was a measurable part of the per-statement cost.
+    if let Some((est, id)) = established {
+        let _guard = LiveGuard { inner: &inner, id };
+        relay(&inner, est, &ident, &span).await;
+    }
 }
 
 /// Audits a refusal durably, then tells the client (ERR at `seq`).
@@ -872,7 +877,7 @@ fn parse_kill(text: &str) -> Option<(bool, u64)> {
     words.next().is_none().then_some((query, id))
 }
 
-async fn relay(inner: &Inner, est: Established, ident: &Ident) {
+async fn relay(inner: &Inner, est: Established, ident: &Ident, span: &tracing::Span) {
     let Established {
         mut client,
         client_buf,
@@ -905,7 +910,7 @@ async fn relay(inner: &Inner, est: Established, ident: &Ident) {
         .audit
         .record(ident.event(EventKind::SessionOpen))
         .await;
-    tracing::info!("session open");
+    tracing::info!(parent: span, "session open");
     let upstream_caps = upstream.capabilities;
     let mut tracker = Tracker::new(deprecate_eof);
     // The client is sending the file of a LOCAL INFILE request.
@@ -1404,7 +1409,7 @@ async fn relay(inner: &Inner, est: Established, ident: &Ident) {
     }
     let _ = inner.audit.record(e).await;
     let _ = up.shutdown().await;
-    tracing::info!(statements, ended_by = end.name(), "session closed");
+    tracing::info!(parent: span, statements, ended_by = end.name(), "session closed");
 }
 
 /// Which upstream thread a `KILL <id>` from `user` means: only their own sessions on the same
@@ -1468,7 +1473,8 @@ async fn finish(
         e.alert = r.alert;
         if r.alert {
             inner.metrics.alerts.inc();
-            tracing::warn!(rule = %r.rule.as_deref().unwrap_or(""), "statement let through by an allow-and-alert firewall rule");
+            // Outside the session's span (see `run`): the session and user named here.
+            tracing::warn!(session = %ident.session, user = %ident.user.as_deref().unwrap_or(""), rule = %r.rule.as_deref().unwrap_or(""), "statement let through by an allow-and-alert firewall rule");
         }
     }
     if let Some(why) = p.refused {
