@@ -53,8 +53,8 @@ cmd_stop() {
     log "test-sshd: stopped"
 }
 
-# The account sessions land in; prints its name. Root: a dedicated user with a fresh
-# password each start (chpasswd), created when missing.
+# The account sessions land in; prints its name. Root: a dedicated user, created when
+# missing, with the password of target_password.
 target_account() {
     if ((EUID == 0)); then
         if ! id "$TARGET_USER" >/dev/null 2>&1; then
@@ -64,6 +64,19 @@ target_account() {
     else
         id -un
     fi
+}
+
+# The target account's password (root only): random, made once and kept in a root-only file,
+# so that test sshds of several checkouts on one machine (a CI clone next to a working tree)
+# share it instead of each start changing it under the others' feet.
+PASSWORD_FILE="/var/lib/postern-test-sshd/password"
+target_password() {
+    if [[ ! -s "$PASSWORD_FILE" ]]; then
+        mkdir -p "$(dirname "$PASSWORD_FILE")"
+        chmod 0700 "$(dirname "$PASSWORD_FILE")"
+        (umask 077 && openssl rand -hex 12 >"$PASSWORD_FILE.tmp" && mv "$PASSWORD_FILE.tmp" "$PASSWORD_FILE")
+    fi
+    head -n 1 "$PASSWORD_FILE"
 }
 
 STARTED=0
@@ -77,7 +90,7 @@ start_once() {
     : >"$dir/authorized_keys"
     chmod 0644 "$dir/authorized_keys"
     if ((EUID == 0)); then
-        password="$(openssl rand -hex 12)"
+        password="$(target_password)"
         printf '%s:%s\n' "$user" "$password" | chpasswd
         # Privilege separation needs its empty directory.
         mkdir -p /run/sshd && chmod 0755 /run/sshd

@@ -445,21 +445,26 @@ impl Cli {
 impl Cli {
     /// A CLI logged in to `postern` as its bootstrap admin.
     pub fn admin(postern: &Postern) -> Cli {
-        let cli = Cli {
-            home: tempfile::tempdir().expect("temp dir"),
-        };
         let pw = postern
             .handle
             .bootstrap_password
             .clone()
             .expect("bootstrap password");
+        Cli::signed_in(postern, "admin", &pw)
+    }
+
+    /// A CLI logged in to `postern` as `user` (who has `password`), with a home of its own.
+    pub fn signed_in(postern: &Postern, user: &str, password: &str) -> Cli {
+        let cli = Cli {
+            home: tempfile::tempdir().expect("temp dir"),
+        };
         let server = format!("https://127.0.0.1:{}", postern.handle.api_addr.port());
         let ca = postern.handle.ca_path.display().to_string();
         cli.ok(
             &[
-                "admin", "login", "--server", &server, "--ca", &ca, "--user", "admin",
+                "admin", "login", "--server", &server, "--ca", &ca, "--user", user,
             ],
-            Some(&format!("{pw}\n")),
+            Some(&format!("{password}\n")),
         );
         cli
     }

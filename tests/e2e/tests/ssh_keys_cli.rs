@@ -49,22 +49,6 @@ fn ssh_keygen_fingerprint(line: &str) -> Result<String, String> {
         .ok_or_else(|| text(&out.stdout))
 }
 
-/// A CLI signed in as `user`.
-fn cli_as(postern: &Postern, user: &str, password: &str) -> Cli {
-    let cli = Cli {
-        home: tempfile::tempdir().unwrap(),
-    };
-    let server = format!("https://127.0.0.1:{}", postern.handle.api_addr.port());
-    let ca = postern.handle.ca_path.display().to_string();
-    cli.ok(
-        &[
-            "admin", "login", "--server", &server, "--ca", &ca, "--user", user,
-        ],
-        Some(&format!("{password}\n")),
-    );
-    cli
-}
-
 /// Runs `postern ARGS` with HOME set to `home` and stdin empty (as under cron or CI).
 fn run_with_home(cli: &Cli, home: &Path, args: &[&str]) -> Output {
     Command::new(postern_bin())
@@ -130,7 +114,7 @@ async fn key_and_sshlogin_commands() {
     );
 
     // kim registers her key from a file; the fingerprint is ssh-keygen's.
-    let kim = cli_as(&postern, &kim_name, "kim-password-123");
+    let kim = Cli::signed_in(&postern, &kim_name, "kim-password-123");
     let (key, kim_pub) = keygen(dir.path(), "kim");
     let fp = ssh_keygen_fingerprint(&kim_pub).unwrap();
     let out = kim.ok(
@@ -159,7 +143,7 @@ async fn key_and_sshlogin_commands() {
 
     // Adding it again is harmless; the same key for lee is a conflict (exit 1, the fix said).
     kim.ok(&["key", "add", "-"], Some(&kim_pub));
-    let lee = cli_as(&postern, &lee_name, "lee-password-123");
+    let lee = Cli::signed_in(&postern, &lee_name, "lee-password-123");
     let out = lee.run(&["key", "add", "-"], Some(&format!("{kim_pub}\n")));
     refused(&out, 1, "already belongs to another user");
     assert!(text(&out.stderr).contains("ssh-keygen"), "{out:?}");

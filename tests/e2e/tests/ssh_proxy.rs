@@ -1260,22 +1260,6 @@ async fn an_interactive_session_is_recorded_and_replays() {
     postern.stop().await;
 }
 
-/// A CLI signed in as `user` (who has `password`).
-fn cli_as(postern: &Postern, user: &str, password: &str) -> postern_e2e::Cli {
-    let cli = postern_e2e::Cli {
-        home: tempfile::tempdir().unwrap(),
-    };
-    let server = format!("https://127.0.0.1:{}", postern.handle.api_addr.port());
-    let ca = postern.handle.ca_path.display().to_string();
-    cli.ok(
-        &[
-            "admin", "login", "--server", &server, "--ca", &ca, "--user", user,
-        ],
-        Some(&format!("{password}\n")),
-    );
-    cli
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn people_register_their_keys_with_the_cli() {
     let postern = Postern::start().await;
@@ -1316,7 +1300,7 @@ async fn people_register_their_keys_with_the_cli() {
     // kim registers her own key; it belongs to her alone.
     let (key, kim_pub) = keygen(dir.path(), "kim");
     let fp = postern_vault_fingerprint(&kim_pub);
-    let kim = cli_as(&postern, "kim", "kim-password-123");
+    let kim = postern_e2e::Cli::signed_in(&postern, "kim", "kim-password-123");
     let out = kim.ok(
         &["key", "add", key.with_extension("pub").to_str().unwrap()],
         None,
@@ -1326,7 +1310,7 @@ async fn people_register_their_keys_with_the_cli() {
         serde_json::from_str(&kim.ok(&["key", "ls", "--json"], None)).unwrap();
     assert_eq!(listed[0]["fingerprint"], fp.as_str());
     assert_eq!(listed[0]["user"], "kim");
-    let lee = cli_as(&postern, "lee", "lee-password-123");
+    let lee = postern_e2e::Cli::signed_in(&postern, "lee", "lee-password-123");
     let out = lee.run(&["key", "add", "-"], Some(&kim_pub));
     assert_eq!(out.status.code(), Some(1), "{out:?}");
     assert!(
