@@ -57,14 +57,6 @@ pub fn event_hash(e: &AuditEvent) -> String {
     hex::encode(Sha256::digest(&bytes))
 }
 
-/// Links `e` after `head`, advances `head`, and returns the event's final JSON.
-pub fn link(head: &mut ChainHead, e: &mut AuditEvent) -> String {
-    let mut out = Vec::new();
-    link_into(head, e, &mut out);
-    out.pop();
-    String::from_utf8(out).unwrap_or_default()
-}
-
 /// Links `e` after `head`, advances `head`, and appends the event's final JSON and a
 /// newline to `out` (a batch's lines are built in one buffer: no allocation per event).
 ///
@@ -75,11 +67,12 @@ pub fn link_into(head: &mut ChainHead, e: &mut AuditEvent, out: &mut Vec<u8>) {
     e.prev_hash = std::mem::take(&mut head.hash);
     e.hash.clear();
     let start = out.len();
-    if serde_json::to_writer(&mut *out, e).is_err() {
-        // Serialising a struct of strings and numbers into memory does not fail; if it ever
-        // did, the line is still a valid, verifiable (if empty) object rather than garbage.
+    if let Err(err) = serde_json::to_writer(&mut *out, e) {
+        // Strings and numbers into memory do not fail; if it ever did, the chain still gets
+        // a well-formed, verifiable event saying so — not a line no reader can parse.
         out.truncate(start);
-        out.extend_from_slice(b"{}");
+        *e = unserialisable(e, &err);
+        let _ = serde_json::to_writer(&mut *out, e);
     }
     let digest = hex::encode(Sha256::digest(&out[start..]));
     if out.ends_with(b"\"hash\":\"\"}") {
@@ -91,6 +84,26 @@ pub fn link_into(head: &mut ChainHead, e: &mut AuditEvent, out: &mut Vec<u8>) {
     head.seq = e.seq;
     head.hash.clone_from(&digest);
     e.hash = digest;
+}
+
+/// What is kept of an event whose JSON could not be written: its place in the chain, when,
+/// what kind and who — plain strings, which always serialise — and why the rest is missing.
+fn unserialisable(e: &AuditEvent, err: &serde_json::Error) -> AuditEvent {
+    let mut kept = AuditEvent::new(e.kind);
+    kept.seq = e.seq;
+    kept.ts.clone_from(&e.ts);
+    kept.prev_hash.clone_from(&e.prev_hash);
+    kept.protocol = e.protocol;
+    kept.session.clone_from(&e.session);
+    kept.user.clone_from(&e.user);
+    kept.client_addr.clone_from(&e.client_addr);
+    kept.datasource.clone_from(&e.datasource);
+    kept.db_user.clone_from(&e.db_user);
+    kept.error = Some(format!(
+        "Postern could not serialise this audit event ({err}); only when, what kind and who \
+         are kept"
+    ));
+    kept
 }
 
 /// Verifies a run of consecutive events starting after `start` (genesis for a full log).
@@ -127,16 +140,44 @@ mod tests {
     use crate::event::EventKind;
 
     fn chain(n: usize) -> Vec<AuditEvent> {
+        let events = (0..n).map(|i| {
+            let mut e = AuditEvent::new(EventKind::Statement);
+            e.statement = Some(format!("select {i}").into());
+            e
+        });
+        crate::SealedBatch::link(&mut ChainHead::genesis(), events).events
+    }
+
+    #[test]
+    fn an_unserialisable_event_keeps_its_place_and_says_why() {
         let mut head = ChainHead::genesis();
-        (0..n)
-            .map(|i| {
-                let mut e = AuditEvent::new(EventKind::Statement);
-                e.statement = Some(format!("select {i}").into());
-                let json = link(&mut head, &mut e);
-                assert_eq!(json, serde_json::to_string(&e).unwrap());
-                e
-            })
-            .collect()
+        let mut e = AuditEvent::new(EventKind::Statement);
+        e.user = Some("alice".into());
+        e.statement = Some("select 1".into());
+        e.seq = 7;
+        e.prev_hash = "ab".repeat(32);
+        let err = serde_json::from_str::<u8>("x").unwrap_err();
+        let mut kept = unserialisable(&e, &err);
+        assert_eq!(
+            (kept.seq, kept.kind, kept.ts.as_str()),
+            (7, e.kind, e.ts.as_str())
+        );
+        assert_eq!(
+            (kept.user.clone(), kept.prev_hash.clone()),
+            (e.user, e.prev_hash)
+        );
+        assert_eq!(kept.statement, None);
+        assert!(kept
+            .error
+            .as_deref()
+            .unwrap()
+            .contains("could not serialise"));
+        // And it links and verifies like any other event.
+        let mut out = Vec::new();
+        link_into(&mut head, &mut kept, &mut out);
+        let line = std::str::from_utf8(&out).unwrap().trim_end();
+        let back: AuditEvent = serde_json::from_str(line).unwrap();
+        verify_chain(&ChainHead::genesis(), [&back]).unwrap();
     }
 
     #[test]

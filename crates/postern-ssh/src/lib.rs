@@ -77,7 +77,8 @@ pub struct Metrics {
     pub login_failures: Counter,
     /// Channels opened (shells, commands, transfers, forwards).
     pub channels: Counter,
-    /// Channels or requests refused (forwarding without the grant, unrecordable sessions).
+    /// Channels or requests refused for want of a grant (forwarding, agent, X11). A channel
+    /// refused because it cannot be recorded is audited but not counted here.
     pub refusals: Counter,
     /// Bytes relayed between people and targets, both ways.
     pub bytes: Counter,

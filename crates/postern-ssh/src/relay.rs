@@ -350,28 +350,50 @@ async fn record(
                 serde_json::json!({ "action": "refused", "channel": kind, "reason": "recording failed" }),
             );
             let _ = ctx.audit.record(ev).await;
-            let _ = ctx
-                .person
-                .extended_data(
-                    person_channel,
-                    1,
-                    bytes::Bytes::from_static(
-                        b"Postern: this session cannot be recorded, so it may not start\r\n",
-                    ),
-                )
-                .await;
-            let _ = ctx.person.exit_status_request(person_channel, 1).await;
-            let _ = ctx.person.close(person_channel).await;
-            let _ = to.close().await;
+            end_unstarted(
+                ctx,
+                to,
+                person_channel,
+                "Postern: this session cannot be recorded, so it may not start",
+            )
+            .await;
             false
         }
     }
 }
 
-async fn started(ctx: &SessionChannel, detail: serde_json::Value) {
+/// Ends a channel Postern will not start: the person is told why (stderr, exit status 1),
+/// both sides are closed.
+async fn end_unstarted(
+    ctx: &SessionChannel,
+    to: &ChannelWriteHalf<russh::client::Msg>,
+    person_channel: ChannelId,
+    why: &str,
+) {
+    let _ = ctx
+        .person
+        .extended_data(person_channel, 1, bytes::Bytes::from(format!("{why}\r\n")))
+        .await;
+    let _ = ctx.person.exit_status_request(person_channel, 1).await;
+    let _ = ctx.person.close(person_channel).await;
+    let _ = to.close().await;
+}
+
+/// Audits the start of a shell, command or subsystem; when the audit log takes no events
+/// the channel is ended instead (fail closed) and `false` returned.
+async fn started(
+    ctx: &SessionChannel,
+    detail: serde_json::Value,
+    to: &ChannelWriteHalf<russh::client::Msg>,
+    person_channel: ChannelId,
+) -> bool {
     let mut e = ctx.ident.event(EventKind::SshChannel);
     e.detail = Some(detail);
-    let _ = ctx.audit.record(e).await;
+    if ctx.audit.record(e).await.is_ok() {
+        return true;
+    }
+    end_unstarted(ctx, to, person_channel, crate::session::AUDIT_CLOSED).await;
+    false
 }
 
 async fn person_to_target(
@@ -447,11 +469,10 @@ async fn person_to_target(
                 if !record(&ctx, &usage, "shell", None, &to, person_channel).await {
                     break;
                 }
-                started(
-                    &ctx,
-                    serde_json::json!({ "action": "start", "channel": "shell" }),
-                )
-                .await;
+                let json = serde_json::json!({ "action": "start", "channel": "shell" });
+                if !started(&ctx, json, &to, person_channel).await {
+                    break;
+                }
                 to.request_shell(true).await
             }
             ChannelMsg::Exec { command, .. } => {
@@ -469,11 +490,11 @@ async fn person_to_target(
                 {
                     break;
                 }
-                started(
-                    &ctx,
-                    serde_json::json!({ "action": "start", "channel": "exec", "command": text }),
-                )
-                .await;
+                let json =
+                    serde_json::json!({ "action": "start", "channel": "exec", "command": text });
+                if !started(&ctx, json, &to, person_channel).await {
+                    break;
+                }
                 to.exec(true, command).await
             }
             ChannelMsg::RequestSubsystem { name, .. } => {
@@ -486,11 +507,10 @@ async fn person_to_target(
                         .transfer
                         .set(Mutex::new(Transfer::Sftp(SftpAudit::default())));
                 }
-                started(
-                    &ctx,
-                    serde_json::json!({ "action": "start", "channel": "subsystem", "subsystem": name }),
-                )
-                .await;
+                let json = serde_json::json!({ "action": "start", "channel": "subsystem", "subsystem": name });
+                if !started(&ctx, json, &to, person_channel).await {
+                    break;
+                }
                 to.request_subsystem(true, &name).await
             }
             ChannelMsg::SetEnv {

@@ -216,6 +216,27 @@ impl Person {
         Auth::Accept
     }
 
+    /// Checks a second-factor code (given with the login or typed at the prompt): a right
+    /// one is remembered as an approval from this address, a wrong one counts as a failed
+    /// login. `Err` carries the reason for the audit when the store cannot be read.
+    async fn code_is_right(&mut self, user: &str, code: &str) -> Result<bool, String> {
+        match self.shared.login.check_code(user, code).await {
+            Ok(true) => {
+                self.shared.login.approvals.remember(user, self.ip());
+                self.second_factor = "code";
+                Ok(true)
+            }
+            Ok(false) => {
+                self.shared
+                    .login
+                    .failed(user, self.ip(), Protocol::Ssh)
+                    .await;
+                Ok(false)
+            }
+            Err(e) => Err(format!("store error: {e}")),
+        }
+    }
+
     /// Whether a second factor is still needed; refuses when one is required but the person
     /// has none.
     async fn needs_code(&mut self, user: &str) -> Result<bool, Auth> {
@@ -255,7 +276,9 @@ impl Person {
         Some((self.upstream.clone()?, self.bridge.rights()))
     }
 
-    async fn audit_channel(&self, detail: serde_json::Value) {
+    /// Audits a channel event; `false` when the audit log no longer takes events — then a
+    /// channel about to start must not (fail closed).
+    async fn audit_channel(&self, detail: serde_json::Value) -> bool {
         match detail["action"].as_str() {
             Some("refused") => self.shared.metrics.refusals.inc(),
             Some("start") => self.shared.metrics.channels.inc(),
@@ -263,7 +286,7 @@ impl Person {
         };
         let mut e = self.ident.event(EventKind::SshChannel);
         e.detail = Some(detail);
-        let _ = self.shared.audit.record(e).await;
+        self.shared.audit.record(e).await.is_ok()
     }
 
     fn login_name(&self) -> String {
@@ -284,6 +307,18 @@ impl Person {
         }
     }
 }
+
+/// Why a channel may not start while the audit log takes no events.
+fn audit_closed() -> ChannelOpenFailure {
+    ChannelOpenFailure::Other {
+        code: 1,
+        reason: AUDIT_CLOSED.into(),
+    }
+}
+
+/// What the person is told when the audit log takes no events (Postern is shutting down).
+pub(crate) const AUDIT_CLOSED: &str =
+    "Postern: the audit log is not accepting events, so this channel may not start";
 
 impl server::Handler for Person {
     type Error = russh::Error;
@@ -393,30 +428,20 @@ impl server::Handler for Person {
         }
         match self.needs_code(&user).await {
             Ok(true) => match code {
-                Some(code) => match self.shared.login.check_code(&user, &code).await {
-                    Ok(true) => {
-                        self.shared.login.approvals.remember(&user, self.ip());
-                        self.second_factor = "code";
-                        Ok(self.finish().await)
-                    }
-                    Ok(false) => {
-                        self.shared
-                            .login
-                            .failed(&user, self.ip(), Protocol::Ssh)
-                            .await;
-                        Ok(self
-                            .refuse(
-                                "the second-factor code given with the login is wrong, expired or \
+                Some(code) => match self.code_is_right(&user, &code).await {
+                    Ok(true) => Ok(self.finish().await),
+                    Ok(false) => Ok(self
+                        .refuse(
+                            "the second-factor code given with the login is wrong, expired or \
                                  already used"
-                                    .into(),
-                                "wrong second-factor code",
-                            )
-                            .await)
-                    }
-                    Err(e) => Ok(self
+                                .into(),
+                            "wrong second-factor code",
+                        )
+                        .await),
+                    Err(why) => Ok(self
                         .refuse(
                             "Postern could not read its store; try again later".into(),
-                            &format!("store error: {e}"),
+                            &why,
                         )
                         .await),
                 },
@@ -489,10 +514,8 @@ impl server::Handler for Person {
                 if let Err(d) = self.shared.login.admit(&user, self.ip()) {
                     return Ok(self.refuse_now(d.message, &d.reason).await);
                 }
-                match self.shared.login.check_code(&user, &code).await {
+                match self.code_is_right(&user, &code).await {
                     Ok(true) => {
-                        self.shared.login.approvals.remember(&user, self.ip());
-                        self.second_factor = "code";
                         match self.finish().await {
                             Auth::Accept => Ok(Auth::Accept),
                             // The refusal is shown at once, within this exchange.
@@ -503,10 +526,6 @@ impl server::Handler for Person {
                         }
                     }
                     Ok(false) => {
-                        self.shared
-                            .login
-                            .failed(&user, self.ip(), Protocol::Ssh)
-                            .await;
                         let mut e = self.ident.event(EventKind::LoginFailure);
                         e.error = Some("the second-factor code is wrong".into());
                         e.reason = Some("wrong second-factor code".into());
@@ -531,10 +550,10 @@ impl server::Handler for Person {
                         self.stage = Stage::NeedCode { wrong };
                         Ok(code_prompt(&user, true))
                     }
-                    Err(e) => Ok(self
+                    Err(why) => Ok(self
                         .refuse_now(
                             "Postern could not read its store; try again later".into(),
-                            &format!("store error: {e}"),
+                            &why,
                         )
                         .await),
                 }
@@ -645,10 +664,16 @@ impl server::Handler for Person {
             .await
         {
             Ok(t) => {
-                self.audit_channel(serde_json::json!({
-                    "action": "start", "channel": "direct-tcpip", "to": target,
-                }))
-                .await;
+                let audited = self
+                    .audit_channel(serde_json::json!({
+                        "action": "start", "channel": "direct-tcpip", "to": target,
+                    }))
+                    .await;
+                if !audited {
+                    let _ = t.close().await;
+                    reply.reject(audit_closed()).await;
+                    return Ok(());
+                }
                 reply.accept().await;
                 relay::spawn_pipe(channel, t, self.bridge.activity.clone());
             }
@@ -750,10 +775,18 @@ impl server::Handler for Person {
                         f.insert((address.to_string(), bound));
                     }
                 }
-                self.audit_channel(serde_json::json!({
-                    "action": "start", "channel": "tcpip-forward", "listen": format!("{address}:{port}"),
-                }))
-                .await;
+                let audited = self
+                    .audit_channel(serde_json::json!({
+                        "action": "start", "channel": "tcpip-forward", "listen": format!("{address}:{port}"),
+                    }))
+                    .await;
+                if !audited {
+                    let _ = up.cancel_tcpip_forward(address, *port).await;
+                    if let Ok(mut f) = self.bridge.remote_forwards.lock() {
+                        f.remove(&(address.to_string(), *port));
+                    }
+                    return Ok(false);
+                }
                 Ok(true)
             }
             Err(e) => {
@@ -858,10 +891,11 @@ impl server::Handler for Person {
         _session: &mut Session,
     ) -> Result<bool, Self::Error> {
         if self.bridge.rights().agent_forwarding {
-            self.bridge.agent.store(true, Ordering::Release);
-            self.audit_channel(serde_json::json!({ "action": "start", "channel": "agent" }))
+            let audited = self
+                .audit_channel(serde_json::json!({ "action": "start", "channel": "agent" }))
                 .await;
-            Ok(true)
+            self.bridge.agent.store(audited, Ordering::Release);
+            Ok(audited)
         } else {
             self.audit_channel(serde_json::json!({
                 "action": "refused", "channel": "agent", "reason": "agent forwarding not granted",

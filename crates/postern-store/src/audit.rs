@@ -404,7 +404,7 @@ mod tests {
         e.user = Some(user.into());
         e.datasource = Some(ds.into());
         e.session = Some("s1".into());
-        chain::link(head, &mut e);
+        chain::link_into(head, &mut e, &mut Vec::new());
         e
     }
 
